@@ -1,0 +1,3 @@
+from sinkfleet.cli import main
+
+main()

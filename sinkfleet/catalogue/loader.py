@@ -1,0 +1,154 @@
+"""Load and cross-check schemas/, topics/, sinks/ and workers/ under a catalogue root."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import yaml
+from pydantic import ValidationError as PydanticValidationError
+
+from sinkfleet.catalogue.models import SinkSpec, TopicSpec, WorkerSpec
+from sinkfleet.catalogue.types import ResolvedField, check_column_type, resolve_path
+from sinkfleet.errors import CatalogueError
+
+
+@dataclass(frozen=True)
+class Column:
+    """A sink column with its type and source resolved against the schema."""
+
+    name: str
+    pg_type: str
+    nullable: bool
+    source: ResolvedField | None
+    default: str | None
+
+
+@dataclass
+class Sink:
+    spec: SinkSpec
+    topic: TopicSpec
+    schema: dict[str, Any]
+    columns: list[Column]
+
+
+@dataclass
+class Catalogue:
+    root: Path
+    schemas: dict[str, dict[str, Any]] = field(default_factory=dict)  # family -> parsed schema
+    topics: dict[str, TopicSpec] = field(default_factory=dict)  # topic name -> spec
+    sinks: dict[str, Sink] = field(default_factory=dict)
+    workers: dict[str, WorkerSpec] = field(default_factory=dict)
+
+    def topic_for_family(self, family: str) -> TopicSpec:
+        for topic in self.topics.values():
+            if topic.schema_ == family:
+                return topic
+        known = ", ".join(sorted(self.schemas)) or "none"
+        raise CatalogueError(f"no topic carries family {family!r} (families: {known})")
+
+    def worker(self, name: str) -> WorkerSpec:
+        if name not in self.workers:
+            known = ", ".join(sorted(self.workers)) or "none"
+            raise CatalogueError(f"no worker spec {name!r} in workers/ (known: {known})")
+        return self.workers[name]
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CatalogueError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise CatalogueError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _model(cls: type, path: Path) -> Any:
+    try:
+        return cls.model_validate(_read_yaml(path))
+    except PydanticValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise CatalogueError(f"{path}: {problems}") from None
+
+
+def _load_schema(path: Path) -> dict[str, Any]:
+    try:
+        raw = json.loads(path.read_text())
+        parsed = fastavro.parse_schema(raw, _write_hint=False)
+    except (json.JSONDecodeError, fastavro.schema.SchemaParseException, KeyError,
+            TypeError, ValueError) as exc:
+        raise CatalogueError(f"{path}: not a valid Avro schema: {exc}") from None
+    if not isinstance(parsed, dict) or parsed.get("type") != "record":
+        raise CatalogueError(f"{path}: the top-level schema must be a record")
+    return raw
+
+
+def _resolve_columns(spec: SinkSpec, schema: dict[str, Any], where: Path) -> list[Column]:
+    columns = []
+    for col in spec.columns:
+        ctx = f"{where}: column {col.name!r}"
+        if col.source is None:
+            columns.append(Column(col.name, col.type or "timestamptz", False, None, col.default))
+            continue
+        try:
+            resolved = resolve_path(schema, col.source)
+        except CatalogueError as exc:
+            raise CatalogueError(f"{ctx}: from {col.source!r}: {exc}") from None
+        pg_type = col.type or resolved.natural_type
+        check_column_type(resolved.natural_type, pg_type, ctx)
+        nullable = resolved.nullable if col.nullable is None else col.nullable
+        if resolved.nullable and not nullable:
+            raise CatalogueError(f"{ctx}: {col.source!r} may be null; drop 'nullable: false'")
+        columns.append(Column(col.name, pg_type, nullable, resolved, col.default))
+    for id_col in spec.id:
+        if next(c for c in columns if c.name == id_col).nullable:
+            raise CatalogueError(f"{where}: id column {id_col!r} must not be nullable")
+    return columns
+
+
+def load_catalogue(root: Path) -> Catalogue:
+    """Read and validate the whole catalogue; every error names its file and key."""
+    root = Path(root)
+    cat = Catalogue(root=root)
+    for sub in ("schemas", "topics", "sinks", "workers"):
+        if not (root / sub).is_dir():
+            raise CatalogueError(f"{root / sub}: missing; run sinkfleet from the project root"
+                                 " or set SINKFLEET_HOME")
+    for path in sorted((root / "schemas").glob("*.avsc")):
+        cat.schemas[path.stem] = _load_schema(path)
+    for path in sorted((root / "topics").glob("*.yaml")):
+        topic = _model(TopicSpec, path)
+        if topic.schema_ not in cat.schemas:
+            raise CatalogueError(f"{path}: schema {topic.schema_!r} has no schemas/"
+                                 f"{topic.schema_}.avsc")
+        for key in topic.key:
+            try:
+                resolve_path(cat.schemas[topic.schema_], key)
+            except CatalogueError as exc:
+                raise CatalogueError(f"{path}: key {key!r}: {exc}") from None
+        if topic.name in cat.topics:
+            raise CatalogueError(f"{path}: topic {topic.name!r} is declared twice")
+        cat.topics[topic.name] = topic
+    for path in sorted((root / "sinks").glob("*.yaml")):
+        spec = _model(SinkSpec, path)
+        if spec.topic not in cat.topics:
+            raise CatalogueError(f"{path}: topic {spec.topic!r} is not declared in topics/")
+        if spec.name in cat.sinks:
+            raise CatalogueError(f"{path}: sink {spec.name!r} is declared twice")
+        topic = cat.topics[spec.topic]
+        schema = cat.schemas[topic.schema_]
+        cat.sinks[spec.name] = Sink(spec, topic, schema, _resolve_columns(spec, schema, path))
+    for path in sorted((root / "workers").glob("*.yaml")):
+        worker = _model(WorkerSpec, path)
+        for sink in worker.sinks:
+            if sink not in cat.sinks:
+                raise CatalogueError(f"{path}: sink {sink!r} is not declared in sinks/")
+        cat.workers[worker.name] = worker
+    return cat

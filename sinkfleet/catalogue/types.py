@@ -1,0 +1,105 @@
+"""Map Avro field paths to PostgreSQL column types (pure logic, no I/O)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sinkfleet.errors import CatalogueError
+
+_PRIMITIVE = {
+    "long": "bigint",
+    "int": "integer",
+    "float": "real",
+    "double": "double precision",
+    "string": "text",
+    "boolean": "boolean",
+    "bytes": "bytea",
+}
+_LOGICAL = {
+    "timestamp-micros": "timestamptz",
+    "timestamp-millis": "timestamptz",
+    "date": "date",
+    "uuid": "uuid",
+}
+# Column types a value of the natural type may be stored as, besides the natural one.
+_WIDENINGS = {
+    "integer": {"smallint", "bigint"},
+    "bigint": set(),
+    "text": {"jsonb"},
+    "real": {"double precision"},
+    "real[]": {"double precision[]"},
+    "jsonb": set(),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedField:
+    """A schema field reached by a dotted path."""
+
+    path: tuple[str, ...]
+    avro_type: Any
+    nullable: bool  # the field, or a record on the way to it, may be null
+    natural_type: str
+
+
+def _strip_null(avro_type: Any) -> tuple[Any, bool]:
+    if isinstance(avro_type, list):
+        branches = [b for b in avro_type if b != "null"]
+        if len(branches) != 1:
+            raise CatalogueError(f"union {avro_type} has more than one non-null branch")
+        return branches[0], len(branches) != len(avro_type)
+    return avro_type, False
+
+
+def natural_pg_type(avro_type: Any) -> str:
+    """The column type a value of ``avro_type`` maps to without conversion."""
+    if isinstance(avro_type, str):
+        if avro_type in _PRIMITIVE:
+            return _PRIMITIVE[avro_type]
+        raise CatalogueError(f"Avro type {avro_type!r} has no column mapping")
+    if isinstance(avro_type, dict):
+        logical = avro_type.get("logicalType")
+        if logical in _LOGICAL:
+            return _LOGICAL[logical]
+        kind = avro_type.get("type")
+        if kind == "fixed":
+            return "bytea"
+        if kind == "enum":
+            return "text"
+        if kind in ("record", "map"):
+            return "jsonb"
+        if kind == "array":
+            item, _ = _strip_null(avro_type["items"])
+            return natural_pg_type(item) + "[]"
+        if isinstance(kind, str):
+            return natural_pg_type(kind)
+    raise CatalogueError(f"Avro type {avro_type!r} has no column mapping")
+
+
+def resolve_path(schema: dict[str, Any], path: str) -> ResolvedField:
+    """Follow ``a.b.c`` through nested records of a (fastavro-parsed) schema."""
+    current: Any = schema
+    nullable = False
+    parts = tuple(path.split("."))
+    for depth, name in enumerate(parts):
+        if not (isinstance(current, dict) and current.get("type") == "record"):
+            walked = ".".join(parts[:depth])
+            raise CatalogueError(f"{walked!r} is not a record, so it has no field {name!r}")
+        fields = {f["name"]: f for f in current["fields"]}
+        if name not in fields:
+            raise CatalogueError(
+                f"schema {current.get('name')!r} has no field {name!r}"
+                f" (fields: {', '.join(fields)})"
+            )
+        current, is_null = _strip_null(fields[name]["type"])
+        nullable = nullable or is_null
+    return ResolvedField(parts, current, nullable, natural_pg_type(current))
+
+
+def check_column_type(natural: str, declared: str, where: str) -> None:
+    """Refuse a declared column type that the Avro value cannot be stored as."""
+    if declared == natural or declared in _WIDENINGS.get(natural, set()):
+        return
+    raise CatalogueError(f"{where}: an Avro value of column type {natural!r} cannot be stored as"
+                         f" {declared!r}")

@@ -1,0 +1,232 @@
+"""One entry point: `sinkfleet SUBCOMMAND`. Subcommands parse, call, print."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import signal
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sinkfleet.catalogue import Catalogue, load_catalogue
+from sinkfleet.config import Settings, load_settings
+from sinkfleet.errors import SinkfleetError
+
+T = TypeVar("T")
+app = typer.Typer(help="sinkfleet: Avro over Kafka into PostgreSQL and Redis.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+stack_app = typer.Typer(help="The local stack: Kafka (KRaft), PostgreSQL, Redis.",
+                        no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics from topics/.", no_args_is_help=True)
+db_app = typer.Typer(help="The PostgreSQL schema.", no_args_is_help=True)
+catalogue_app = typer.Typer(help="The catalogue: schemas/, topics/, sinks/, workers/.",
+                            no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(topics_app, name="topics")
+app.add_typer(db_app, name="db")
+app.add_typer(catalogue_app, name="catalogue")
+
+console = Console()
+err = Console(stderr=True)
+
+
+def friendly(fn: Callable[..., T]) -> Callable[..., T]:
+    """Turn sinkfleet's own errors into one red line and exit code 2, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except SinkfleetError as exc:
+            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def settings_and_catalogue() -> tuple[Settings, Catalogue]:
+    settings = load_settings()
+    return settings, load_catalogue(settings.home)
+
+
+def say(message: str) -> None:
+    console.print(message, highlight=False)
+
+
+# --- stack ------------------------------------------------------------------------------
+Only = Annotated[list[str] | None, typer.Option("--only", help="kafka, postgres or redis")]
+
+
+@stack_app.command("up")
+@friendly
+def stack_up(only: Only = None) -> None:
+    """Start Kafka, PostgreSQL and Redis (idempotent; waits until each answers)."""
+    from sinkfleet.stack import manager
+
+    run(manager.up(load_settings(), only, say))
+
+
+@stack_app.command("down")
+@friendly
+def stack_down(only: Only = None) -> None:
+    """Stop the services this stack started."""
+    from sinkfleet.stack import manager
+
+    manager.down(load_settings(), only, say)
+
+
+@stack_app.command("status")
+@friendly
+def stack_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Health-check each service; exit 1 if any is down."""
+    from sinkfleet.stack import manager
+
+    statuses = run(manager.status(load_settings()))
+    if as_json:
+        print(json.dumps([s.__dict__ for s in statuses]))
+    else:
+        table = Table("service", "pid", "port", "healthy", "detail")
+        for s in statuses:
+            table.add_row(s.name, str(s.pid or "-"), str(s.port),
+                          "[green]yes[/]" if s.healthy else "[red]no[/]", s.detail)
+        console.print(table)
+    if not all(s.healthy for s in statuses):
+        raise typer.Exit(1)
+
+
+@stack_app.command("env")
+@friendly
+def stack_env() -> None:
+    """Print shell exports for this stack (never passwords)."""
+    from sinkfleet.stack import manager
+
+    print("\n".join(manager.env_lines(load_settings())))
+
+
+# --- catalogue, topics, db --------------------------------------------------------------
+@catalogue_app.command("check")
+@friendly
+def catalogue_check() -> None:
+    """Validate the catalogue strictly; errors name the file and the key."""
+    _, cat = settings_and_catalogue()
+    say(f"catalogue ok: {len(cat.schemas)} schemas, {len(cat.topics)} topics,"
+        f" {len(cat.sinks)} sinks, {len(cat.workers)} workers")
+
+
+@topics_app.command("apply")
+@friendly
+def topics_apply(dry_run: Annotated[bool, typer.Option("--dry-run")] = False) -> None:
+    """Create or update Kafka topics (and dead-letter topics) from topics/."""
+    from sinkfleet.ops.topics import apply_topics
+
+    settings, cat = settings_and_catalogue()
+    run(apply_topics(settings, cat, dry_run=dry_run, say=say))
+
+
+@db_app.command("migrate")
+@friendly
+def db_migrate() -> None:
+    """Apply pending migrations and create time partitions ahead (advisory-locked)."""
+    from sinkfleet.sink.postgres.migrate import migrate
+
+    settings, cat = settings_and_catalogue()
+    run(migrate(settings, cat, say))
+
+
+# --- produce, worker, demo --------------------------------------------------------------
+@app.command()
+@friendly
+def produce(
+    family: Annotated[str, typer.Option(help="record family, e.g. experience_event")],
+    count: Annotated[int, typer.Option(min=1, help="records to publish")] = 10_000,
+    rate: Annotated[float | None, typer.Option(min=1, help="records per second")] = None,
+    seed: Annotated[int, typer.Option(help="seed of the synthetic load")] = 0,
+    agents: Annotated[int, typer.Option(min=1)] = 32,
+) -> None:
+    """Publish a realistic synthetic agent load."""
+    from sinkfleet.ops.produce import produce as do_produce
+    from sinkfleet.producer.synthetic import synthetic_records
+
+    settings, cat = settings_and_catalogue()
+    cat.topic_for_family(family)
+    try:
+        records = synthetic_records(family, seed=seed, agents=agents)
+    except ValueError as exc:
+        raise SinkfleetError(str(exc)) from None
+    with Progress(TextColumn("producing {task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(family, total=count)
+        result = run(do_produce(settings, cat, family, records, count, rate=rate,
+                                progress=lambda n: bar.advance(task, n)))
+    say(f"produced {result.count} {family} records in {result.seconds:.1f}s"
+        f" ({result.rate:,.0f}/s), all acknowledged")
+
+
+@app.command()
+@friendly
+def worker(
+    spec: Annotated[str, typer.Option(help="worker spec name from workers/")],
+    log_level: Annotated[str, typer.Option()] = "INFO",
+) -> None:
+    """Run one worker process of a group until SIGTERM/SIGINT (then drain and exit 0)."""
+    from sinkfleet.worker.loop import Worker
+    from sinkfleet.worker.progress import report_progress
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    settings, cat = settings_and_catalogue()
+    w = Worker(settings, cat, cat.worker(spec))
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, w.stop)
+        reporter = asyncio.create_task(report_progress(w))
+        try:
+            await w.run()
+        finally:
+            reporter.cancel()
+
+    run(main())
+    st = w.stats
+    logging.getLogger("sinkfleet.worker").info(
+        "stopped cleanly: consumed=%d stored=%d duplicates_skipped=%d dead_lettered=%d",
+        st.consumed, st.stored, st.duplicates_skipped, st.dead_lettered)
+
+
+@app.command()
+@friendly
+def demo(
+    count: Annotated[int, typer.Option(min=1, help="experience events to publish")] = 100_000,
+    workers: Annotated[int, typer.Option(min=1, max=32)] = 2,
+) -> None:
+    """Stack up → topics → migrate → publish → N workers → verify; exit 0 iff nothing is lost."""
+    from sinkfleet.ops.demo import run_demo
+
+    ok = run(run_demo(load_settings(), count=count, workers=workers, console=console))
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""One error hierarchy. Callers branch on ``exc.retriable``, not on classes.
+
+User-facing messages say what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class SinkfleetError(Exception):
+    """Base of every error sinkfleet raises on purpose."""
+
+    retriable: bool = False
+
+
+class ConfigError(SinkfleetError):
+    """Settings or command-line input are wrong; fix them and run again."""
+
+
+class CatalogueError(SinkfleetError):
+    """A file under schemas/, topics/, sinks/ or workers/ is invalid."""
+
+
+class StackError(SinkfleetError):
+    """A local-stack service could not be started, probed or stopped."""
+
+
+class DecodeError(SinkfleetError):
+    """A record's bytes are not a valid framed Avro record of a known schema."""
+
+
+class ValidationError(SinkfleetError):
+    """A record does not satisfy its schema or its sink's column rules."""
+
+
+class MigrationError(SinkfleetError):
+    """The database schema cannot be brought to the catalogue's version."""
+
+
+class StorageUnavailable(SinkfleetError):
+    """PostgreSQL or Redis is down or slow; back off and try again."""
+
+    retriable = True
+
+
+class PublishError(SinkfleetError):
+    """A record could not be handed to Kafka."""
+
+
+class PublishTimeout(PublishError):
+    """The publisher's bounded buffer stayed full for longer than allowed."""
+
+    retriable = True

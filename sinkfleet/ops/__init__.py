@@ -1,0 +1,1 @@
+"""Operator tools: topics, demo, replay, retention, lag."""

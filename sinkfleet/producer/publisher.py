@@ -1,0 +1,198 @@
+"""The publisher SDK agents import: validate, encode, hand to Kafka, never block long.
+
+Example::
+
+    async with Publisher() as pub:
+        await pub.publish("experience_event", event)   # returns once buffered
+    # leaving the block flushes: every record is acknowledged by Kafka (acks=all)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, TypeVar
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from sinkfleet.avro import Codec, SchemaStore
+from sinkfleet.catalogue import Catalogue, load_catalogue
+from sinkfleet.catalogue.models import TopicSpec
+from sinkfleet.config import Settings, load_settings
+from sinkfleet.errors import PublishError, PublishTimeout
+
+T = TypeVar("T")
+
+
+def record_key(topic: TopicSpec, record: dict[str, Any]) -> bytes | None:
+    """The partitioning key: the topic's key fields joined with ':' (None if none)."""
+    if not topic.key:
+        return None
+    parts = []
+    for path in topic.key:
+        value: Any = record
+        for name in path.split("."):
+            value = value[name] if isinstance(value, dict) else None
+        parts.append("" if value is None else str(value))
+    return ":".join(parts).encode()
+
+
+class Publisher:
+    """Async publisher of catalogue families to Kafka (idempotent, acks=all).
+
+    ``publish()`` validates against the family's schema (raising
+    ``ValidationError`` with nothing sent) and returns a delivery future once
+    the record is buffered. At most ``max_buffered`` records wait for
+    acknowledgement; beyond that ``publish()`` waits up to ``max_block_ms``
+    and then raises ``PublishTimeout``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        catalogue: Catalogue | None = None,
+        linger_ms: int = 5,
+        max_batch_bytes: int = 512 * 1024,
+        compression: str | None = "lz4",
+        max_buffered: int = 100_000,
+        max_block_ms: int = 10_000,
+    ) -> None:
+        self.settings = settings or load_settings()
+        self.catalogue = catalogue or load_catalogue(self.settings.home)
+        self._store = SchemaStore(self.settings.schema_registry_url)
+        self._codecs: dict[str, tuple[TopicSpec, Codec]] = {}
+        self._producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=linger_ms,
+            max_batch_size=max_batch_bytes,
+            compression_type=compression,
+            request_timeout_ms=30_000,
+        )
+        self._slots = asyncio.Semaphore(max_buffered)
+        self._max_block = max_block_ms / 1000
+        self._failures: list[BaseException] = []
+        self.sent = 0
+        self.acked = 0
+
+    async def start(self) -> None:
+        try:
+            await self._producer.start()
+        except KafkaError as exc:
+            raise PublishError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc};"
+                               " is the stack up (sinkfleet stack up)?") from None
+
+    def _codec(self, family: str) -> tuple[TopicSpec, Codec]:
+        entry = self._codecs.get(family)
+        if entry is None:
+            topic = self.catalogue.topic_for_family(family)
+            entry = (topic, Codec(self.catalogue.schemas[family], self._store))
+            self._codecs[family] = entry
+        return entry
+
+    def encode(self, family: str, record: dict[str, Any]) -> tuple[str, bytes | None, bytes]:
+        """Validate and frame ``record``: (topic, key, value). Nothing is sent."""
+        topic, codec = self._codec(family)
+        return topic.name, record_key(topic, record), codec.encode(record)
+
+    async def publish(self, family: str, record: dict[str, Any], *,
+                      key: bytes | None = None) -> asyncio.Future[Any]:
+        topic, default_key, value = self.encode(family, record)
+        return await self.send_raw(topic, value, key if key is not None else default_key)
+
+    async def send_raw(self, topic: str, value: bytes, key: bytes | None = None,
+                       headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+        """Send already-framed bytes (used by replays and dead-letter tools)."""
+        try:
+            await asyncio.wait_for(self._slots.acquire(), self._max_block)
+        except TimeoutError:
+            raise PublishTimeout(f"{self._slots._value} free slots after {self._max_block}s:"
+                                 " Kafka is not acknowledging; is the broker up?") from None
+        try:
+            fut = await self._producer.send(topic, value, key=key, headers=headers)
+        except KafkaError as exc:
+            self._slots.release()
+            raise PublishError(f"send to {topic} failed: {exc}") from None
+        self.sent += 1
+        fut.add_done_callback(self._delivered)
+        return fut
+
+    def _delivered(self, fut: asyncio.Future[Any]) -> None:
+        self._slots.release()
+        if fut.cancelled():
+            self._failures.append(PublishError("delivery cancelled"))
+        elif fut.exception() is not None:
+            self._failures.append(fut.exception())  # type: ignore[arg-type]
+        else:
+            self.acked += 1
+
+    async def flush(self) -> None:
+        """Wait until every buffered record is acknowledged; raise if any failed."""
+        await self._producer.flush()
+        if self._failures:
+            first, count = self._failures[0], len(self._failures)
+            self._failures.clear()
+            raise PublishError(f"{count} record(s) were not acknowledged; first: {first}")
+
+    async def close(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            await self._producer.stop()
+
+    async def __aenter__(self) -> Publisher:
+        await self.start()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.close()
+
+
+class SyncPublisher:
+    """A blocking facade over :class:`Publisher` for agents without asyncio.
+
+    Example::
+
+        with SyncPublisher() as pub:
+            pub.publish("experience_event", event)
+    """
+
+    def __init__(self, settings: Settings | None = None, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True,
+                                        name="sinkfleet-publisher")
+        self._thread.start()
+        self._pub: Publisher = self._run(self._make(settings, kwargs))
+        self._run(self._pub.start())
+
+    async def _make(self, settings: Settings | None, kwargs: dict[str, Any]) -> Publisher:
+        return Publisher(settings, **kwargs)  # the semaphore must be built on our loop
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def publish(self, family: str, record: dict[str, Any], *, key: bytes | None = None) -> None:
+        """Validate and buffer ``record``; returns before Kafka acknowledges it."""
+        self._run(self._pub.publish(family, record, key=key))
+
+    def flush(self) -> None:
+        self._run(self._pub.flush())
+
+    def close(self) -> None:
+        try:
+            self._run(self._pub.close())
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> SyncPublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

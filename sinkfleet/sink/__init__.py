@@ -1,0 +1,1 @@
+"""Sinks: PostgreSQL writers per mode, Redis cache writers."""

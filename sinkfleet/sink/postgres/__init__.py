@@ -1,0 +1,1 @@
+"""PostgreSQL: migrations, partitions, writers, the offsets table."""

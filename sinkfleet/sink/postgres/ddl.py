@@ -1,0 +1,102 @@
+"""DDL for sink tables and their time partitions (pure: strings and dates only)."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+from sinkfleet.catalogue import Sink
+from sinkfleet.catalogue.models import IDENT_RE
+
+
+def quote_ident(name: str) -> str:
+    """Quote an identifier that already passed the catalogue's strict pattern."""
+    if not IDENT_RE.match(name):
+        raise ValueError(f"refusing unsafe SQL identifier {name!r}")
+    return f'"{name}"'
+
+
+def derived_name(*parts: str) -> str:
+    """An identifier ≤ 63 bytes built from parts; long ones keep a hash suffix."""
+    name = "_".join(parts)
+    if len(name) <= 63:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    return f"{name[:54]}_{digest}"
+
+
+def create_table_sql(sink: Sink) -> str:
+    spec = sink.spec
+    lines = []
+    for col in sink.columns:
+        line = f"    {quote_ident(col.name)} {col.pg_type}"
+        if not col.nullable:
+            line += " NOT NULL"
+        if col.default == "now()":
+            line += " DEFAULT now()"
+        lines.append(line)
+    pk = ", ".join(quote_ident(c) for c in spec.id)
+    lines.append(f"    PRIMARY KEY ({pk})")
+    sql = f"CREATE TABLE {spec.qualified_table} (\n" + ",\n".join(lines) + "\n)"
+    if spec.partitioning is not None:
+        assert spec.time_column is not None
+        sql += f" PARTITION BY RANGE ({quote_ident(spec.time_column)})"
+    statements = [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(spec.db_schema)}", sql]
+    if spec.partitioning is not None:
+        default = quote_ident(derived_name(spec.table, "default"))
+        statements.append(f"CREATE TABLE {quote_ident(spec.db_schema)}.{default}"
+                          f" PARTITION OF {spec.qualified_table} DEFAULT")
+    for index in spec.indexes:
+        name = quote_ident(derived_name(spec.table, *index.columns, index.using, "idx"))
+        cols = ", ".join(quote_ident(c) for c in index.columns)
+        statements.append(f"CREATE INDEX {name} ON {spec.qualified_table}"
+                          f" USING {index.using} ({cols})")
+    return ";\n".join(statements) + ";\n"
+
+
+_STEP = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
+
+
+def floor_time(ts: datetime, interval: str) -> datetime:
+    ts = ts.astimezone(UTC)
+    if interval == "hour":
+        return ts.replace(minute=0, second=0, microsecond=0)
+    day = ts.replace(hour=0, minute=0, second=0, microsecond=0)
+    if interval == "day":
+        return day
+    if interval == "week":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def next_bound(start: datetime, interval: str) -> datetime:
+    if interval in _STEP:
+        return start + _STEP[interval]
+    year, month = (start.year + 1, 1) if start.month == 12 else (start.year, start.month + 1)
+    return start.replace(year=year, month=month)
+
+
+def _prev_bound(start: datetime, interval: str) -> datetime:
+    if interval in _STEP:
+        return start - _STEP[interval]
+    year, month = (start.year - 1, 12) if start.month == 1 else (start.year, start.month - 1)
+    return start.replace(year=year, month=month)
+
+
+def partition_suffix(start: datetime, interval: str) -> str:
+    fmt = {"hour": "%Y%m%d%H", "day": "%Y%m%d", "week": "%Y%m%d", "month": "%Y%m"}[interval]
+    return "p" + start.strftime(fmt)
+
+
+def partition_plan(interval: str, now: datetime, history: int, premake: int
+                   ) -> list[tuple[str, datetime, datetime]]:
+    """(suffix, start, end) of each partition from ``history`` back to ``premake`` ahead."""
+    start = floor_time(now, interval)
+    for _ in range(history):
+        start = _prev_bound(start, interval)
+    plan = []
+    for _ in range(history + premake + 1):
+        end = next_bound(start, interval)
+        plan.append((partition_suffix(start, interval), start, end))
+        start = end
+    return plan

@@ -1,0 +1,138 @@
+"""`sinkfleet db migrate`: versioned, checksummed migrations under an advisory lock.
+
+Migrations are the package's core SQL files plus one per sink, generated from
+its catalogue spec. Each is applied once in its own transaction and recorded
+with a SHA-256 checksum; a recorded migration whose text changed is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+
+import asyncpg
+
+from sinkfleet.catalogue import Catalogue, Sink
+from sinkfleet.config import Settings
+from sinkfleet.errors import MigrationError
+from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.ddl import create_table_sql, derived_name, partition_plan, quote_ident
+
+# pg_advisory_lock key shared by every `db migrate` and partition maintenance run.
+MIGRATION_LOCK_KEY = 0x51_4E_4B_46  # "SNKF"
+
+
+@dataclass(frozen=True)
+class Migration:
+    id: str
+    description: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def planned_migrations(catalogue: Catalogue) -> list[Migration]:
+    core = resources.files("sinkfleet.sink.postgres").joinpath("migrations")
+    plan = [
+        Migration(f"core:{f.name.removesuffix('.sql')}", f"core {f.name}", f.read_text())
+        for f in sorted(core.iterdir(), key=lambda f: f.name) if f.name.endswith(".sql")
+    ]
+    for name in sorted(catalogue.sinks):
+        sink = catalogue.sinks[name]
+        plan.append(Migration(f"sink:{name}:0001", f"create {sink.spec.qualified_table}",
+                              create_table_sql(sink)))
+    return plan
+
+
+async def ensure_partitions(conn: asyncpg.Connection, sink: Sink,
+                            now: datetime | None = None) -> list[str]:
+    """Create the sink's missing time partitions; move stray rows out of DEFAULT first."""
+    spec = sink.spec
+    part = spec.partitioning
+    if part is None:
+        return []
+    assert spec.time_column is not None
+    schema, tcol = quote_ident(spec.db_schema), quote_ident(spec.time_column)
+    default = f"{schema}.{quote_ident(derived_name(spec.table, 'default'))}"
+    existing = {r["relname"] for r in await conn.fetch(
+        "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+        " JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace"
+        " WHERE p.relname = $1 AND n.nspname = $2", spec.table, spec.db_schema)}
+    created = []
+    for suffix, start, end in partition_plan(part.interval, now or datetime.now(UTC),
+                                             part.history, part.premake):
+        name = derived_name(spec.table, suffix)
+        if name in existing:
+            continue
+        child = f"{schema}.{quote_ident(name)}"
+        async with conn.transaction():
+            stray = await conn.fetchval(
+                f"SELECT count(*) FROM {default} WHERE {tcol} >= $1 AND {tcol} < $2", start, end)
+            if stray:
+                # Attaching over rows in DEFAULT would fail: move them into the new partition.
+                await conn.execute(f"CREATE TABLE {child} (LIKE {spec.qualified_table}"
+                                   " INCLUDING DEFAULTS)")
+                await conn.execute(
+                    f"WITH moved AS (DELETE FROM {default} WHERE {tcol} >= $1 AND {tcol} < $2"
+                    f" RETURNING *) INSERT INTO {child} SELECT * FROM moved", start, end)
+                await conn.execute(
+                    f"ALTER TABLE {spec.qualified_table} ATTACH PARTITION {child}"
+                    f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
+            else:
+                await conn.execute(
+                    f"CREATE TABLE IF NOT EXISTS {child} PARTITION OF {spec.qualified_table}"
+                    f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
+        created.append(name)
+    return created
+
+
+async def migrate(settings: Settings, catalogue: Catalogue,
+                  say: Callable[[str], None] = print) -> list[str]:
+    """Apply pending migrations and partition maintenance; return the ids applied."""
+    conn = await connect(settings)
+    applied_now: list[str] = []
+    try:
+        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+        await conn.execute(
+            "CREATE SCHEMA IF NOT EXISTS sinkfleet;"
+            " CREATE TABLE IF NOT EXISTS sinkfleet.schema_migrations ("
+            " id text PRIMARY KEY, description text NOT NULL, checksum text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())")
+        applied = {r["id"]: r["checksum"] for r in
+                   await conn.fetch("SELECT id, checksum FROM sinkfleet.schema_migrations")}
+        for mig in planned_migrations(catalogue):
+            if mig.id in applied:
+                if applied[mig.id] != mig.checksum:
+                    raise MigrationError(
+                        f"migration {mig.id} was applied with different contents (checksum"
+                        f" {applied[mig.id][:12]} in the database, {mig.checksum[:12]} now):"
+                        " its sink spec or SQL changed after it was applied; revert the"
+                        " change or add a new migration")
+                continue
+            async with conn.transaction():
+                try:
+                    await conn.execute(mig.sql)
+                except asyncpg.PostgresError as exc:
+                    raise MigrationError(f"migration {mig.id} failed: {exc}") from None
+                await conn.execute(
+                    "INSERT INTO sinkfleet.schema_migrations (id, description, checksum)"
+                    " VALUES ($1, $2, $3)", mig.id, mig.description, mig.checksum)
+            applied_now.append(mig.id)
+            say(f"applied {mig.id}: {mig.description}")
+        for name in sorted(catalogue.sinks):
+            created = await ensure_partitions(conn, catalogue.sinks[name])
+            if created:
+                say(f"{name}: created partitions {created[0]} … {created[-1]} ({len(created)})")
+        if not applied_now:
+            say("database is up to date")
+    finally:
+        try:
+            await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
+        finally:
+            await conn.close()
+    return applied_now

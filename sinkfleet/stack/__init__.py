@@ -1,0 +1,1 @@
+"""The local stack: Kafka from Maven jars, PostgreSQL and Redis, on loopback."""

@@ -1,0 +1,1 @@
+"""The consume → batch → write → commit loop."""

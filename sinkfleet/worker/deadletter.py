@@ -1,0 +1,24 @@
+"""Dead-letter records: the original bytes plus headers saying why and where from."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from sinkfleet.worker.batching import DeadLetter
+
+
+def dead_letter_headers(dl: DeadLetter, worker_id: str) -> list[tuple[str, bytes]]:
+    message = str(dl.error)[:2000]
+    return [
+        ("sinkfleet.topic", dl.topic.encode()),
+        ("sinkfleet.partition", str(dl.partition).encode()),
+        ("sinkfleet.offset", str(dl.offset).encode()),
+        ("sinkfleet.timestamp", str(dl.timestamp).encode()),
+        ("sinkfleet.stage", dl.stage.encode()),
+        ("sinkfleet.error.class", type(dl.error).__name__.encode()),
+        ("sinkfleet.error.message", message.encode(errors="replace")),
+        ("sinkfleet.worker", worker_id.encode()),
+        ("sinkfleet.host", socket.gethostname().encode()),
+        ("sinkfleet.dead_at_ms", str(int(time.time() * 1000)).encode()),
+    ]

@@ -1,0 +1,261 @@
+"""The worker: consume → decode → batch → one PostgreSQL transaction → commit.
+
+Position lives in PostgreSQL: each batch's rows and its next offsets commit in
+one transaction, partitions seek to those offsets when assigned, and the same
+offsets are then committed to Kafka for lag tools. When to flush and commit is
+decided here and only here; sinks just write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from sinkfleet.avro import Codec, SchemaStore
+from sinkfleet.catalogue import Catalogue
+from sinkfleet.catalogue.models import WorkerSpec
+from sinkfleet.config import Settings
+from sinkfleet.errors import DecodeError, StorageUnavailable, ValidationError
+from sinkfleet.sink.postgres.connect import RETRIABLE_PG_ERRORS, connect
+from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
+from sinkfleet.sink.postgres.writer import AppendWriter
+from sinkfleet.worker.batching import Batch, BatchPolicy, DeadLetter
+from sinkfleet.worker.deadletter import dead_letter_headers
+from sinkfleet.worker.rows import RowBuilder
+
+log = logging.getLogger("sinkfleet.worker")
+
+
+@dataclass
+class Route:
+    """Where one topic's records go: its codec and (sink name, row builder) pairs."""
+
+    codec: Codec
+    dlq: str
+    sinks: list[tuple[str, RowBuilder]] = field(default_factory=list)
+
+
+@dataclass
+class WorkerStats:
+    consumed: int = 0
+    stored: int = 0
+    duplicates_skipped: int = 0
+    dead_lettered: int = 0
+    batches: int = 0
+    rebalances: int = 0
+    flush_seconds: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        # Flush what we hold before another worker takes these partitions over.
+        await self.worker.checkpoint()
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self.worker.on_assigned(assigned)
+
+
+class Worker:
+    """One stateless worker process of a group; start more to share the partitions."""
+
+    def __init__(self, settings: Settings, catalogue: Catalogue, spec: WorkerSpec, *,
+                 worker_id: str | None = None) -> None:
+        self.settings = settings
+        self.spec = spec
+        self.worker_id = worker_id or f"{spec.name}-{socket.gethostname()}-{os.getpid()}"
+        self.policy = BatchPolicy(spec.batch.max_records, spec.batch.max_bytes,
+                                  spec.batch.max_age_ms)
+        store = SchemaStore(settings.schema_registry_url)
+        self.routes: dict[str, Route] = {}
+        self.writers: dict[str, AppendWriter] = {}
+        for sink_name in spec.sinks:
+            sink = catalogue.sinks[sink_name]
+            topic = sink.topic
+            route = self.routes.get(topic.name)
+            if route is None:
+                route = Route(Codec(catalogue.schemas[topic.schema_], store), topic.dlq)
+                self.routes[topic.name] = route
+            builder = RowBuilder(sink)
+            route.sinks.append((sink_name, builder))
+            self.writers[sink_name] = AppendWriter(sink, builder.names)
+        self.batch = Batch()
+        self.stats = WorkerStats()
+        self.assignment: set[TopicPartition] = set()
+        self._lock = asyncio.Lock()
+        self._stop = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._dlq: AIOKafkaProducer | None = None
+
+    def stop(self) -> None:
+        """Ask the loop to drain, store what it holds, commit, and leave the group."""
+        self._stop.set()
+
+    # --- PostgreSQL -------------------------------------------------------------------
+    async def _connection(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            conn = await connect(self.settings)
+            for writer in self.writers.values():
+                await writer.prepare(conn)
+            self._conn = conn
+        return self._conn
+
+    async def _drop_connection(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            conn.terminate()
+
+    async def _with_retry(self, what: str, fn: Any) -> Any:
+        """Run ``fn(conn)``, reconnecting with jittered back-off while PostgreSQL is down."""
+        delay = 0.2
+        while True:
+            try:
+                return await fn(await self._connection())
+            except (StorageUnavailable, *RETRIABLE_PG_ERRORS) as exc:
+                await self._drop_connection()
+                log.warning("%s: PostgreSQL unavailable (%s); retrying in %.1fs", what,
+                            type(exc).__name__, delay)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 10.0)
+
+    # --- rebalance --------------------------------------------------------------------
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.stats.rebalances += 1
+        self.assignment = set(assigned)
+        offsets = await self._with_retry(
+            "loading offsets", lambda conn: load_offsets(conn, self.spec.group, assigned))
+        assert self._consumer is not None
+        for tp, offset in offsets.items():
+            self._consumer.seek(tp, offset)
+        log.info("assigned %d partition(s): %s; resuming %d from PostgreSQL offsets",
+                 len(assigned), sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned),
+                 len(offsets))
+
+    # --- the loop ---------------------------------------------------------------------
+    async def run(self) -> WorkerStats:
+        await self._connection()
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            group_id=self.spec.group,
+            client_id=self.worker_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_bytes=self.spec.fetch_max_bytes,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
+        )
+        self._consumer = consumer
+        self._dlq = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                     acks="all", enable_idempotence=True)
+        consumer.subscribe(list(self.routes), listener=_Rebalance(self))
+        await consumer.start()
+        await self._dlq.start()
+        try:
+            while not self._stop.is_set():
+                batch = self.batch
+                wait = min(self.policy.wait_ms(batch.records, batch.age()), 500)
+                room = max(1, self.policy.max_records - batch.records)
+                data = await consumer.getmany(timeout_ms=wait, max_records=room)
+                if data:
+                    self._absorb(data)
+                if self.policy.should_flush(self.batch.records, self.batch.nbytes,
+                                            self.batch.age()):
+                    await self.checkpoint()
+            await self.checkpoint()
+        finally:
+            await consumer.stop()
+            await self._dlq.stop()
+            await self._drop_connection()
+        return self.stats
+
+    def _absorb(self, data: dict[TopicPartition, list[Any]]) -> None:
+        batch = self.batch
+        if not batch:
+            batch.started = time.monotonic()
+        rows = batch.rows
+        for tp, messages in data.items():
+            route = self.routes[tp.topic]
+            decode = route.codec.decode
+            for msg in messages:
+                try:
+                    record = decode(msg.value)
+                    built = [(name, build(record)) for name, build in route.sinks]
+                except (DecodeError, ValidationError) as exc:
+                    stage = "decode" if isinstance(exc, DecodeError) else "validate"
+                    batch.dead.append(DeadLetter(tp.topic, tp.partition, msg.offset,
+                                                 msg.timestamp, msg.key, msg.value, stage, exc))
+                else:
+                    for name, row in built:
+                        rows.setdefault(name, []).append(row)
+                batch.nbytes += len(msg.value) if msg.value else 0
+            batch.records += len(messages)
+            batch.offsets[tp] = messages[-1].offset + 1
+            batch.last_timestamp[tp] = messages[-1].timestamp
+
+    async def _send_dead(self, dead: list[DeadLetter]) -> None:
+        assert self._dlq is not None
+        futures = []
+        for dl in dead:
+            futures.append(await self._dlq.send(
+                self.routes[dl.topic].dlq, dl.value, key=dl.key,
+                headers=dead_letter_headers(dl, self.worker_id)))
+            log.warning("dead letter %s[%d]@%d (%s): %s", dl.topic, dl.partition, dl.offset,
+                        dl.stage, dl.error)
+        await asyncio.gather(*futures)
+
+    async def checkpoint(self) -> None:
+        """Store the pending batch and its offsets in one transaction, then commit to Kafka."""
+        async with self._lock:
+            batch = self.batch
+            if not batch:
+                return
+            started = time.monotonic()
+            if batch.dead:
+                await self._send_dead(batch.dead)
+
+            async def store(conn: asyncpg.Connection) -> tuple[int, int]:
+                inserted = written = 0
+                async with conn.transaction():
+                    for name, rows in batch.rows.items():
+                        inserted += await self.writers[name].write(conn, rows)
+                        written += len(rows)
+                    await save_offsets(conn, self.spec.group, batch.offsets)
+                return inserted, written
+
+            inserted, written = await self._with_retry("storing batch", store)
+            self.batch = Batch()
+            st = self.stats
+            st.consumed += batch.records
+            st.stored += inserted
+            st.duplicates_skipped += written - inserted
+            st.dead_lettered += len(batch.dead)
+            st.batches += 1
+            st.flush_seconds += time.monotonic() - started
+            await self._commit_kafka(batch.offsets)
+
+    async def _commit_kafka(self, offsets: dict[TopicPartition, int]) -> None:
+        # PostgreSQL already holds these offsets; Kafka's copy is for lag tools, so a
+        # commit refused during a rebalance loses nothing.
+        assert self._consumer is not None
+        owned = {tp: off for tp, off in offsets.items() if tp in self._consumer.assignment()}
+        if not owned:
+            return
+        try:
+            await self._consumer.commit(owned)
+        except (KafkaError, AssertionError) as exc:
+            log.info("Kafka commit skipped (%s); PostgreSQL has the offsets", exc)

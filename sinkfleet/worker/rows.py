@@ -1,0 +1,82 @@
+"""Turn decoded records into row tuples for a sink's columns (pure, hot path).
+
+Values PostgreSQL would reject for the whole batch (NUL in text, invalid JSON,
+smallint overflow) are caught here per record, so one bad record becomes a
+dead letter instead of failing its batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from sinkfleet.catalogue import Column, Sink
+from sinkfleet.errors import ValidationError
+
+Getter = Callable[[dict[str, Any]], Any]
+
+
+def _getter(path: tuple[str, ...]) -> Getter:
+    if len(path) == 1:
+        name = path[0]
+        return lambda rec: rec[name]
+    head, rest = path[0], path[1:]
+
+    def get(rec: dict[str, Any]) -> Any:
+        value: Any = rec.get(head)
+        for name in rest:
+            if value is None:
+                return None
+            value = value[name]
+        return value
+
+    return get
+
+
+def _text_ok(value: str, column: str) -> None:
+    if "\x00" in value:
+        raise ValidationError(f"column {column}: text contains a NUL character")
+
+
+def _json_ok(value: str, column: str) -> None:
+    try:
+        json.loads(value)
+    except (ValueError, RecursionError) as exc:
+        raise ValidationError(f"column {column}: not valid JSON: {exc}") from None
+    if "\\u0000" in value or "\x00" in value:
+        raise ValidationError(f"column {column}: JSON contains \\u0000, which jsonb refuses")
+
+
+def _smallint_ok(value: int, column: str) -> None:
+    if not -32768 <= value <= 32767:
+        raise ValidationError(f"column {column}: {value} does not fit a smallint")
+
+
+_CHECKS: dict[str, Callable[[Any, str], None]] = {
+    "text": _text_ok,
+    "jsonb": _json_ok,
+    "smallint": _smallint_ok,
+}
+
+
+class RowBuilder:
+    """Builds the COPY tuple for one sink from a decoded record."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.columns: list[Column] = [c for c in sink.columns if c.source is not None]
+        self.names = [c.name for c in self.columns]
+        self._getters = [_getter(c.source.path) for c in self.columns if c.source is not None]
+        self._checks = [(i, _CHECKS[c.pg_type], c.name) for i, c in enumerate(self.columns)
+                        if c.pg_type in _CHECKS]
+
+    def __call__(self, record: dict[str, Any]) -> tuple[Any, ...]:
+        try:
+            row = tuple(get(record) for get in self._getters)
+        except (KeyError, TypeError) as exc:
+            raise ValidationError(f"record lacks a field the sink needs: {exc}") from None
+        for i, check, name in self._checks:
+            value = row[i]
+            if value is not None:
+                check(value, name)
+        return row
