@@ -9,6 +9,7 @@ from typing import Any
 
 import fastavro
 import yaml
+from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from sinkfleet.catalogue.models import SinkSpec, TopicSpec, WorkerSpec
@@ -67,7 +68,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _model(cls: type, path: Path) -> Any:
+def _model(cls: type[BaseModel], path: Path) -> Any:
     try:
         return cls.model_validate(_read_yaml(path))
     except PydanticValidationError as exc:

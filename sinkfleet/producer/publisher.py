@@ -35,7 +35,7 @@ def record_key(topic: TopicSpec, record: dict[str, Any]) -> bytes | None:
     for path in topic.key:
         value: Any = record
         for name in path.split("."):
-            value = value[name] if isinstance(value, dict) else None
+            value = value.get(name) if isinstance(value, dict) else None
         parts.append("" if value is None else str(value))
     return ":".join(parts).encode()
 
@@ -98,7 +98,8 @@ class Publisher:
     def encode(self, family: str, record: dict[str, Any]) -> tuple[str, bytes | None, bytes]:
         """Validate and frame ``record``: (topic, key, value). Nothing is sent."""
         topic, codec = self._codec(family)
-        return topic.name, record_key(topic, record), codec.encode(record)
+        value = codec.encode(record)
+        return topic.name, record_key(topic, record), value
 
     async def publish(self, family: str, record: dict[str, Any], *,
                       key: bytes | None = None) -> asyncio.Future[Any]:
@@ -109,7 +110,10 @@ class Publisher:
                        headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
         """Send already-framed bytes (used by replays and dead-letter tools)."""
         try:
-            await asyncio.wait_for(self._slots.acquire(), self._max_block)
+            if self._slots.locked():  # buffer full: wait, bounded (no task on the fast path)
+                await asyncio.wait_for(self._slots.acquire(), self._max_block)
+            else:
+                await self._slots.acquire()
         except TimeoutError:
             raise PublishTimeout(f"{self._slots._value} free slots after {self._max_block}s:"
                                  " Kafka is not acknowledging; is the broker up?") from None

@@ -34,6 +34,7 @@ from sinkfleet.worker.deadletter import dead_letter_headers
 from sinkfleet.worker.rows import RowBuilder
 
 log = logging.getLogger("sinkfleet.worker")
+RETRIABLE: tuple[type[BaseException], ...] = (StorageUnavailable, *RETRIABLE_PG_ERRORS)
 
 
 @dataclass
@@ -57,7 +58,7 @@ class WorkerStats:
     started: float = field(default_factory=time.monotonic)
 
 
-class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
@@ -67,6 +68,15 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.worker.on_assigned(assigned)
+
+
+def format_partitions(tps: set[TopicPartition]) -> str:
+    """``topic[0,2,5] other[1]``: the same notation in logs, CLI output and tests."""
+    by_topic: dict[str, list[int]] = {}
+    for tp in tps:
+        by_topic.setdefault(tp.topic, []).append(tp.partition)
+    return " ".join(f"{t}[{','.join(map(str, sorted(ps)))}]" for t, ps in sorted(by_topic.items())
+                    ) or "-"
 
 
 class Worker:
@@ -125,7 +135,7 @@ class Worker:
         while True:
             try:
                 return await fn(await self._connection())
-            except (StorageUnavailable, *RETRIABLE_PG_ERRORS) as exc:
+            except RETRIABLE as exc:
                 await self._drop_connection()
                 log.warning("%s: PostgreSQL unavailable (%s); retrying in %.1fs", what,
                             type(exc).__name__, delay)
@@ -142,8 +152,7 @@ class Worker:
         for tp, offset in offsets.items():
             self._consumer.seek(tp, offset)
         log.info("assigned %d partition(s): %s; resuming %d from PostgreSQL offsets",
-                 len(assigned), sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned),
-                 len(offsets))
+                 len(assigned), format_partitions(assigned), len(offsets))
 
     # --- the loop ---------------------------------------------------------------------
     async def run(self) -> WorkerStats:

@@ -1,0 +1,80 @@
+"""The catalogue refuses bad files with errors that name the file and the key."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from sinkfleet.catalogue import load_catalogue
+from sinkfleet.errors import CatalogueError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def cat_root(tmp_path: Path) -> Path:
+    for sub in ("schemas", "topics", "sinks", "workers"):
+        shutil.copytree(ROOT / sub, tmp_path / sub)
+    return tmp_path
+
+
+def test_project_catalogue_loads() -> None:
+    cat = load_catalogue(ROOT)
+    assert "experience_event" in cat.schemas
+    sink = cat.sinks["experience_events"]
+    types = {c.name: c.pg_type for c in sink.columns}
+    assert types["event_id"] == "bytea"
+    assert types["ts"] == "timestamptz"
+    assert types["state"] == "real[]"
+    assert types["event_type"] == "smallint"
+    assert types["action_parameters"] == "jsonb"
+    assert cat.worker("events").group == "sinkfleet.events"
+
+
+def _edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+@pytest.mark.parametrize("old, new, match", [
+    ("table: experience_events", 'table: "ev; DROP TABLE x"', "not a safe SQL identifier"),
+    ("- {name: agent_id, from: agent_id}", '- {name: "Agent-Id", from: agent_id}',
+     "not a safe SQL identifier"),
+    ("mode: append", "mode: append\nbogus: 1", "bogus: Extra inputs are not permitted"),
+    ("from: reward.goal}", "from: reward.nope}", "has no field 'nope'"),
+    ("- {name: state, from: state}", "- {name: state, from: state, type: bigint}",
+     "cannot be stored as 'bigint'"),
+    ("topic: agent.experience-events", "topic: missing-topic", "not declared in topics/"),
+])
+def test_bad_sink_specs_are_refused(cat_root: Path, old: str, new: str, match: str) -> None:
+    _edit(cat_root / "sinks" / "experience_events.yaml", old, new)
+    with pytest.raises(CatalogueError, match=match) as info:
+        load_catalogue(cat_root)
+    assert "experience_events.yaml" in str(info.value)
+
+
+def test_hostile_topic_name_is_refused(cat_root: Path) -> None:
+    _edit(cat_root / "topics" / "experience_events.yaml", "name: agent.experience-events",
+          "name: 'bad topic/../x'")
+    with pytest.raises(CatalogueError, match="not a valid Kafka topic name"):
+        load_catalogue(cat_root)
+
+
+def test_unknown_sink_in_worker_is_refused(cat_root: Path) -> None:
+    _edit(cat_root / "workers" / "events.yaml", "sinks: [experience_events]", "sinks: [nope]")
+    with pytest.raises(CatalogueError, match=r"events.yaml: sink 'nope'"):
+        load_catalogue(cat_root)
+
+
+def test_invalid_schema_file_is_refused(cat_root: Path) -> None:
+    (cat_root / "schemas" / "experience_event.avsc").write_text('{"type": "record"')
+    with pytest.raises(CatalogueError, match="experience_event.avsc: not a valid Avro schema"):
+        load_catalogue(cat_root)
+
+
+def test_missing_folder_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(CatalogueError, match="SINKFLEET_HOME"):
+        load_catalogue(tmp_path)

@@ -1,0 +1,191 @@
+"""Shared fixtures: the real local stack (started once), and factories for isolated
+catalogues, topics and tables so tests never see each other's data.
+
+Set SINKFLEET_TEST_BACKEND=testcontainers to run the services in Docker instead
+(needs a Docker engine and the `testcontainers` extra); the default is the
+project's own local stack, which needs none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from sinkfleet.catalogue import Catalogue, load_catalogue
+from sinkfleet.config import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60, what: str = "condition",
+             interval: float = 0.2) -> Any:
+    """Poll ``predicate`` until truthy; fail the test with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+async def async_wait_for(predicate: Callable[[], Any], timeout: float = 60,
+                         what: str = "condition", interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def _testcontainers_env() -> dict[str, str]:  # pragma: no cover - needs Docker
+    from testcontainers.kafka import KafkaContainer
+    from testcontainers.postgres import PostgresContainer
+    from testcontainers.redis import RedisContainer
+
+    kafka = KafkaContainer("apache/kafka:4.1.1").with_kraft()
+    pg = PostgresContainer("postgres:16", username="sinkfleet", password="sinkfleet-test",
+                           dbname="sinkfleet")
+    redis = RedisContainer("redis:7")
+    for c in (kafka, pg, redis):
+        c.start()
+    return {
+        "SINKFLEET_KAFKA_BOOTSTRAP": kafka.get_bootstrap_server(),
+        "SINKFLEET_PG_HOST": pg.get_container_host_ip(),
+        "SINKFLEET_PG_PORT": str(pg.get_exposed_port(5432)),
+        "SINKFLEET_PG_PASSWORD": "sinkfleet-test",
+        "SINKFLEET_REDIS_HOST": redis.get_container_host_ip(),
+        "SINKFLEET_REDIS_PORT": str(redis.get_exposed_port(6379)),
+    }
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[Settings]:
+    """The real services. Started if needed (never skipped); stopped only if we started them."""
+    os.environ.setdefault("SINKFLEET_STATE_DIR", str(ROOT / ".sinkfleet"))
+    if os.environ.get("SINKFLEET_TEST_BACKEND") == "testcontainers":  # pragma: no cover
+        os.environ.update(_testcontainers_env())
+        yield load_settings(home=ROOT)
+        return
+    from sinkfleet.stack import manager
+
+    settings = load_settings(home=ROOT)
+    started = asyncio.run(manager.up(settings, None, lambda m: print(f"[stack] {m}")))
+    yield settings
+    if started and os.environ.get("SINKFLEET_TEST_KEEP_STACK") != "1":
+        manager.down(settings, started, lambda m: print(f"[stack] {m}"))
+
+
+@dataclass
+class TestCatalogue:
+    __test__ = False  # not a test class, despite the name
+
+    """An isolated copy of the catalogue: unique topic, table, group per test."""
+
+    root: Path
+    suffix: str
+    settings: Settings
+    catalogue: Catalogue
+    topic: str
+    table: str
+    group: str
+    worker_spec: str = "events"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SINKFLEET_HOME": str(self.root),
+                "SINKFLEET_STATE_DIR": str(self.settings.state)}
+
+    def start_worker(self, log: Path) -> subprocess.Popen[bytes]:
+        with open(log, "ab") as fh:
+            return subprocess.Popen(
+                [sys.executable, "-m", "sinkfleet", "worker", "--spec", self.worker_spec],
+                stdout=fh, stderr=subprocess.STDOUT, env=self.env(), cwd=self.root)
+
+
+def make_catalogue(tmp: Path, stack_settings: Settings, *, partitions: int = 6,
+                   max_records: int = 5000, max_age_ms: int = 200) -> TestCatalogue:
+    suffix = uuid.uuid4().hex[:10]
+    root = tmp / f"cat-{suffix}"
+    for sub in ("schemas", "topics", "sinks", "workers"):
+        (root / sub).mkdir(parents=True)
+    shutil.copy(ROOT / "schemas" / "experience_event.avsc", root / "schemas")
+    topic, table, group = f"test.events-{suffix}", f"ev_{suffix}", f"test-{suffix}"
+    text = (ROOT / "topics" / "experience_events.yaml").read_text()
+    text = text.replace("name: agent.experience-events", f"name: {topic}")
+    text = text.replace("partitions: 6", f"partitions: {partitions}")
+    (root / "topics" / "events.yaml").write_text(text)
+    sink = (ROOT / "sinks" / "experience_events.yaml").read_text()
+    sink = sink.replace("name: experience_events", f"name: {table}")
+    sink = sink.replace("topic: agent.experience-events", f"topic: {topic}")
+    sink = sink.replace("table: experience_events", f"table: {table}")
+    (root / "sinks" / "events.yaml").write_text(sink)
+    (root / "workers" / "events.yaml").write_text(
+        f"name: events\ngroup: {group}\nsinks: [{table}]\n"
+        f"batch: {{max_records: {max_records}, max_age_ms: {max_age_ms}}}\n")
+    settings = load_settings(home=root, state_dir=stack_settings.state)
+    return TestCatalogue(root, suffix, settings, load_catalogue(root), topic, table, group)
+
+
+@pytest_asyncio.fixture
+async def catalogue_factory(stack: Settings, tmp_path: Path
+                            ) -> AsyncIterator[Callable[..., Any]]:
+    """Build isolated catalogues with their topics applied and tables migrated."""
+    from sinkfleet.ops.topics import apply_topics
+    from sinkfleet.sink.postgres.migrate import migrate
+
+    made: list[TestCatalogue] = []
+
+    async def factory(**kwargs: Any) -> TestCatalogue:
+        tc = make_catalogue(tmp_path, stack, **kwargs)
+        await apply_topics(tc.settings, tc.catalogue, say=lambda m: None)
+        await migrate(tc.settings, tc.catalogue, lambda m: None)
+        made.append(tc)
+        return tc
+
+    yield factory
+    await _cleanup(made)
+
+
+async def _cleanup(made: list[TestCatalogue]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    from sinkfleet.sink.postgres.connect import connect
+
+    if not made:
+        return
+    settings = made[0].settings
+    conn = await connect(settings)
+    try:
+        for tc in made:
+            await conn.execute(f'DROP TABLE IF EXISTS "{tc.table}" CASCADE')
+            await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
+                               f"sink:{tc.table}:%")
+            await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id = $1",
+                               tc.group)
+    finally:
+        await conn.close()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([n for tc in made for n in (tc.topic, f"{tc.topic}.dlq")])
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
