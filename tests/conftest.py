@@ -83,8 +83,9 @@ def stack() -> Iterator[Settings]:
         return
     from sinkfleet.stack import manager
 
-    settings = load_settings(home=ROOT)
-    started = asyncio.run(manager.up(settings, None, lambda m: print(f"[stack] {m}")))
+    started = asyncio.run(manager.up(load_settings(home=ROOT), None,
+                                     lambda m: print(f"[stack] {m}")))
+    settings = load_settings(home=ROOT)  # again: `up` may have generated the secrets
     yield settings
     if started and os.environ.get("SINKFLEET_TEST_KEEP_STACK") != "1":
         manager.down(settings, started, lambda m: print(f"[stack] {m}"))

@@ -41,6 +41,7 @@ class ResolvedField:
     avro_type: Any
     nullable: bool  # the field, or a record on the way to it, may be null
     natural_type: str
+    nullable_path: tuple[bool, ...] = ()  # per step: may this field be null?
 
 
 def _strip_null(avro_type: Any) -> tuple[Any, bool]:
@@ -81,6 +82,7 @@ def resolve_path(schema: dict[str, Any], path: str) -> ResolvedField:
     """Follow ``a.b.c`` through nested records of a (fastavro-parsed) schema."""
     current: Any = schema
     nullable = False
+    steps: list[bool] = []
     parts = tuple(path.split("."))
     for depth, name in enumerate(parts):
         if not (isinstance(current, dict) and current.get("type") == "record"):
@@ -94,7 +96,8 @@ def resolve_path(schema: dict[str, Any], path: str) -> ResolvedField:
             )
         current, is_null = _strip_null(fields[name]["type"])
         nullable = nullable or is_null
-    return ResolvedField(parts, current, nullable, natural_pg_type(current))
+        steps.append(is_null)
+    return ResolvedField(parts, current, nullable, natural_pg_type(current), tuple(steps))
 
 
 def check_column_type(natural: str, declared: str, where: str) -> None:

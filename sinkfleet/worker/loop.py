@@ -108,6 +108,7 @@ class Worker:
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
+        self._inflight: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
 
@@ -184,9 +185,11 @@ class Worker:
                     self._absorb(data)
                 if self.policy.should_flush(self.batch.records, self.batch.nbytes,
                                             self.batch.age()):
-                    await self.checkpoint()
+                    await self._hand_off()
             await self.checkpoint()
         finally:
+            if self._inflight is not None:  # only when failing: PostgreSQL keeps the truth
+                self._inflight.cancel()
             await consumer.stop()
             await self._dlq.stop()
             await self._drop_connection()
@@ -228,34 +231,53 @@ class Worker:
         await asyncio.gather(*futures)
 
     async def checkpoint(self) -> None:
-        """Store the pending batch and its offsets in one transaction, then commit to Kafka."""
+        """Store everything consumed so far, including the batch in flight."""
+        await self._hand_off()
         async with self._lock:
-            batch = self.batch
-            if not batch:
+            await self._drain_locked()
+
+    async def _hand_off(self) -> None:
+        """Start storing the pending batch in the background while the next one fills.
+
+        At most one batch is in flight: this waits for the previous one first, so
+        batches (and their offsets) reach PostgreSQL in order.
+        """
+        async with self._lock:
+            await self._drain_locked()
+            if not self.batch:
                 return
-            started = time.monotonic()
-            if batch.dead:
-                await self._send_dead(batch.dead)
+            batch, self.batch = self.batch, Batch()
+            self._inflight = asyncio.create_task(self._store(batch))
 
-            async def store(conn: asyncpg.Connection) -> tuple[int, int]:
-                inserted = written = 0
-                async with conn.transaction():
-                    for name, rows in batch.rows.items():
-                        inserted += await self.writers[name].write(conn, rows)
-                        written += len(rows)
-                    await save_offsets(conn, self.spec.group, batch.offsets)
-                return inserted, written
+    async def _drain_locked(self) -> None:
+        task, self._inflight = self._inflight, None
+        if task is not None:
+            await task  # re-raises a failure that is not retriable
 
-            inserted, written = await self._with_retry("storing batch", store)
-            self.batch = Batch()
-            st = self.stats
-            st.consumed += batch.records
-            st.stored += inserted
-            st.duplicates_skipped += written - inserted
-            st.dead_lettered += len(batch.dead)
-            st.batches += 1
-            st.flush_seconds += time.monotonic() - started
-            await self._commit_kafka(batch.offsets)
+    async def _store(self, batch: Batch) -> None:
+        """Dead letters first, then rows and offsets in one transaction, then Kafka."""
+        started = time.monotonic()
+        if batch.dead:
+            await self._send_dead(batch.dead)
+
+        async def store(conn: asyncpg.Connection) -> tuple[int, int]:
+            inserted = written = 0
+            async with conn.transaction():
+                for name, rows in batch.rows.items():
+                    inserted += await self.writers[name].write(conn, rows)
+                    written += len(rows)
+                await save_offsets(conn, self.spec.group, batch.offsets)
+            return inserted, written
+
+        inserted, written = await self._with_retry("storing batch", store)
+        st = self.stats
+        st.consumed += batch.records
+        st.stored += inserted
+        st.duplicates_skipped += written - inserted
+        st.dead_lettered += len(batch.dead)
+        st.batches += 1
+        st.flush_seconds += time.monotonic() - started
+        await self._commit_kafka(batch.offsets)
 
     async def _commit_kafka(self, offsets: dict[TopicPartition, int]) -> None:
         # PostgreSQL already holds these offsets; Kafka's copy is for lag tools, so a

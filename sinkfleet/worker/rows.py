@@ -14,24 +14,28 @@ from typing import Any
 from sinkfleet.catalogue import Column, Sink
 from sinkfleet.errors import ValidationError
 
-Getter = Callable[[dict[str, Any]], Any]
+
+def _expression(path: tuple[str, ...], nullable_at: tuple[bool, ...]) -> str:
+    """A Python expression reading ``path`` from ``rec``; None if a nullable record on the
+    way is None. Names are Avro field names ([A-Za-z_][A-Za-z0-9_]*) and are emitted with
+    repr(), so the generated code cannot be steered by a schema."""
+    expr = "rec"
+    for depth, name in enumerate(path):
+        expr = f"{expr}[{name!r}]"
+        if depth < len(path) - 1 and nullable_at[depth]:
+            rest = "".join(f"[{n!r}]" for n in path[depth + 1:])
+            return f"(None if {expr} is None else {expr}{rest})"
+    return expr
 
 
-def _getter(path: tuple[str, ...]) -> Getter:
-    if len(path) == 1:
-        name = path[0]
-        return lambda rec: rec[name]
-    head, rest = path[0], path[1:]
-
-    def get(rec: dict[str, Any]) -> Any:
-        value: Any = rec.get(head)
-        for name in rest:
-            if value is None:
-                return None
-            value = value[name]
-        return value
-
-    return get
+def compile_row_getter(paths: list[tuple[tuple[str, ...], tuple[bool, ...]]]
+                       ) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """One generated function building the whole row tuple: ~5x faster than getters."""
+    body = ", ".join(_expression(p, n) for p, n in paths)
+    source = f"def row(rec):\n    return ({body},)\n"
+    namespace: dict[str, Any] = {}
+    exec(compile(source, "<sinkfleet-row>", "exec"), namespace)
+    return namespace["row"]
 
 
 def _text_ok(value: str, column: str) -> None:
@@ -66,13 +70,14 @@ class RowBuilder:
     def __init__(self, sink: Sink) -> None:
         self.columns: list[Column] = [c for c in sink.columns if c.source is not None]
         self.names = [c.name for c in self.columns]
-        self._getters = [_getter(c.source.path) for c in self.columns if c.source is not None]
+        self._row = compile_row_getter([(c.source.path, c.source.nullable_path)
+                                        for c in self.columns if c.source is not None])
         self._checks = [(i, _CHECKS[c.pg_type], c.name) for i, c in enumerate(self.columns)
                         if c.pg_type in _CHECKS]
 
     def __call__(self, record: dict[str, Any]) -> tuple[Any, ...]:
         try:
-            row = tuple(get(record) for get in self._getters)
+            row = self._row(record)
         except (KeyError, TypeError) as exc:
             raise ValidationError(f"record lacks a field the sink needs: {exc}") from None
         for i, check, name in self._checks:
