@@ -47,6 +47,7 @@ class Batch:
     """Rows per sink, next offsets per partition, and dead letters, since the last flush."""
 
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    sources: dict[str, list[Any]] = field(default_factory=dict)  # the record of each row
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
     last_timestamp: dict[TopicPartition, int] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)

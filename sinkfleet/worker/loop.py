@@ -31,6 +31,7 @@ from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
 from sinkfleet.sink.postgres.writer import AppendWriter
 from sinkfleet.worker.batching import Batch, BatchPolicy, DeadLetter
 from sinkfleet.worker.deadletter import dead_letter_headers
+from sinkfleet.worker.isolate import ROW_ERRORS, write_isolating
 from sinkfleet.worker.rows import RowBuilder
 
 log = logging.getLogger("sinkfleet.worker")
@@ -68,6 +69,11 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.worker.on_assigned(assigned)
+
+
+def _dead(msg: Any, stage: str, exc: BaseException) -> DeadLetter:
+    return DeadLetter(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key, msg.value,
+                      stage, exc)
 
 
 def format_partitions(tps: set[TopicPartition]) -> str:
@@ -199,7 +205,7 @@ class Worker:
         batch = self.batch
         if not batch:
             batch.started = time.monotonic()
-        rows = batch.rows
+        rows, sources = batch.rows, batch.sources
         for tp, messages in data.items():
             route = self.routes[tp.topic]
             decode = route.codec.decode
@@ -209,11 +215,11 @@ class Worker:
                     built = [(name, build(record)) for name, build in route.sinks]
                 except (DecodeError, ValidationError) as exc:
                     stage = "decode" if isinstance(exc, DecodeError) else "validate"
-                    batch.dead.append(DeadLetter(tp.topic, tp.partition, msg.offset,
-                                                 msg.timestamp, msg.key, msg.value, stage, exc))
+                    batch.dead.append(_dead(msg, stage, exc))
                 else:
                     for name, row in built:
                         rows.setdefault(name, []).append(row)
+                        sources.setdefault(name, []).append(msg)
                 batch.nbytes += len(msg.value) if msg.value else 0
             batch.records += len(messages)
             batch.offsets[tp] = messages[-1].offset + 1
@@ -260,21 +266,39 @@ class Worker:
         if batch.dead:
             await self._send_dead(batch.dead)
 
-        async def store(conn: asyncpg.Connection) -> tuple[int, int]:
+        isolate = False
+
+        async def store(conn: asyncpg.Connection) -> tuple[int, int, list[DeadLetter]]:
             inserted = written = 0
+            refused: list[DeadLetter] = []
             async with conn.transaction():
                 for name, rows in batch.rows.items():
-                    inserted += await self.writers[name].write(conn, rows)
+                    write = self.writers[name].write
+                    if isolate:
+                        n, bad = await write_isolating(conn, write, rows, batch.sources[name])
+                        refused += [_dead(msg, "write", exc) for msg, exc in bad]
+                        written -= len(bad)
+                    else:
+                        n = await write(conn, rows)
+                    inserted += n
                     written += len(rows)
                 await save_offsets(conn, self.spec.group, batch.offsets)
-            return inserted, written
+                if refused:  # acknowledged by Kafka before the offsets move past them
+                    await self._send_dead(refused)
+            return inserted, written, refused
 
-        inserted, written = await self._with_retry("storing batch", store)
+        try:
+            inserted, written, refused = await self._with_retry("storing batch", store)
+        except ROW_ERRORS as exc:
+            # Fast path refused: store again, isolating the records PostgreSQL refuses.
+            log.warning("PostgreSQL refused a batch (%s); isolating the bad records", exc)
+            isolate = True
+            inserted, written, refused = await self._with_retry("storing batch", store)
         st = self.stats
         st.consumed += batch.records
         st.stored += inserted
         st.duplicates_skipped += written - inserted
-        st.dead_lettered += len(batch.dead)
+        st.dead_lettered += len(batch.dead) + len(refused)
         st.batches += 1
         st.flush_seconds += time.monotonic() - started
         await self._commit_kafka(batch.offsets)

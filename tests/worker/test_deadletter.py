@@ -1,0 +1,75 @@
+"""Bad records go to the dead-letter topic with headers; good ones are all stored."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from sinkfleet.avro.framing import frame_confluent
+from sinkfleet.producer import Publisher
+from sinkfleet.producer.synthetic import ExperienceLoad
+from tests.conftest import TestCatalogue
+from tests.worker.test_e2e import count_rows, stop, wait_all_stored
+
+pytestmark = pytest.mark.integration
+
+
+async def read_all(settings: Any, topic: str, n: int, timeout: float = 30) -> list[Any]:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    got: list[Any] = []
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while len(got) < n and asyncio.get_running_loop().time() < deadline:
+            for msgs in (await consumer.getmany(timeout_ms=500)).values():
+                got.extend(msgs)
+        # Anything beyond n would be a duplicate dead letter.
+        for msgs in (await consumer.getmany(timeout_ms=1000)).values():
+            got.extend(msgs)
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def test_poison_records_are_dead_lettered_and_never_block(
+        catalogue_factory: Any, tmp_path: Path) -> None:
+    tc: TestCatalogue = await catalogue_factory(max_records=50)
+    load = ExperienceLoad(seed=21, agents=4, agent_prefix=f"t{tc.suffix}")
+    good = [next(load) for _ in range(300)]
+    too_wide = next(load) | {"event_type": 70_000}           # fits Avro int, not smallint
+    huge_key = next(load) | {"agent_id": os.urandom(4000).hex()}  # index row > 2704 bytes
+    async with Publisher(tc.settings, catalogue=tc.catalogue) as pub:
+        for i, event in enumerate(good):
+            await pub.publish("experience_event", event)
+            if i == 50:
+                await pub.send_raw(tc.topic, b"garbage bytes", key=b"k")
+            if i == 120:
+                await pub.send_raw(tc.topic, frame_confluent(99, b"\x00"), key=b"k")
+            if i == 180:
+                await pub.publish("experience_event", too_wide)
+            if i == 240:
+                await pub.publish("experience_event", huge_key)
+    worker = tc.start_worker(tmp_path / "w.log")
+    try:
+        await wait_all_stored(tc, 304)
+    finally:
+        assert stop(worker) == 0
+    assert await count_rows(tc) == (300, 300)
+    dead = await read_all(tc.settings, f"{tc.topic}.dlq", 4)
+    headers = [dict(m.headers) for m in dead]
+    stages = sorted(h["sinkfleet.stage"].decode() for h in headers)
+    assert stages == ["decode", "decode", "validate", "write"]
+    assert {m.value for m in dead} >= {b"garbage bytes", frame_confluent(99, b"\x00")}
+    for h in headers:
+        assert h["sinkfleet.topic"].decode() == tc.topic
+        assert int(h["sinkfleet.offset"]) >= 0 and h["sinkfleet.error.message"]
+    write = next(h for h in headers if h["sinkfleet.stage"] == b"write")
+    assert write["sinkfleet.error.class"] == b"ProgramLimitExceededError"
+    log = (tmp_path / "w.log").read_text()
+    assert "dead_lettered=4" in log
