@@ -191,3 +191,37 @@ def _all(tc: TestCatalogue) -> set[str]:
 
 async def _alen(value: bool) -> bool:
     return value
+
+
+async def test_replaying_everything_stores_nothing_twice(
+        catalogue_factory: Any, tmp_path: Path) -> None:
+    tc: TestCatalogue = await catalogue_factory(max_records=500)
+    events = await publish(tc, 4000, seed=4)
+    log = tmp_path / "w.log"
+    worker = tc.start_worker(log)
+    try:
+        await wait_all_stored(tc, 4000)
+    finally:
+        assert stop(worker) == 0
+    conn = await connect(tc.settings)
+    try:
+        before = await conn.fetch(f'SELECT * FROM "{tc.table}" ORDER BY event_id')
+        # Rewind the group to the start: PostgreSQL's offsets are the source of truth.
+        await conn.execute("UPDATE sinkfleet.consumer_offsets SET next_offset = 0"
+                           " WHERE group_id = $1", tc.group)
+    finally:
+        await conn.close()
+    worker = tc.start_worker(log)
+    try:
+        await wait_all_stored(tc, 4000)
+    finally:
+        assert stop(worker) == 0
+    last = log.read_text().strip().splitlines()[-1]
+    assert "consumed=4000 stored=0 duplicates_skipped=4000" in last, last
+    conn = await connect(tc.settings)
+    try:
+        after = await conn.fetch(f'SELECT * FROM "{tc.table}" ORDER BY event_id')
+    finally:
+        await conn.close()
+    assert [dict(r) for r in after] == [dict(r) for r in before]
+    assert len(after) == len(events) == 4000

@@ -1,7 +1,13 @@
-"""Append-mode writer: COPY into a per-connection staging table, then INSERT … ON CONFLICT.
+"""Append-mode writer: idempotent on the sink's id, COPY-based both ways.
 
-COPY is the fastest way in; the staging hop makes it idempotent on the id, so a
-replayed or re-delivered record never becomes a second row.
+* Fast path: COPY straight into the table under a savepoint. While nothing is
+  re-delivered this is the whole cost — one pass, no staging table.
+* A duplicate id (a replay, or the batch in flight at a crash) aborts that COPY
+  with a unique violation; the writer rolls back to the savepoint and takes the
+  safe path: COPY into a per-connection staging table, then
+  ``INSERT … SELECT … ON CONFLICT DO NOTHING``. It stays on the safe path until
+  a batch comes through without a single duplicate, so a replay does not pay
+  for a failed fast attempt on every batch.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ class AppendWriter:
         self.sink = sink
         self.columns = list(columns)
         self.stage = derived_name("sinkfleet_stage", spec.name)
+        self.direct = True  # False while re-deliveries are being absorbed
         cols = ", ".join(quote_ident(c) for c in self.columns)
         self._create_stage = (
             f"CREATE TEMP TABLE IF NOT EXISTS {quote_ident(self.stage)}"
@@ -36,6 +43,18 @@ class AppendWriter:
         """Write ``rows`` inside the caller's transaction; return how many were new."""
         if not rows:
             return 0
+        if self.direct:
+            try:
+                async with conn.transaction():  # savepoint: a duplicate undoes only this
+                    await conn.copy_records_to_table(
+                        self.sink.spec.table, schema_name=self.sink.spec.db_schema,
+                        records=rows, columns=self.columns)
+                return len(rows)
+            except asyncpg.UniqueViolationError:
+                self.direct = False
         await conn.copy_records_to_table(self.stage, records=rows, columns=self.columns)
         status = await conn.execute(self._merge)
-        return int(status.rsplit(" ", 1)[1])
+        inserted = int(status.rsplit(" ", 1)[1])
+        if inserted == len(rows):
+            self.direct = True  # caught up with the re-deliveries
+        return inserted
