@@ -9,7 +9,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-FIELD_PATH_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+FIELD_PATH_RE = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(\[(0|[1-9][0-9]{0,3})\])?$")
 
 
 def _ident(value: str) -> str:
@@ -29,7 +30,7 @@ def _topic(value: str) -> str:
 
 def _field_path(value: str) -> str:
     if not FIELD_PATH_RE.match(value):
-        raise ValueError(f"{value!r} is not a field path like 'reward.goal'")
+        raise ValueError(f"{value!r} is not a field path like 'reward.goal' or 'state[0]'")
     return value
 
 

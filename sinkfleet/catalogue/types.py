@@ -42,6 +42,7 @@ class ResolvedField:
     nullable: bool  # the field, or a record on the way to it, may be null
     natural_type: str
     nullable_path: tuple[bool, ...] = ()  # per step: may this field be null?
+    index: int | None = None  # `state[3]`: one element of an array field
 
 
 def _strip_null(avro_type: Any) -> tuple[Any, bool]:
@@ -79,7 +80,11 @@ def natural_pg_type(avro_type: Any) -> str:
 
 
 def resolve_path(schema: dict[str, Any], path: str) -> ResolvedField:
-    """Follow ``a.b.c`` through nested records of a (fastavro-parsed) schema."""
+    """Follow ``a.b.c`` (or ``a.b[3]``, an array element) through nested records."""
+    index: int | None = None
+    if path.endswith("]"):
+        path, _, raw = path[:-1].partition("[")
+        index = int(raw)
     current: Any = schema
     nullable = False
     steps: list[bool] = []
@@ -97,7 +102,13 @@ def resolve_path(schema: dict[str, Any], path: str) -> ResolvedField:
         current, is_null = _strip_null(fields[name]["type"])
         nullable = nullable or is_null
         steps.append(is_null)
-    return ResolvedField(parts, current, nullable, natural_pg_type(current), tuple(steps))
+    if index is not None:
+        if not (isinstance(current, dict) and current.get("type") == "array"):
+            raise CatalogueError(f"{path!r} is not an array, so it has no element [{index}]")
+        current, is_null = _strip_null(current["items"])
+        nullable = nullable or is_null
+    return ResolvedField(parts, current, nullable, natural_pg_type(current), tuple(steps),
+                         index)
 
 
 def check_column_type(natural: str, declared: str, where: str) -> None:

@@ -15,27 +15,44 @@ from sinkfleet.catalogue import Column, Sink
 from sinkfleet.errors import ValidationError
 
 
-def _expression(path: tuple[str, ...], nullable_at: tuple[bool, ...]) -> str:
+def _expression(path: tuple[str, ...], nullable_at: tuple[bool, ...],
+                index: int | None = None) -> str:
     """A Python expression reading ``path`` from ``rec``; None if a nullable record on the
     way is None. Names are Avro field names ([A-Za-z_][A-Za-z0-9_]*) and are emitted with
     repr(), so the generated code cannot be steered by a schema."""
+    tail = "" if index is None else f"[{int(index)}]"
     expr = "rec"
     for depth, name in enumerate(path):
         expr = f"{expr}[{name!r}]"
-        if depth < len(path) - 1 and nullable_at[depth]:
-            rest = "".join(f"[{n!r}]" for n in path[depth + 1:])
+        last = depth == len(path) - 1
+        if nullable_at[depth] and (not last or tail):
+            rest = "".join(f"[{n!r}]" for n in path[depth + 1:]) + tail
             return f"(None if {expr} is None else {expr}{rest})"
-    return expr
+    return expr + tail
 
 
-def compile_row_getter(paths: list[tuple[tuple[str, ...], tuple[bool, ...]]]
-                       ) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
-    """One generated function building the whole row tuple: ~5x faster than getters."""
-    body = ", ".join(_expression(p, n) for p, n in paths)
-    source = f"def row(rec):\n    return ({body},)\n"
+Path = tuple[tuple[str, ...], tuple[bool, ...], int | None]
+
+
+def _compile(name: str, exprs: list[str]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    source = f"def {name}(rec):\n    return ({', '.join(exprs)},)\n"
     namespace: dict[str, Any] = {}
-    exec(compile(source, "<sinkfleet-row>", "exec"), namespace)
-    return namespace["row"]
+    exec(compile(source, f"<sinkfleet-{name}>", "exec"), namespace)
+    return namespace[name]
+
+
+def compile_row_getter(paths: list[Path]) -> Callable[[dict[str, Any]], tuple[Any, ...]]:
+    """One generated function building the whole row tuple: ~5x faster than getters."""
+    return _compile("row", [_expression(p, n, i) for p, n, i in paths])
+
+
+def exploded_arrays(paths: list[Path]) -> dict[tuple[tuple[str, ...], tuple[bool, ...]], int]:
+    """Arrays spread over columns (``state[0]`` … ``state[7]``) and their exact length."""
+    lengths: dict[tuple[tuple[str, ...], tuple[bool, ...]], int] = {}
+    for path, nullable, index in paths:
+        if index is not None:
+            lengths[(path, nullable)] = max(lengths.get((path, nullable), 0), index + 1)
+    return lengths
 
 
 def _text_ok(value: str, column: str) -> None:
@@ -70,18 +87,38 @@ class RowBuilder:
     def __init__(self, sink: Sink) -> None:
         self.columns: list[Column] = [c for c in sink.columns if c.source is not None]
         self.names = [c.name for c in self.columns]
-        self._row = compile_row_getter([(c.source.path, c.source.nullable_path)
-                                        for c in self.columns if c.source is not None])
+        paths = [(c.source.path, c.source.nullable_path, c.source.index)
+                 for c in self.columns if c.source is not None]
+        self._row = compile_row_getter(paths)
+        # An array spread over N columns must have exactly N elements: more would be
+        # silently dropped, fewer would shift nothing but fail late.
+        arrays = exploded_arrays(paths)
+        self._array_names = [".".join(p) for p, _ in arrays]
+        self._array_lengths = tuple(arrays.values())
+        self._arrays = (_compile("arrays", [
+            f"({want} if {_expression(p, n)} is None else len({_expression(p, n)}))"
+            for (p, n), want in arrays.items()]) if arrays else None)
         self._checks = [(i, _CHECKS[c.pg_type], c.name) for i, c in enumerate(self.columns)
                         if c.pg_type in _CHECKS]
 
     def __call__(self, record: dict[str, Any]) -> tuple[Any, ...]:
         try:
+            if self._arrays is not None:
+                lengths = self._arrays(record)
+                if lengths != self._array_lengths:
+                    self._array_error(lengths)
             row = self._row(record)
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, IndexError) as exc:
             raise ValidationError(f"record lacks a field the sink needs: {exc}") from None
         for i, check, name in self._checks:
             value = row[i]
             if value is not None:
                 check(value, name)
         return row
+
+    def _array_error(self, lengths: tuple[int, ...]) -> None:
+        for name, got, want in zip(self._array_names, lengths, self._array_lengths,
+                                   strict=True):
+            if got != want:
+                raise ValidationError(f"{name} has {got} elements; the sink stores exactly"
+                                      f" {want}")

@@ -27,7 +27,7 @@ def test_project_catalogue_loads() -> None:
     types = {c.name: c.pg_type for c in sink.columns}
     assert types["event_id"] == "bytea"
     assert types["ts"] == "timestamptz"
-    assert types["state"] == "real[]"
+    assert [types[f"state_l{i}"] for i in range(1, 9)] == ["real"] * 8
     assert types["event_type"] == "smallint"
     assert types["action_parameters"] == "jsonb"
     assert cat.worker("events").group == "sinkfleet.events"
@@ -45,8 +45,12 @@ def _edit(path: Path, old: str, new: str) -> None:
      "not a safe SQL identifier"),
     ("mode: append", "mode: append\nbogus: 1", "bogus: Extra inputs are not permitted"),
     ("from: reward.goal}", "from: reward.nope}", "has no field 'nope'"),
-    ("- {name: state, from: state}", "- {name: state, from: state, type: bigint}",
+    ("- {name: state_l1, from: 'state[0]'}", "- {name: state_l1, from: 'state[0]', type: bigint}",
      "cannot be stored as 'bigint'"),
+    ("- {name: agent_id, from: agent_id}", "- {name: agent_id, from: 'agent_id[0]'}",
+     "'agent_id' is not an array"),
+    ("- {name: state_l1, from: 'state[0]'}", "- {name: state_l1, from: 'state[-1]'}",
+     "is not a field path"),
     ("topic: agent.experience-events", "topic: missing-topic", "not declared in topics/"),
 ])
 def test_bad_sink_specs_are_refused(cat_root: Path, old: str, new: str, match: str) -> None:

@@ -71,8 +71,8 @@ def assert_row_equals(row: Any, event: dict[str, Any]) -> None:
     for name in ("agent_id", "episode_id", "step_number", "sequence_number", "event_type",
                  "flags", "policy_version_hash"):
         assert row[name] == event[name], name
-    assert list(row["state"]) == event["state"]
-    assert list(row["action"]) == event["action"]
+    assert [row[f"state_l{i}"] for i in range(1, 9)] == event["state"]
+    assert [row[f"action_l{i}"] for i in range(1, 9)] == event["action"]
     for part in ("homeostasis", "curiosity", "efficiency", "goal"):
         assert row[f"reward_{part}"] == event["reward"][part], part
     meta = event["action_metadata"]

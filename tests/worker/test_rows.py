@@ -46,3 +46,20 @@ def test_values_postgres_would_refuse_are_validation_errors(builder, mutate, mat
     mutate(event)
     with pytest.raises(ValidationError, match=match):
         builder(event)
+
+
+@pytest.mark.parametrize("length", [7, 9])
+def test_vectors_must_have_exactly_the_stored_dimensions(builder: RowBuilder,
+                                                         length: int) -> None:
+    event = next(iter(ExperienceLoad(seed=5)))
+    event["action"] = [0.5] * length
+    with pytest.raises(ValidationError, match=f"action has {length} elements; the sink stores"
+                                              " exactly 8"):
+        builder(event)
+
+
+def test_vectors_are_spread_over_columns(builder: RowBuilder) -> None:
+    event = next(iter(ExperienceLoad(seed=6)))
+    row = dict(zip(builder.names, builder(event), strict=True))
+    assert [row[f"state_l{i}"] for i in range(1, 9)] == event["state"]
+    assert [row[f"action_l{i}"] for i in range(1, 9)] == event["action"]
