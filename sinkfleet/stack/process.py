@@ -80,6 +80,11 @@ class ManagedProcess:
         finally:
             log.close()
         self.pidfile.write_text(str(proc.pid))
+        # Just after exec, /proc may still show the parent's name: wait until the
+        # process is recognisably ours (or has exited) before anyone probes it.
+        deadline = time.monotonic() + 5
+        while self.pid() is None and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
         return proc.pid
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> bool:

@@ -208,8 +208,13 @@ class Postgres(Service):
                                check=False)
         if probe.returncode == 0:
             return root
-        digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
-        return Path(f"/var/tmp/sinkfleet-pg-{digest}")
+        # Keyed on this state directory's own random id, so a fresh clone at the same path
+        # (new secrets) never reuses an old cluster initialised with another password.
+        stack_id = self.settings.state / "stack-id"
+        if not stack_id.is_file():
+            self.settings.state.mkdir(parents=True, exist_ok=True)
+            stack_id.write_text(secrets.token_hex(8))
+        return Path(f"/var/tmp/sinkfleet-pg-{stack_id.read_text().strip()}")
 
     @property
     def password(self) -> str:
