@@ -122,6 +122,10 @@ class Codec:
         self.fingerprint = schema_fingerprint(self.schema)
 
     def validate(self, record: Any) -> None:
+        # The cheap check first: with raise_errors=True fastavro builds (and JSON-encodes)
+        # an error for every union branch that does not match, even on valid records.
+        if fastavro.validation.validate(record, self.schema, raise_errors=False):
+            return
         try:
             fastavro.validation.validate(record, self.schema, raise_errors=True)
         except fastavro.validation.ValidationError as exc:

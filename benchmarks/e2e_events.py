@@ -1,0 +1,793 @@
+"""End-to-end throughput of experience events: sinkfleet against its ceiling and Quix Streams.
+
+One run generates N synthetic experience events (``ExperienceLoad``, fixed seed) and
+measures four stages on the same rows and the same table shape: the project's
+``sinks/experience_events.yaml`` copied three times into a throwaway ``bench``
+PostgreSQL schema (same columns and types, day partitions, primary key, indexes):
+
+(a) copy     The ceiling. One asyncpg ``copy_records_to_table`` of the row tuples the
+             worker's ``RowBuilder`` makes from the same records (decoded from their
+             Avro framing) into ``bench.copy_events``. No Kafka, no decoding, no
+             staging table or merge, one transaction.
+(c) publish  The producer alone. ``Publisher.publish()`` of the N records into a fresh
+             6-partition topic, from the first call until ``flush()`` returned, that
+             is until Kafka acknowledged every record (acks=all). The latency of each
+             ``publish()`` call is recorded too (p50/p99/max).
+(b) worker   End to end. One ``sinkfleet.worker.loop.Worker`` (in this process)
+             consumes that topic into ``bench.worker_events``. Timed from
+             ``Worker.run()`` until the offsets it stores with the rows in
+             ``sinkfleet.consumer_offsets`` cover all N records.
+(d) quix     Quix Streams 3 with its community ``PostgreSQLSink`` (psycopg2,
+             ``execute_values``), in a spawned subprocess, consumes the same topic
+             into ``bench.quix_events``. A value deserializer decodes the Avro
+             single-object framing with ``sinkfleet.avro.Codec`` and maps fields to
+             columns with the same ``RowBuilder``. Timed from ``Application.run()``
+             until the group's committed Kafka offsets cover all N records (Quix
+             commits only after its sinks flushed). Quix commits on the worker spec's
+             batch policy (``commit_every`` = max_records, ``commit_interval`` =
+             max_age_ms).
+
+Quix gets the same table as the others: it is created by the sinkfleet migration
+and Quix runs with ``schema_auto_update=False`` and ``include_metadata=False``, so
+its own DDL (BIGINT/DOUBLE/JSONB/TIMESTAMP columns, no key, no partitions) is not
+used. Two adaptations: its sink adapts every Python list as JSON, so array columns
+(if the sink spec has any) are passed as PostgreSQL array literals ('{...}'); and it
+takes a batch's columns from the batch's first row after dropping None values, which
+loses a nullable column (here the ``action_*`` columns) for the whole batch whenever
+the first row has it NULL, so by default a subclass inserts a fixed column list
+(``--quix-stock-sink`` runs the unmodified sink and the integrity check shows the loss).
+
+Autovacuum is switched off on the bench tables' partitions: it would otherwise vacuum
+the tables of earlier stages during whichever stage runs a minute later.
+
+events/s is N over the stage's wall time. "startup" is the time until the first rows
+were stored; "steady" is the rate after that. After the stages, every table's row
+count, rows with action metadata and an order-independent content hash are compared.
+
+Rerunnable, one run at a time: each run drops the ``bench`` schema, its migration rows
+and ``bench.*`` offsets first, uses a topic and consumer groups suffixed with a
+timestamp, and deletes them (and, unless ``--keep``, the schema) at the end.
+
+Usage::
+
+    .venv/bin/python benchmarks/e2e_events.py [--count N] [--json PATH] [--profile DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import cProfile
+import gc
+import io
+import json
+import multiprocessing as mp
+import os
+import platform
+import pstats
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import yaml
+from aiokafka.admin import AIOKafkaAdminClient
+from psycopg2 import sql
+from psycopg2.extras import execute_values
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from sinkfleet.avro import Codec, SchemaStore
+from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
+from sinkfleet.config import Settings, load_settings
+from sinkfleet.ops.topics import apply_topics
+from sinkfleet.producer import Publisher
+from sinkfleet.producer.synthetic import synthetic_records
+from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.migrate import migrate
+from sinkfleet.worker.loop import Worker
+from sinkfleet.worker.rows import RowBuilder
+
+# authlib (imported by confluent-kafka) forces an "always" filter for its httpx deprecation
+# warning, so a warnings filter cannot hide it: silence stderr while importing instead.
+with contextlib.redirect_stderr(io.StringIO()):
+    from confluent_kafka.admin import AdminClient
+    from quixstreams import Application
+    from quixstreams.models import Deserializer, SerializationContext
+    from quixstreams.sinks.community.postgresql import PostgreSQLSink
+
+ROOT = Path(__file__).resolve().parents[1]
+FAMILY = "experience_event"
+SOURCE_SINK = "experience_events"  # the project's sink whose table shape is benchmarked
+BENCH_SCHEMA = "bench"
+TOPIC_PREFIX = "bench.experience-events."
+TABLES = {"copy": "copy_events", "worker": "worker_events", "quix": "quix_events"}
+POLL_S = 0.05
+
+console = Console()
+
+
+# --- run description ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Options:
+    count: int
+    seed: int
+    json_path: Path
+    profile_dir: Path | None
+    keep: bool
+    quix_stock_sink: bool
+    timeout: float
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """Names of everything one run creates; all carry the run id."""
+
+    run_id: str
+    root: Path  # the benchmark's own catalogue
+
+    @property
+    def topic(self) -> str:
+        return f"{TOPIC_PREFIX}{self.run_id}"
+
+    @property
+    def topics(self) -> list[str]:
+        return [self.topic, f"{self.topic}.dlq"]
+
+    @property
+    def worker_group(self) -> str:
+        return f"bench.worker.{self.run_id}"
+
+    @property
+    def quix_group(self) -> str:
+        return f"bench.quix.{self.run_id}"
+
+
+@dataclass
+class Result:
+    stage: str
+    what: str
+    events: int
+    seconds: float
+    startup_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def steady_rate(self) -> float | None:
+        first = self.extra.get("rows_at_first_poll")
+        if self.startup_s is None or first is None or self.seconds <= self.startup_s:
+            return None
+        return (self.events - first) / (self.seconds - self.startup_s)
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self) | {"events_per_s": self.rate, "steady_events_per_s": self.steady_rate}
+
+
+# --- the benchmark's catalogue ------------------------------------------------------------
+def _dump(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def build_catalogue(run: BenchRun, project: Catalogue) -> Catalogue:
+    """Copy schemas/ and write one topic, three same-shape sinks and one worker spec."""
+    source = project.sinks[SOURCE_SINK]
+    shutil.copytree(project.root / "schemas", run.root / "schemas")
+    for sub in ("topics", "sinks", "workers"):
+        (run.root / sub).mkdir()
+    topic = source.topic.model_dump(by_alias=True, exclude_none=True, mode="json")
+    _dump(run.root / "topics" / "bench.yaml", topic | {"name": run.topic})
+    sink = source.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
+    for stage, table in TABLES.items():
+        _dump(run.root / "sinks" / f"bench_{stage}.yaml", sink | {
+            "name": f"bench_{stage}", "topic": run.topic, "table": table,
+            "schema": BENCH_SCHEMA})
+    worker = next(w for w in project.workers.values() if SOURCE_SINK in w.sinks)
+    spec = worker.model_dump(by_alias=True, exclude_none=True, mode="json")
+    _dump(run.root / "workers" / "bench.yaml", spec | {
+        "name": "bench", "group": run.worker_group, "sinks": ["bench_worker"]})
+    return load_catalogue(run.root)
+
+
+# --- records and rows ---------------------------------------------------------------------
+def make_records(count: int, seed: int) -> list[dict[str, Any]]:
+    return list(islice(synthetic_records(FAMILY, seed=seed), count))
+
+
+def make_rows(sink: Sink, records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The tuples the worker builds: encode, decode, RowBuilder (as on the wire)."""
+    codec = Codec(sink.schema, SchemaStore())
+    build = RowBuilder(sink)
+    return [build(codec.decode(codec.encode(r, validate=False))) for r in records]
+
+
+# --- setup and teardown -------------------------------------------------------------------
+async def reset_database(settings: Settings) -> None:
+    """Drop what earlier runs left: the bench schema, its migrations and offsets."""
+    conn = await connect(settings)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{BENCH_SCHEMA}" CASCADE')
+        if await conn.fetchval("SELECT to_regclass('sinkfleet.schema_migrations')"):
+            await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
+                               "sink:bench\\_%")
+        if await conn.fetchval("SELECT to_regclass('sinkfleet.consumer_offsets')"):
+            await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id LIKE $1",
+                               "bench.%")
+    finally:
+        await conn.close()
+
+
+async def _admin(settings: Settings) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
+                                request_timeout_ms=15_000)
+    await admin.start()
+    return admin
+
+
+async def delete_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
+    """Delete ``names``, or every benchmark topic left behind when ``names`` is None."""
+    admin = await _admin(settings)
+    try:
+        existing = set(await admin.list_topics())
+        doomed = sorted(existing & set(names) if names is not None
+                        else {t for t in existing if t.startswith(TOPIC_PREFIX)})
+        if doomed:
+            await admin.delete_topics(doomed, timeout_ms=15_000)
+        return doomed
+    finally:
+        await admin.close()
+
+
+def delete_groups(settings: Settings, groups: list[str]) -> None:
+    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    for fut in admin.delete_consumer_groups(groups, request_timeout=15).values():
+        with contextlib.suppress(Exception):  # a group that never committed does not exist
+            fut.result()
+
+
+async def disable_autovacuum(settings: Settings) -> None:
+    """Keep autovacuum of one stage's table from landing in a later stage's timing."""
+    conn = await connect(settings)
+    try:
+        leaves = await conn.fetch(
+            "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = $1 AND c.relkind = 'r'", BENCH_SCHEMA)
+        for leaf in leaves:
+            await conn.execute(f"ALTER TABLE {leaf['name']} SET (autovacuum_enabled = off)")
+    finally:
+        await conn.close()
+
+
+async def setup(settings: Settings, catalogue: Catalogue) -> None:
+    await reset_database(settings)
+    await delete_topics(settings)
+    await migrate(settings, catalogue, say=lambda _: None)
+    await disable_autovacuum(settings)
+    await apply_topics(settings, catalogue, say=lambda _: None)
+
+
+async def teardown(settings: Settings, run: BenchRun, keep: bool) -> None:
+    await delete_topics(settings, run.topics)
+    await asyncio.to_thread(delete_groups, settings, [run.worker_group, run.quix_group])
+    if not keep:
+        await reset_database(settings)
+
+
+async def settle(settings: Settings) -> None:
+    """Checkpoint PostgreSQL so the previous stage's dirty pages are not the next's cost."""
+    conn = await connect(settings)
+    try:
+        with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+    await asyncio.sleep(1.0)
+
+
+# --- polling until stored -----------------------------------------------------------------
+@dataclass
+class Watch:
+    """Poll ``stored()`` until it reaches ``total``; remember when rows first appeared."""
+
+    stored: Callable[[], Awaitable[int]]
+    alive: Callable[[], None]  # raises if the consumer under test died
+    total: int
+    timeout: float
+    first_at: float | None = None
+    first_rows: int = 0
+
+    async def until_done(self, progress: Progress, label: str) -> float:
+        task = progress.add_task(label, total=self.total)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            done = await self.stored()
+            now = time.monotonic()
+            if done and self.first_at is None:
+                self.first_at, self.first_rows = now, done
+            progress.update(task, completed=done)
+            if done >= self.total:
+                return now
+            self.alive()
+            if now > deadline:
+                raise TimeoutError(f"{label}: {done} of {self.total} stored after"
+                                   f" {self.timeout:.0f}s")
+            await asyncio.sleep(POLL_S)
+
+    def result(self, stage: str, what: str, t0: float, t_end: float) -> Result:
+        startup = None if self.first_at is None else self.first_at - t0
+        return Result(stage, what, self.total, t_end - t0, startup,
+                      {"rows_at_first_poll": self.first_rows})
+
+
+@contextlib.contextmanager
+def profiled(path: Path | None) -> Iterator[None]:
+    if path is None:
+        yield
+        return
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        yield
+    finally:
+        prof.disable()
+        prof.dump_stats(path)
+
+
+# --- (a) COPY ceiling ---------------------------------------------------------------------
+async def bench_copy(settings: Settings, sink: Sink, rows: list[tuple[Any, ...]]) -> Result:
+    columns = RowBuilder(sink).names
+    conn = await connect(settings)
+    try:
+        t0 = time.monotonic()
+        await conn.copy_records_to_table(sink.spec.table, schema_name=sink.spec.db_schema,
+                                         records=rows, columns=columns)
+        seconds = time.monotonic() - t0
+    finally:
+        await conn.close()
+    return Result("a", "COPY ceiling", len(rows), seconds)
+
+
+# --- (c) producer -------------------------------------------------------------------------
+def _percentile(sorted_ns: list[int], q: float) -> float:
+    return sorted_ns[min(len(sorted_ns) - 1, int(q * len(sorted_ns)))] / 1e6
+
+
+async def _publish_all(pub: Publisher, records: list[dict[str, Any]], progress: Progress
+                       ) -> list[int]:
+    """Publish every record and wait for all acknowledgements; per-call latencies in ns."""
+    task = progress.add_task("(c) publish", total=len(records))
+    latencies: list[int] = []
+    for i, record in enumerate(records, 1):
+        started = time.perf_counter_ns()
+        await pub.publish(FAMILY, record)
+        latencies.append(time.perf_counter_ns() - started)
+        if i % 5000 == 0:
+            progress.update(task, completed=i)
+    await pub.flush()
+    progress.update(task, completed=len(records))
+    return latencies
+
+
+async def bench_publish(settings: Settings, catalogue: Catalogue, records: list[dict[str, Any]],
+                        opts: Options, progress: Progress) -> Result:
+    pub = Publisher(settings, catalogue=catalogue)
+    await pub.start()
+    try:
+        with profiled(opts.profile_dir / "publish.pstats" if opts.profile_dir else None):
+            t0 = time.monotonic()
+            latencies = await _publish_all(pub, records, progress)
+            seconds = time.monotonic() - t0
+    finally:
+        await pub.close()
+    latencies.sort()
+    extra = {"publish_p50_ms": _percentile(latencies, 0.50),
+             "publish_p99_ms": _percentile(latencies, 0.99),
+             "publish_max_ms": latencies[-1] / 1e6, "acked": pub.acked}
+    return Result("c", "Publisher → acks", len(records), seconds, extra=extra)
+
+
+# --- (b) sinkfleet worker -----------------------------------------------------------------
+class PgOffsets:
+    """The next offsets a group stored in PostgreSQL with its rows, summed."""
+
+    def __init__(self, settings: Settings, group: str) -> None:
+        self.settings, self.group = settings, group
+        self._conn: asyncpg.Connection | None = None
+
+    async def __call__(self) -> int:
+        if self._conn is None:
+            self._conn = await connect(self.settings)
+        total = await self._conn.fetchval(
+            "SELECT coalesce(sum(next_offset), 0) FROM sinkfleet.consumer_offsets"
+            " WHERE group_id = $1", self.group)
+        return int(total)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+
+
+def _task_alive(task: asyncio.Task[Any]) -> Callable[[], None]:
+    def alive() -> None:
+        if task.done():
+            raise RuntimeError(f"worker stopped early: {task.exception() or 'no error'}")
+    return alive
+
+
+async def bench_worker(settings: Settings, catalogue: Catalogue, opts: Options,
+                       progress: Progress) -> Result:
+    worker = Worker(settings, catalogue, catalogue.worker("bench"), worker_id="bench-worker")
+    stored = PgOffsets(settings, worker.spec.group)
+    profile = opts.profile_dir / "worker.pstats" if opts.profile_dir else None
+    with profiled(profile):
+        t0 = time.monotonic()
+        task = asyncio.create_task(worker.run())
+        watch = Watch(stored, _task_alive(task), opts.count, opts.timeout)
+        try:
+            t_end = await watch.until_done(progress, "(b) sinkfleet worker")
+        finally:
+            worker.stop()
+            stats = await task
+            await stored.close()
+    result = watch.result("b", "sinkfleet Worker", t0, t_end)
+    result.extra |= {"batches": stats.batches, "flush_seconds": stats.flush_seconds,
+                     "stored": stats.stored, "dead_lettered": stats.dead_lettered}
+    return result
+
+
+# --- (d) Quix Streams ---------------------------------------------------------------------
+# Array literal element formats: 9 significant digits round-trip any float32 exactly and
+# cost half of repr(); other element types keep repr().
+_ARRAY_FORMATS = {"real[]": "%.9g"}
+
+
+def _pg_array(values: list[Any], fmt: str) -> str:
+    return "{" + ",".join([fmt % v for v in values]) + "}"
+
+
+class SinkfleetAvroDeserializer(Deserializer):
+    """Decode sinkfleet's Avro single-object framing into a row dict for one sink."""
+
+    def __init__(self, catalogue_root: str, sink_name: str) -> None:
+        super().__init__()
+        sink = load_catalogue(Path(catalogue_root)).sinks[sink_name]
+        self._decode = Codec(sink.schema, SchemaStore()).decode
+        self._build = RowBuilder(sink)
+        self._names = self._build.names
+        self._arrays = [(c.name, _ARRAY_FORMATS.get(c.pg_type, "%r"))
+                        for c in self._build.columns if c.pg_type.endswith("[]")]
+
+    def __call__(self, value: bytes, ctx: SerializationContext) -> dict[str, Any]:
+        row = dict(zip(self._names, self._build(self._decode(value)), strict=True))
+        for name, fmt in self._arrays:
+            if row[name] is not None:
+                row[name] = _pg_array(row[name], fmt)
+        return row
+
+
+class FixedColumnsPostgreSQLSink(PostgreSQLSink):
+    """Quix's PostgreSQLSink inserting a fixed column list (None becomes NULL).
+
+    The stock ``_insert_rows`` takes the columns from the batch's first row, from
+    which ``write`` dropped None values: a column NULL in that row is lost for all.
+    """
+
+    def __init__(self, columns: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._columns = columns
+
+    def _insert_rows(self, table_name: str, rows: list[dict[str, Any]],
+                     pks: dict[str, Any] | None = None) -> None:
+        if not rows:
+            return
+        query = sql.SQL("INSERT INTO {} ({}) VALUES %s ON CONFLICT DO NOTHING").format(
+            sql.Identifier(self._schema_name, table_name),
+            sql.SQL(", ").join(map(sql.Identifier, self._columns)))
+        values = [[row.get(c) for c in self._columns] for row in rows]
+        assert self._client is not None  # connected in setup()
+        with self._client.cursor() as cursor:
+            execute_values(cursor, query, values)
+
+
+@dataclass(frozen=True)
+class QuixJob:
+    """Everything the Quix subprocess needs (picklable)."""
+
+    bootstrap: str
+    group: str
+    topic: str
+    catalogue_root: str
+    sink_name: str
+    table: str
+    columns: list[str]
+    commit_every: int
+    commit_interval: float
+    state_dir: str
+    stock_sink: bool
+    profile: str | None
+    pg: dict[str, Any] = field(repr=False)
+
+
+def _pg_kwargs(settings: Settings) -> dict[str, Any]:
+    kw = dict(settings.pg_connect_kwargs)
+    kw["dbname"] = kw.pop("database")
+    if "ssl" in kw:
+        kw["sslmode"] = kw.pop("ssl")
+    return kw
+
+
+def _quix_app(job: QuixJob) -> Application:
+    app = Application(broker_address=job.bootstrap, consumer_group=job.group,
+                      auto_offset_reset="earliest", commit_every=job.commit_every,
+                      commit_interval=job.commit_interval, loglevel="WARNING",
+                      state_dir=job.state_dir, use_changelog_topics=False)
+    topic = app.topic(job.topic, value_deserializer=SinkfleetAvroDeserializer(
+        job.catalogue_root, job.sink_name))
+    common = {"table_name": job.table, "schema_name": BENCH_SCHEMA, "schema_auto_update": False,
+              "include_metadata": False, "on_conflict_do_nothing": True, **job.pg}
+    sink = (PostgreSQLSink(**common) if job.stock_sink
+            else FixedColumnsPostgreSQLSink(job.columns, **common))
+    app.dataframe(topic).sink(sink)
+    return app
+
+
+def quix_child(job: QuixJob, started: Any) -> None:
+    """Subprocess entry point: run the Quix app until SIGTERM."""
+    app = _quix_app(job)
+    with profiled(Path(job.profile) if job.profile else None):
+        started.value = time.monotonic()
+        app.run()
+
+
+def _committed_in_kafka(admin: AIOKafkaAdminClient, group: str) -> Callable[[], Awaitable[int]]:
+    async def stored() -> int:
+        offsets = await admin.list_consumer_group_offsets(group)
+        return sum(max(0, meta.offset) for meta in offsets.values())
+    return stored
+
+
+def _process_alive(proc: Any) -> Callable[[], None]:
+    def alive() -> None:
+        if not proc.is_alive():
+            raise RuntimeError(f"Quix process exited early with code {proc.exitcode}")
+    return alive
+
+
+async def _wait_started(started: Any, proc: Any, timeout: float) -> float:
+    deadline = time.monotonic() + timeout
+    while not started.value:
+        _process_alive(proc)()
+        if time.monotonic() > deadline:
+            raise TimeoutError("the Quix process did not start")
+        await asyncio.sleep(0.01)
+    return float(started.value)
+
+
+def _stop_process(proc: Any) -> None:
+    if proc.is_alive():
+        proc.terminate()  # SIGTERM: Quix stops gracefully
+        proc.join(60)
+    if proc.is_alive():
+        proc.kill()
+        proc.join(10)
+
+
+def quix_job(settings: Settings, catalogue: Catalogue, run: BenchRun, opts: Options) -> QuixJob:
+    sink = catalogue.sinks["bench_quix"]
+    batch = catalogue.worker("bench").batch
+    return QuixJob(
+        settings.kafka_bootstrap, run.quix_group, run.topic, str(run.root), "bench_quix",
+        sink.spec.table, RowBuilder(sink).names, batch.max_records, batch.max_age_ms / 1000,
+        str(run.root / "quix-state"), opts.quix_stock_sink,
+        str(opts.profile_dir / "quix.pstats") if opts.profile_dir else None, _pg_kwargs(settings))
+
+
+async def bench_quix(settings: Settings, job: QuixJob, opts: Options,
+                     progress: Progress) -> Result:
+    ctx = mp.get_context("spawn")
+    started = ctx.Value("d", 0.0)
+    proc = ctx.Process(target=quix_child, args=(job, started), name="bench-quix")
+    admin = await _admin(settings)
+    proc.start()
+    try:
+        t0 = await _wait_started(started, proc, 120)
+        watch = Watch(_committed_in_kafka(admin, job.group), _process_alive(proc),
+                      opts.count, opts.timeout)
+        t_end = await watch.until_done(progress, "(d) Quix Streams")
+    finally:
+        await asyncio.to_thread(_stop_process, proc)
+        await admin.close()
+    what = "Quix PG sink" + (" (stock)" if job.stock_sink else "")
+    return watch.result("d", what, t0, t_end)
+
+
+# --- integrity ----------------------------------------------------------------------------
+async def table_check(settings: Settings, sink: Sink) -> dict[str, Any]:
+    """Row count, rows whose first nullable column (action metadata) is set, and an
+    order-independent content hash of the stored columns (not ``ingested_at``)."""
+    columns = RowBuilder(sink).columns
+    cols = ", ".join(f'"{c.name}"' for c in columns)
+    nullable = next((f'"{c.name}"' for c in columns if c.nullable), "1")
+    conn = await connect(settings)
+    try:
+        row = await conn.fetchrow(
+            f"SELECT count(*) AS rows, count({nullable}) AS with_metadata,"
+            " sum(hashtextextended(t::text, 0)::numeric)::text AS content_hash"
+            f" FROM (SELECT {cols} FROM {sink.spec.qualified_table}) t")
+    finally:
+        await conn.close()
+    return dict(row)
+
+
+# --- orchestration ------------------------------------------------------------------------
+def _progress() -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                    refresh_per_second=4)
+
+
+async def producer_and_ceiling(settings: Settings, catalogue: Catalogue, opts: Options,
+                               progress: Progress) -> list[Result]:
+    task = progress.add_task("generating records and rows", total=None)
+    records = make_records(opts.count, opts.seed)
+    rows = make_rows(catalogue.sinks["bench_copy"], records)
+    progress.remove_task(task)
+    # Keep the collector from rescanning the N records and rows (hundreds of ms per full
+    # collection at N = 200k): that cost belongs to this benchmark, not to what it measures.
+    gc.collect()
+    gc.freeze()
+    try:
+        copy = await bench_copy(settings, catalogue.sinks["bench_copy"], rows)
+        await settle(settings)
+        publish = await bench_publish(settings, catalogue, records, opts, progress)
+    finally:
+        gc.unfreeze()
+    return [copy, publish]
+
+
+async def run_all(settings: Settings, catalogue: Catalogue, run: BenchRun,
+                  opts: Options) -> tuple[list[Result], dict[str, Any]]:
+    await setup(settings, catalogue)
+    try:
+        with _progress() as progress:
+            results = await producer_and_ceiling(settings, catalogue, opts, progress)
+            gc.collect()  # the N records and rows are garbage now; the worker must not pay
+            await settle(settings)
+            results.append(await bench_worker(settings, catalogue, opts, progress))
+            await settle(settings)
+            job = quix_job(settings, catalogue, run, opts)
+            results.append(await bench_quix(settings, job, opts, progress))
+        checks = {s: await table_check(settings, catalogue.sinks[f"bench_{s}"]) for s in TABLES}
+    finally:
+        await teardown(settings, run, opts.keep)
+    return results, checks
+
+
+# --- reporting ----------------------------------------------------------------------------
+def _fmt(value: float | None, spec: str = ",.0f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def ratios(results: dict[str, Result]) -> dict[str, float]:
+    b = results["b"].rate
+    return {"b/a": b / results["a"].rate, "b/d": b / results["d"].rate,
+            "b/c": b / results["c"].rate}
+
+
+def print_results(results: dict[str, Result], checks: dict[str, Any]) -> None:
+    table = Table(title=f"experience events, N = {results['a'].events:,}")
+    for col in ("stage", "what", "seconds", "events/s", "startup s", "steady events/s"):
+        table.add_column(col, justify="left" if col in ("stage", "what") else "right")
+    for key in "acbd":
+        r = results[key]
+        table.add_row(f"({key})", r.what, _fmt(r.seconds, ".2f"), _fmt(r.rate),
+                      _fmt(r.startup_s, ".2f"), _fmt(r.steady_rate))
+    console.print(table)
+    console.print("  ".join(f"{k} = {v:.2f}" for k, v in ratios(results).items()))
+    c = results["c"].extra
+    console.print(f"publish() latency: p50 {c['publish_p50_ms']:.3f} ms,"
+                  f" p99 {c['publish_p99_ms']:.3f} ms, max {c['publish_max_ms']:.1f} ms")
+    b = results["b"]
+    console.print(f"worker: {b.extra['batches']} batches; storing them (rows + offsets, one"
+                  f" transaction each) took {b.extra['flush_seconds']:.2f} s in all,"
+                  f" {b.extra['flush_seconds'] / b.seconds:.0%} of the stage")
+    check = Table(title="integrity")
+    for col in ("table", "rows", "with metadata", "content hash"):
+        check.add_column(col)
+    for stage, values in checks.items():
+        check.add_row(TABLES[stage], f"{values['rows']:,}", f"{values['with_metadata']:,}",
+                      values["content_hash"])
+    console.print(check)
+
+
+def print_profile(path: Path, title: str, lines: int = 15) -> None:
+    console.rule(f"profile: {title} ({path})")
+    stats = pstats.Stats(str(path))
+    stats.sort_stats("tottime").print_stats(lines)
+
+
+def environment(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    versions = {p: metadata.version(p) for p in
+                ("sinkfleet", "aiokafka", "asyncpg", "fastavro", "quixstreams",
+                 "confluent-kafka", "psycopg2-binary")}
+    return {"python": sys.version.split()[0], "platform": platform.platform(),
+            "cpus": os.cpu_count(), "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(), "versions": versions}
+
+
+def write_json(path: Path, run: BenchRun, opts: Options, env: dict[str, Any],
+               results: dict[str, Result], checks: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"run_id": run.run_id, "count": opts.count, "seed": opts.seed,
+           "profiled": opts.profile_dir is not None, "quix_stock_sink": opts.quix_stock_sink,
+           "environment": env,
+           "results": {k: r.as_json() for k, r in results.items()},
+           "ratios": ratios(results), "integrity": checks}
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    console.print(f"wrote {path}")
+
+
+# --- entry point --------------------------------------------------------------------------
+def parse_args(argv: list[str] | None = None) -> Options:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--count", type=int, default=200_000, help="events (default 200000)")
+    p.add_argument("--seed", type=int, default=0, help="ExperienceLoad seed (default 0)")
+    p.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/e2e_events.json",
+                   help="where to write the results (default benchmarks/results/…)")
+    p.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                   help="cProfile (c), (b) and (d) into DIR/*.pstats (slows them down)")
+    p.add_argument("--keep", action="store_true", help="keep the bench schema afterwards")
+    p.add_argument("--quix-stock-sink", action="store_true",
+                   help="run Quix's unmodified PostgreSQLSink (loses nullable columns)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds per stage")
+    a = p.parse_args(argv)
+    if a.count < 1:
+        p.error("--count must be positive")
+    return Options(a.count, a.seed, a.json, a.profile, a.keep, a.quix_stock_sink, a.timeout)
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse_args(argv)
+    load_before = os.getloadavg()
+    if load_before[0] > 0.5:
+        console.print(f"[yellow]note:[/] load average {load_before[0]:.2f} before the run;"
+                      " numbers may be noisy")
+    home = {} if "SINKFLEET_HOME" in os.environ else {"home": ROOT}
+    settings = load_settings(**home)
+    if opts.profile_dir:
+        opts.profile_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="sinkfleet-bench-") as tmp:
+        run = BenchRun(time.strftime("%Y%m%d%H%M%S"), Path(tmp))
+        catalogue = build_catalogue(run, load_catalogue(settings.home))
+        found, checks = asyncio.run(run_all(settings, catalogue, run, opts))
+    results = {r.stage: r for r in found}
+    print_results(results, checks)
+    write_json(opts.json_path, run, opts, environment(load_before), results, checks)
+    if opts.profile_dir:
+        print_profile(opts.profile_dir / "publish.pstats", "(c) Publisher")
+        print_profile(opts.profile_dir / "worker.pstats", "(b) sinkfleet worker")
+        print_profile(opts.profile_dir / "quix.pstats", "(d) Quix Streams")
+
+
+if __name__ == "__main__":
+    main()
