@@ -181,6 +181,9 @@ def produce(
 @friendly
 def worker(
     spec: Annotated[str, typer.Option(help="worker spec name from workers/")],
+    metrics_port: Annotated[int | None, typer.Option(
+        help="port of /metrics, /healthz, /readyz (default SINKFLEET_METRICS_PORT, else a"
+             " free port)", min=0, max=65535)] = None,
     log_level: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
     """Run one worker process of a group until SIGTERM/SIGINT (then drain and exit 0)."""
@@ -191,7 +194,8 @@ def worker(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     settings, cat = settings_and_catalogue()
-    w = Worker(settings, cat, cat.worker(spec))
+    port = metrics_port if metrics_port is not None else settings.metrics_port
+    w = Worker(settings, cat, cat.worker(spec), metrics_port=port if port is not None else 0)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()

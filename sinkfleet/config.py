@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     pg_database: str = "sinkfleet"
     pg_sslmode: str = "prefer"
 
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # a worker's /metrics port; unset = pick a free one
+
     redis_host: str = "127.0.0.1"
     redis_port: int = 16379
     redis_password: SecretStr | None = None

@@ -110,11 +110,13 @@ class TestCatalogue:
         return {**os.environ, "SINKFLEET_HOME": str(self.root),
                 "SINKFLEET_STATE_DIR": str(self.settings.state)}
 
-    def start_worker(self, log: Path) -> subprocess.Popen[bytes]:
+    def start_worker(self, log: Path, extra_env: dict[str, str] | None = None
+                     ) -> subprocess.Popen[bytes]:
         with open(log, "ab") as fh:
             return subprocess.Popen(
                 [sys.executable, "-m", "sinkfleet", "worker", "--spec", self.worker_spec],
-                stdout=fh, stderr=subprocess.STDOUT, env=self.env(), cwd=self.root)
+                stdout=fh, stderr=subprocess.STDOUT, env={**self.env(), **(extra_env or {})},
+                cwd=self.root)
 
 
 def make_catalogue(tmp: Path, stack_settings: Settings, *, partitions: int = 6,

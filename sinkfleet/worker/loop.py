@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
 
 from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.catalogue import Catalogue
@@ -31,7 +32,9 @@ from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
 from sinkfleet.sink.postgres.writer import AppendWriter
 from sinkfleet.worker.batching import Batch, BatchPolicy, DeadLetter
 from sinkfleet.worker.deadletter import dead_letter_headers
+from sinkfleet.worker.http import Health, serve
 from sinkfleet.worker.isolate import ROW_ERRORS, write_isolating
+from sinkfleet.worker.metrics import WorkerMetrics
 from sinkfleet.worker.rows import RowBuilder
 
 log = logging.getLogger("sinkfleet.worker")
@@ -89,7 +92,8 @@ class Worker:
     """One stateless worker process of a group; start more to share the partitions."""
 
     def __init__(self, settings: Settings, catalogue: Catalogue, spec: WorkerSpec, *,
-                 worker_id: str | None = None) -> None:
+                 worker_id: str | None = None, metrics_port: int | None = None,
+                 registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.spec = spec
         self.worker_id = worker_id or f"{spec.name}-{socket.gethostname()}-{os.getpid()}"
@@ -110,6 +114,10 @@ class Worker:
             self.writers[sink_name] = AppendWriter(sink, builder.names)
         self.batch = Batch()
         self.stats = WorkerStats()
+        self.metrics = WorkerMetrics(spec.group, registry)
+        self.health = Health()
+        self.metrics_port = metrics_port
+        self.metrics_bound: int | None = None
         self.assignment: set[TopicPartition] = set()
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -120,6 +128,8 @@ class Worker:
 
     def stop(self) -> None:
         """Ask the loop to drain, store what it holds, commit, and leave the group."""
+        self.health.state = "stopping"
+        self.health.ready = False
         self._stop.set()
 
     # --- PostgreSQL -------------------------------------------------------------------
@@ -141,18 +151,28 @@ class Worker:
         delay = 0.2
         while True:
             try:
-                return await fn(await self._connection())
+                result = await fn(await self._connection())
             except RETRIABLE as exc:
                 await self._drop_connection()
+                self.health.state = f"degraded: PostgreSQL unavailable ({type(exc).__name__})"
+                self.health.ready = False
+                self.metrics.storage_retries.labels(self.spec.group).inc()
                 log.warning("%s: PostgreSQL unavailable (%s); retrying in %.1fs", what,
                             type(exc).__name__, delay)
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 10.0)
+            else:
+                if self.health.state.startswith("degraded"):
+                    log.info("%s: PostgreSQL is back", what)
+                if self.health.state != "stopping":
+                    self.health.state, self.health.ready = "ok", True
+                return result
 
     # --- rebalance --------------------------------------------------------------------
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.stats.rebalances += 1
         self.assignment = set(assigned)
+        self.metrics.on_assigned(self.assignment)
         offsets = await self._with_retry(
             "loading offsets", lambda conn: load_offsets(conn, self.spec.group, assigned))
         assert self._consumer is not None
@@ -163,6 +183,22 @@ class Worker:
 
     # --- the loop ---------------------------------------------------------------------
     async def run(self) -> WorkerStats:
+        server = None
+        if self.metrics_port is not None:
+            server = await serve(self.settings.metrics_host, self.metrics_port,
+                                 self.metrics.registry, self.health, self._bound)
+        try:
+            return await self._run()
+        finally:
+            if server is not None:
+                server.close()
+
+    def _bound(self, port: int) -> None:
+        self.metrics_bound = port
+        log.info("metrics on http://%s:%d/metrics (also /healthz, /readyz)",
+                 self.settings.metrics_host, port)
+
+    async def _run(self) -> WorkerStats:
         await self._connection()
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.settings.kafka_bootstrap,
@@ -222,6 +258,7 @@ class Worker:
                         sources.setdefault(name, []).append(msg)
                 batch.nbytes += len(msg.value) if msg.value else 0
             batch.records += len(messages)
+            self.metrics.consumed.labels(self.spec.group, tp.topic).inc(len(messages))
             batch.offsets[tp] = messages[-1].offset + 1
             batch.last_timestamp[tp] = messages[-1].timestamp
 
@@ -268,8 +305,9 @@ class Worker:
 
         isolate = False
 
-        async def store(conn: asyncpg.Connection) -> tuple[int, int, list[DeadLetter]]:
-            inserted = written = 0
+        async def store(conn: asyncpg.Connection
+                        ) -> tuple[dict[str, tuple[int, int]], list[DeadLetter]]:
+            counts: dict[str, tuple[int, int]] = {}  # sink -> (inserted, written)
             refused: list[DeadLetter] = []
             async with conn.transaction():
                 for name, rows in batch.rows.items():
@@ -277,31 +315,43 @@ class Worker:
                     if isolate:
                         n, bad = await write_isolating(conn, write, rows, batch.sources[name])
                         refused += [_dead(msg, "write", exc) for msg, exc in bad]
-                        written -= len(bad)
+                        counts[name] = (n, len(rows) - len(bad))
                     else:
-                        n = await write(conn, rows)
-                    inserted += n
-                    written += len(rows)
+                        counts[name] = (await write(conn, rows), len(rows))
                 await save_offsets(conn, self.spec.group, batch.offsets)
                 if refused:  # acknowledged by Kafka before the offsets move past them
                     await self._send_dead(refused)
-            return inserted, written, refused
+            return counts, refused
 
         try:
-            inserted, written, refused = await self._with_retry("storing batch", store)
+            counts, refused = await self._with_retry("storing batch", store)
         except ROW_ERRORS as exc:
             # Fast path refused: store again, isolating the records PostgreSQL refuses.
             log.warning("PostgreSQL refused a batch (%s); isolating the bad records", exc)
             isolate = True
-            inserted, written, refused = await self._with_retry("storing batch", store)
-        st = self.stats
+            counts, refused = await self._with_retry("storing batch", store)
+        self._account(batch, counts, refused, time.monotonic() - started)
+        committed = time.monotonic()
+        await self._commit_kafka(batch.offsets)
+        self.metrics.commit_seconds.labels(self.spec.group).observe(time.monotonic() - committed)
+
+    def _account(self, batch: Batch, counts: dict[str, tuple[int, int]],
+                 refused: list[DeadLetter], seconds: float) -> None:
+        st, m, group = self.stats, self.metrics, self.spec.group
+        for name, (inserted, written) in counts.items():
+            st.stored += inserted
+            st.duplicates_skipped += written - inserted
+            m.stored.labels(group, name).inc(inserted)
+            m.duplicates.labels(group, name).inc(written - inserted)
+        for dl in batch.dead + refused:
+            m.dead.labels(group, dl.topic, dl.stage).inc()
         st.consumed += batch.records
-        st.stored += inserted
-        st.duplicates_skipped += written - inserted
         st.dead_lettered += len(batch.dead) + len(refused)
         st.batches += 1
-        st.flush_seconds += time.monotonic() - started
-        await self._commit_kafka(batch.offsets)
+        st.flush_seconds += seconds
+        m.batch_records.labels(group).observe(batch.records)
+        m.flush_seconds.labels(group).observe(seconds)
+        m.on_stored(batch.offsets, batch.last_timestamp)
 
     async def _commit_kafka(self, offsets: dict[TopicPartition, int]) -> None:
         # PostgreSQL already holds these offsets; Kafka's copy is for lag tools, so a

@@ -1,0 +1,91 @@
+"""A worker's /metrics, /healthz and /readyz, scraped from a real worker process."""
+
+from __future__ import annotations
+
+import re
+import socket
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from sinkfleet.worker.http import Health, route
+from tests.conftest import TestCatalogue, async_wait_for, wait_for
+from tests.worker.test_e2e import publish, stop, stored_offsets, wait_all_stored
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except (urllib.error.URLError, ConnectionError):
+        return 0, ""  # not listening yet
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def test_health_routes_without_a_server() -> None:
+    health = Health()
+    assert route("/readyz", None, health).startswith(b"HTTP/1.1 503")  # type: ignore[arg-type]
+    health.state, health.ready = "ok", True
+    assert route("/readyz", None, health).startswith(b"HTTP/1.1 200")  # type: ignore[arg-type]
+    health.state = "stopping"
+    assert route("/healthz", None, health).startswith(b"HTTP/1.1 503")  # type: ignore[arg-type]
+    assert route("/nope", None, health).startswith(b"HTTP/1.1 404")  # type: ignore[arg-type]
+
+
+@pytest.mark.integration
+async def test_worker_metrics_count_exactly_what_was_stored(
+        catalogue_factory: Any, tmp_path: Path) -> None:
+    tc: TestCatalogue = await catalogue_factory()
+    port = free_port()
+    log = tmp_path / "w.log"
+    env_port = {"SINKFLEET_METRICS_PORT": str(port)}
+    worker = tc.start_worker(log, extra_env=env_port)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: get(base + "/readyz")[0] == 200, 60, "the worker to be ready")
+        await publish(tc, 2500, seed=31)
+        await wait_all_stored(tc, 2500)
+
+        async def counted() -> bool:
+            m = samples(get(base + "/metrics")[1])
+            key = ("sinkfleet_records_stored_total", (("group", tc.group), ("sink", tc.table)))
+            return m.get(key) == 2500
+
+        await async_wait_for(counted, 30, "the stored counter to reach 2500")
+        status, body = get(base + "/metrics")
+        assert status == 200
+        m = samples(body)
+        g = ("group", tc.group)
+        assert m[("sinkfleet_records_consumed_total", (g, ("topic", tc.topic)))] == 2500
+        assert m[("sinkfleet_records_duplicate_total", (g, ("sink", tc.table)))] == 0
+        assert m[("sinkfleet_assigned_partitions", (g,))] == 6
+        offsets = await stored_offsets(tc)
+        for partition, offset in offsets.items():
+            labels = (g, ("partition", str(partition)), ("topic", tc.topic))
+            assert m[("sinkfleet_committed_offset", labels)] == offset
+            lag = m[("sinkfleet_event_time_lag_seconds", labels)]
+            assert 0 <= lag < 120
+        assert m[("sinkfleet_batch_records_count", (g,))] >= 1
+        assert get(base + "/healthz") == (200, "ok")
+    finally:
+        assert stop(worker) == 0
+    assert re.search(rf"metrics on http://127.0.0.1:{port}/metrics", log.read_text())
