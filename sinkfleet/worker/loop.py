@@ -27,12 +27,12 @@ from sinkfleet.catalogue import Catalogue
 from sinkfleet.catalogue.models import WorkerSpec
 from sinkfleet.config import Settings
 from sinkfleet.errors import DecodeError, StorageUnavailable, ValidationError
+from sinkfleet.http import Health, route, serve
 from sinkfleet.sink.postgres.connect import RETRIABLE_PG_ERRORS, connect
 from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
 from sinkfleet.sink.postgres.writer import AppendWriter
 from sinkfleet.worker.batching import Batch, BatchPolicy, DeadLetter
 from sinkfleet.worker.deadletter import dead_letter_headers
-from sinkfleet.worker.http import Health, serve
 from sinkfleet.worker.isolate import ROW_ERRORS, write_isolating
 from sinkfleet.worker.metrics import WorkerMetrics
 from sinkfleet.worker.rows import RowBuilder
@@ -185,8 +185,9 @@ class Worker:
     async def run(self) -> WorkerStats:
         server = None
         if self.metrics_port is not None:
+            registry, health = self.metrics.registry, self.health
             server = await serve(self.settings.metrics_host, self.metrics_port,
-                                 self.metrics.registry, self.health, self._bound)
+                                 lambda path, _: route(path, registry, health), self._bound)
         try:
             return await self._run()
         finally:

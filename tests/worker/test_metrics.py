@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sinkfleet.worker.http import Health, route
+from sinkfleet.http import Health, route
 from tests.conftest import TestCatalogue, async_wait_for, wait_for
 from tests.worker.test_e2e import publish, stop, stored_offsets, wait_all_stored
 

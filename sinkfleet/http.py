@@ -1,4 +1,5 @@
-"""A tiny HTTP endpoint per worker: /metrics, /healthz, /readyz (asyncio, no framework).
+"""A tiny HTTP server (asyncio, no framework) and the worker's routes:
+/metrics, /healthz, /readyz.
 
 * /healthz — 200 while the process runs its loop; the body says "ok" or "degraded: …"
   (degraded = storage unavailable, backing off). 503 only once stopping.
@@ -8,7 +9,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -20,8 +21,11 @@ class Health:
     ready: bool = False
 
 
-def _response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8"
-              ) -> bytes:
+Handler = Callable[[str, str], Awaitable[bytes] | bytes]  # (path, query) -> response
+
+
+def response(status: str, body: bytes, content_type: str = "text/plain; charset=utf-8"
+             ) -> bytes:
     head = (f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
     return head.encode() + body
@@ -29,26 +33,33 @@ def _response(status: str, body: bytes, content_type: str = "text/plain; charset
 
 def route(path: str, registry: CollectorRegistry, health: Health) -> bytes:
     if path == "/metrics":
-        return _response("200 OK", generate_latest(registry), CONTENT_TYPE_LATEST)
+        return response("200 OK", generate_latest(registry), CONTENT_TYPE_LATEST)
     if path == "/healthz":
         ok = health.state != "stopping"
-        return _response("200 OK" if ok else "503 Service Unavailable", health.state.encode())
+        return response("200 OK" if ok else "503 Service Unavailable", health.state.encode())
     if path == "/readyz":
         body = b"ready" if health.ready else health.state.encode()
-        return _response("200 OK" if health.ready else "503 Service Unavailable", body)
-    return _response("404 Not Found", b"try /metrics, /healthz or /readyz")
+        return response("200 OK" if health.ready else "503 Service Unavailable", body)
+    return response("404 Not Found", b"try /metrics, /healthz or /readyz")
 
 
-async def serve(host: str, port: int, registry: CollectorRegistry, health: Health,
+async def serve(host: str, port: int, handler: Handler,
                 on_bound: Callable[[int], None] | None = None) -> asyncio.Server:
-    """Start the endpoint; ``port=0`` picks a free port (reported through ``on_bound``)."""
+    """Serve GET requests with ``handler``; ``port=0`` picks a free port (reported
+    through ``on_bound``)."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readline(), 5)
             parts = request.decode("latin-1").split()
-            path = parts[1].split("?", 1)[0] if len(parts) >= 2 else "/"
-            writer.write(route(path, registry, health))
+            target = parts[1] if len(parts) >= 2 else "/"
+            path, _, query = target.partition("?")
+            try:
+                result = handler(path, query)
+                body = result if isinstance(result, bytes) else await result
+            except Exception as exc:  # a bug in a route must not kill the server
+                body = response("500 Internal Server Error", f"{type(exc).__name__}".encode())
+            writer.write(body)
             await writer.drain()
         except (TimeoutError, ConnectionError, UnicodeDecodeError):
             pass

@@ -1,0 +1,1 @@
+"""Consumer lag: collection from Kafka, Burrow-style status, exporter and CLI."""

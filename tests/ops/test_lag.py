@@ -1,0 +1,149 @@
+"""Lag collection on real Kafka: exact records and seconds, statuses, the exporter."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
+
+from sinkfleet.ops.lag.collect import LagCollector
+from sinkfleet.ops.lag.exporter import LagExporter
+from tests.conftest import TestCatalogue, async_wait_for
+from tests.worker.test_e2e import publish
+
+pytestmark = pytest.mark.integration
+
+
+async def commit(tc: TestCatalogue, offsets: dict[int, int]) -> None:
+    """Commit offsets for the test group as a consumer that then leaves (no live members)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap,
+                                group_id=tc.group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(tc.topic, p) for p in offsets]
+        consumer.assign(tps)
+        await consumer.commit({tp: offsets[tp.partition] for tp in tps})
+    finally:
+        await consumer.stop()
+
+
+async def first_timestamps(tc: TestCatalogue, offsets: dict[int, int]) -> dict[int, float]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        out = {}
+        for p, off in offsets.items():
+            tp = TopicPartition(tc.topic, p)
+            consumer.assign([tp])
+            consumer.seek(tp, off)
+            record = await asyncio.wait_for(consumer.getone(), 10)
+            out[p] = record.timestamp / 1000
+        return out
+    finally:
+        await consumer.stop()
+
+
+async def ends(tc: TestCatalogue) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        got = await consumer.end_offsets([TopicPartition(tc.topic, p) for p in range(6)])
+        return {tp.partition: off for tp, off in got.items()}
+    finally:
+        await consumer.stop()
+
+
+async def test_lag_records_and_seconds_are_exact(catalogue_factory: Any) -> None:
+    tc: TestCatalogue = await catalogue_factory()
+    await publish(tc, 600, seed=41)
+    first = await ends(tc)
+    await asyncio.sleep(1.5)  # let the first records age
+    await publish(tc, 600, seed=42)
+    end = await ends(tc)
+    committed = {p: off // 2 for p, off in first.items()}  # half of the first batch
+    await commit(tc, committed)
+    truth = await first_timestamps(tc, committed)
+    async with LagCollector(tc.settings, groups=[tc.group]) as collector:
+        snap = await collector.collect()
+    [group] = snap.groups
+    assert group.group == tc.group and group.members == 0  # listed with no live members
+    assert {p.partition for p in group.partitions} == set(range(6))
+    for p in group.partitions:
+        assert p.sample.committed == committed[p.partition]
+        assert p.sample.log_end == end[p.partition]
+        assert p.sample.lag_records == end[p.partition] - committed[p.partition]
+        true_age = snap.at - truth[p.partition]
+        assert p.sample.lag_seconds == pytest.approx(true_age, abs=0.001)
+        if first[p.partition] > 0:
+            assert true_age > 1.5
+    assert group.lag_records == sum(end.values()) - sum(committed.values())
+
+
+async def test_rewind_and_stall_statuses(catalogue_factory: Any) -> None:
+    tc: TestCatalogue = await catalogue_factory()
+    await publish(tc, 300, seed=43)
+    end = await ends(tc)
+    await commit(tc, {p: off // 2 for p, off in end.items()})
+    async with LagCollector(tc.settings, groups=[tc.group], stall_seconds=1.0,
+                            window_seconds=1.5) as collector:
+        assert (await collector.collect()).groups[0].status == "OK"
+        await asyncio.sleep(1.2)
+        stalled = await collector.collect()
+        assert stalled.groups[0].status == "STALL"
+        assert {p.status for p in stalled.groups[0].partitions if p.sample.lag_records} == {
+            "STALL"}
+        await commit(tc, dict.fromkeys(end, 0))  # a replay rewinds the group
+        rewound = await collector.collect()
+        assert rewound.groups[0].status == "REWIND"
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return resp.read().decode()
+
+
+async def test_exporter_serves_the_same_numbers_as_metrics_and_json(
+        catalogue_factory: Any) -> None:
+    tc: TestCatalogue = await catalogue_factory()
+    await publish(tc, 300, seed=44)
+    end = await ends(tc)
+    committed = {p: off // 2 for p, off in end.items()}
+    await commit(tc, committed)
+    exporter = LagExporter(tc.settings, interval=0.5, groups=[tc.group])
+    bound: list[int] = []
+    task = asyncio.create_task(exporter.run("127.0.0.1", 0, bound.append))
+    try:
+        async def ready() -> bool:
+            return bool(bound) and exporter.snapshot is not None
+
+        await async_wait_for(ready, 30, "the exporter's first snapshot", interval=0.1)
+        base = f"http://127.0.0.1:{bound[0]}"
+        api = json.loads(await asyncio.to_thread(_get, base + "/api/lag"))
+        metrics = await asyncio.to_thread(_get, base + "/metrics")
+        health = await asyncio.to_thread(_get, base + "/healthz")
+    finally:
+        exporter.stop()
+        await task
+    [group] = api["groups"]
+    values = {}
+    for family in text_string_to_metric_families(metrics):
+        for s in family.samples:
+            if s.labels.get("group") == tc.group:
+                values[(s.name, s.labels.get("partition"), s.labels.get("status"))] = s.value
+    for p in group["partitions"]:
+        part = str(p["partition"])
+        assert p["committed_offset"] == committed[p["partition"]]
+        assert values[("sinkfleet_group_committed_offset", part, None)] == p["committed_offset"]
+        assert values[("sinkfleet_group_log_end_offset", part, None)] == p["log_end_offset"]
+        assert values[("sinkfleet_group_lag_records", part, None)] == p["lag_records"]
+        assert ("sinkfleet_group_lag_seconds", part, None) in values
+    assert values[("sinkfleet_group_status", None, "OK")] == 1
+    assert values[("sinkfleet_group_status", None, "STALL")] == 0
+    assert values[("sinkfleet_group_members", None, None)] == 0
+    assert health == "ok"
