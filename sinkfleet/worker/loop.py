@@ -9,6 +9,7 @@ decided here and only here; sinks just write.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -26,19 +27,19 @@ from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.catalogue import Catalogue
 from sinkfleet.catalogue.models import WorkerSpec
 from sinkfleet.config import Settings
-from sinkfleet.errors import DecodeError, StorageUnavailable, ValidationError
+from sinkfleet.errors import DecodeError, ValidationError
 from sinkfleet.http import Health, route, serve
-from sinkfleet.sink.postgres.connect import RETRIABLE_PG_ERRORS, connect
+from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
 from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
 from sinkfleet.sink.postgres.writer import AppendWriter
 from sinkfleet.worker.batching import Batch, BatchPolicy, DeadLetter
 from sinkfleet.worker.deadletter import dead_letter_headers
+from sinkfleet.worker.heartbeat import heartbeat
 from sinkfleet.worker.isolate import ROW_ERRORS, write_isolating
 from sinkfleet.worker.metrics import WorkerMetrics
 from sinkfleet.worker.rows import RowBuilder
 
 log = logging.getLogger("sinkfleet.worker")
-RETRIABLE: tuple[type[BaseException], ...] = (StorageUnavailable, *RETRIABLE_PG_ERRORS)
 
 
 @dataclass
@@ -152,7 +153,7 @@ class Worker:
         while True:
             try:
                 result = await fn(await self._connection())
-            except RETRIABLE as exc:
+            except RETRIABLE_STORAGE as exc:
                 await self._drop_connection()
                 self.health.state = f"degraded: PostgreSQL unavailable ({type(exc).__name__})"
                 self.health.ready = False
@@ -188,9 +189,13 @@ class Worker:
             registry, health = self.metrics.registry, self.health
             server = await serve(self.settings.metrics_host, self.metrics_port,
                                  lambda path, _: route(path, registry, health), self._bound)
+        beat = asyncio.create_task(heartbeat(self))
         try:
             return await self._run()
         finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
             if server is not None:
                 server.close()
 

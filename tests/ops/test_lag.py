@@ -19,10 +19,11 @@ from tests.worker.test_e2e import publish
 pytestmark = pytest.mark.integration
 
 
-async def commit(tc: TestCatalogue, offsets: dict[int, int]) -> None:
+async def commit(tc: TestCatalogue, offsets: dict[int, int], group: str | None = None
+                 ) -> None:
     """Commit offsets for the test group as a consumer that then leaves (no live members)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap,
-                                group_id=tc.group, enable_auto_commit=False)
+                                group_id=group or tc.group, enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(tc.topic, p) for p in offsets]
@@ -85,6 +86,28 @@ async def test_lag_records_and_seconds_are_exact(catalogue_factory: Any) -> None
     assert group.lag_records == sum(end.values()) - sum(committed.values())
 
 
+async def test_two_groups_at_different_offsets_of_one_partition(
+        catalogue_factory: Any) -> None:
+    tc: TestCatalogue = await catalogue_factory()
+    await publish(tc, 600, seed=45)
+    end = await ends(tc)
+    a = {p: off // 4 for p, off in end.items()}
+    b = {p: off // 2 for p, off in end.items()}
+    other = f"{tc.group}-b"
+    await commit(tc, a)
+    await commit(tc, b, group=other)
+    truth_a, truth_b = await first_timestamps(tc, a), await first_timestamps(tc, b)
+    async with LagCollector(tc.settings, groups=[tc.group, other]) as collector:
+        snap = await collector.collect()
+    by_group = {g.group: g for g in snap.groups}
+    for group, truth, offsets in ((tc.group, truth_a, a), (other, truth_b, b)):
+        for p in by_group[group].partitions:
+            assert p.sample.committed == offsets[p.partition]
+            if p.sample.lag_records:
+                assert p.sample.lag_seconds == pytest.approx(snap.at - truth[p.partition],
+                                                             abs=0.001)
+
+
 async def test_rewind_and_stall_statuses(catalogue_factory: Any) -> None:
     tc: TestCatalogue = await catalogue_factory()
     await publish(tc, 300, seed=43)
@@ -127,6 +150,7 @@ async def test_exporter_serves_the_same_numbers_as_metrics_and_json(
         api = json.loads(await asyncio.to_thread(_get, base + "/api/lag"))
         metrics = await asyncio.to_thread(_get, base + "/metrics")
         health = await asyncio.to_thread(_get, base + "/healthz")
+        workers = json.loads(await asyncio.to_thread(_get, base + "/api/workers"))
     finally:
         exporter.stop()
         await task
@@ -147,3 +171,4 @@ async def test_exporter_serves_the_same_numbers_as_metrics_and_json(
     assert values[("sinkfleet_group_status", None, "STALL")] == 0
     assert values[("sinkfleet_group_members", None, None)] == 0
     assert health == "ok"
+    assert "error" not in workers and isinstance(workers["workers"], list)

@@ -13,6 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sinkfleet.http import Health, route
+from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.worker.heartbeat import list_workers
 from tests.conftest import TestCatalogue, async_wait_for, wait_for
 from tests.worker.test_e2e import publish, stop, stored_offsets, wait_all_stored
 
@@ -86,6 +88,25 @@ async def test_worker_metrics_count_exactly_what_was_stored(
             assert 0 <= lag < 120
         assert m[("sinkfleet_batch_records_count", (g,))] >= 1
         assert get(base + "/healthz") == (200, "ok")
+
+        async def reported() -> list[dict[str, Any]]:
+            rows = await workers_of(tc)
+            return rows if rows and rows[0]["stored"] == 2500 else []
+
+        [row] = await async_wait_for(reported, 30, "the worker's heartbeat row")
+        assert row["state"] == "ok" and row["pid"] == worker.pid
+        assert row["metrics_url"] == f"{base}/metrics"
+        assert row["assigned"] == 6 and row["consumed"] == 2500
     finally:
         assert stop(worker) == 0
     assert re.search(rf"metrics on http://127.0.0.1:{port}/metrics", log.read_text())
+    [row] = await workers_of(tc)
+    assert row["state"] == "stopped"
+
+
+async def workers_of(tc: TestCatalogue) -> list[dict[str, Any]]:
+    conn = await connect(tc.settings)
+    try:
+        return await list_workers(conn, tc.group)
+    finally:
+        await conn.close()

@@ -141,11 +141,26 @@ class LagCollector:
                 described[g["group"]] = (g["state"], len(g["members"]))
         return described
 
-    async def _timestamps(self, wanted: dict[TopicPartition, int]) -> None:
-        """Fill the cache with the timestamp of the record at each wanted offset."""
-        todo = {tp: off for tp, off in wanted.items() if (tp, off) not in self._ts}
-        if not todo:
-            return
+    async def _timestamps(self, wanted: set[tuple[TopicPartition, int]]) -> None:
+        """Fill the cache with the timestamp of the record at each wanted (tp, offset).
+
+        Several groups may wait at different offsets of one partition: one round per
+        distinct offset of a partition, every partition of a round in one fetch."""
+        todo = sorted(pair for pair in wanted if pair not in self._ts)
+        rounds: list[dict[TopicPartition, int]] = []
+        for tp, off in todo:
+            for r in rounds:
+                if tp not in r:
+                    r[tp] = off
+                    break
+            else:
+                rounds.append({tp: off})
+        for r in rounds:
+            await self._peek_round(r)
+        if len(self._ts) > 200_000:  # offsets only move forward; old entries are dead
+            self._ts.clear()
+
+    async def _peek_round(self, todo: dict[TopicPartition, int]) -> None:
         self._peek.assign(list(todo))
         for tp, off in todo.items():
             self._peek.seek(tp, off)
@@ -156,8 +171,6 @@ class LagCollector:
                 if tp in todo and records:
                     self._ts[(tp, todo.pop(tp))] = records[0].timestamp / 1000
                     self._peek.pause(tp)
-        if len(self._ts) > 200_000:  # offsets only move forward; old entries are dead
-            self._ts.clear()
 
     async def collect(self) -> Snapshot:
         started = time.monotonic()
@@ -177,7 +190,7 @@ class LagCollector:
         all_tps = sorted({tp for c in committed.values() for tp in c} | set(dlq_tps))
         ends = await self._meta.end_offsets(all_tps) if all_tps else {}
         starts = await self._meta.beginning_offsets(all_tps) if all_tps else {}
-        wanted = {tp: off for c in committed.values() for tp, off in c.items()
+        wanted = {(tp, off) for c in committed.values() for tp, off in c.items()
                   if off is not None and starts[tp] <= off < ends[tp]}
         await self._timestamps(wanted)
         result = []

@@ -3,7 +3,7 @@ a JSON API and the web dashboard.
 
 Routes: /metrics · /api/lag (latest snapshot) · /api/history?group=G (series per
 partition) · /api/events (status changes such as REWIND, for chart markers) ·
-/healthz · / (dashboard).
+/api/workers (heartbeats from sinkfleet.workers) · /healthz · / (dashboard).
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
+import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -27,6 +28,8 @@ from sinkfleet.config import Settings
 from sinkfleet.http import response, serve
 from sinkfleet.ops.lag.collect import LagCollector, Snapshot
 from sinkfleet.ops.lag.model import STATUSES
+from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
+from sinkfleet.worker.heartbeat import list_workers
 
 log = logging.getLogger("sinkfleet.lag")
 PARTITION_LABELS = ["group", "topic", "partition"]
@@ -95,6 +98,7 @@ class LagExporter:
         self.registry.register(_SnapshotMetrics(self))
         self._stop = asyncio.Event()
         self._last_error: str | None = None
+        self._pg: asyncpg.Connection | None = None
 
     def stop(self) -> None:
         self._stop.set()
@@ -124,8 +128,24 @@ class LagExporter:
                         await asyncio.wait_for(self._stop.wait(), self.interval)
         finally:
             server.close()
+            if self._pg is not None and not self._pg.is_closed():
+                await self._pg.close()
 
-    def handle(self, path: str, query: str) -> bytes:
+    async def workers(self) -> dict[str, Any]:
+        """Workers from sinkfleet.workers (their heartbeats), or why they are unknown."""
+        try:
+            if self._pg is None or self._pg.is_closed():
+                self._pg = await connect(self.settings, timeout=5)
+            return {"workers": await list_workers(self._pg)}
+        except RETRIABLE_STORAGE as exc:
+            self._pg = None
+            return {"workers": [], "error": f"PostgreSQL unavailable: {type(exc).__name__}"}
+        except asyncpg.UndefinedTableError:
+            return {"workers": [], "error": "no sinkfleet.workers table: run sinkfleet db migrate"}
+
+    def handle(self, path: str, query: str) -> bytes | Awaitable[bytes]:
+        if path == "/api/workers":
+            return self._json_later(self.workers())
         if path == "/metrics":
             return response("200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST)
         if path == "/api/lag":
@@ -148,6 +168,9 @@ class LagExporter:
                 return response("200 OK", page.read_bytes(), "text/html; charset=utf-8")
             return response("404 Not Found", b"dashboard not installed")
         return response("404 Not Found", b"try /, /metrics, /api/lag, /api/history?group=G")
+
+    async def _json_later(self, body: Awaitable[dict[str, Any]]) -> bytes:
+        return _json(await body)
 
     def history(self, group: str) -> dict[str, Any]:
         series = []

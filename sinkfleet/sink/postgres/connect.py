@@ -22,6 +22,10 @@ RETRIABLE_PG_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Everything that means "PostgreSQL is not there right now": back off and retry.
+RETRIABLE_STORAGE: tuple[type[BaseException], ...] = (StorageUnavailable, *RETRIABLE_PG_ERRORS)
+
+
 def _unavailable(settings: Settings, exc: BaseException) -> StorageUnavailable:
     return StorageUnavailable(
         f"cannot reach PostgreSQL at {settings.pg_host}:{settings.pg_port}"

@@ -1,0 +1,80 @@
+"""The worker's row in sinkfleet.workers, refreshed every few seconds on its own
+connection (the store path's connection is busy with batches)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
+
+if TYPE_CHECKING:
+    from sinkfleet.worker.loop import Worker
+
+log = logging.getLogger("sinkfleet.worker")
+LOST_AFTER_SECONDS = 30  # no heartbeat for this long: the worker is reported lost
+
+UPSERT = """
+INSERT INTO sinkfleet.workers AS w (worker_id, group_id, host, pid, metrics_url, state,
+    assigned, consumed, stored, dead_lettered)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+ON CONFLICT (worker_id) DO UPDATE SET state = EXCLUDED.state,
+    metrics_url = EXCLUDED.metrics_url, assigned = EXCLUDED.assigned,
+    consumed = EXCLUDED.consumed, stored = EXCLUDED.stored,
+    dead_lettered = EXCLUDED.dead_lettered, heartbeat_at = now()
+"""
+
+
+def _row(worker: Worker, state: str) -> tuple[Any, ...]:
+    url = None
+    if worker.metrics_bound is not None:
+        url = f"http://{worker.settings.metrics_host}:{worker.metrics_bound}/metrics"
+    st = worker.stats
+    return (worker.worker_id, worker.spec.group, socket.gethostname(), os.getpid(), url,
+            state, len(worker.assignment), st.consumed, st.stored, st.dead_lettered)
+
+
+async def heartbeat(worker: Worker, every: float = 5.0) -> None:
+    """Report until cancelled; PostgreSQL outages are the store path's business."""
+    conn: asyncpg.Connection | None = None
+    try:
+        while True:
+            try:
+                if conn is None or conn.is_closed():
+                    conn = await connect(worker.settings, timeout=5)
+                await conn.execute(UPSERT, *_row(worker, worker.health.state))
+            except RETRIABLE_STORAGE as exc:
+                log.debug("heartbeat skipped: %s", exc)
+                conn = None
+            await asyncio.sleep(every)
+    finally:
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(*RETRIABLE_STORAGE):
+                await asyncio.wait_for(conn.execute(UPSERT, *_row(worker, "stopped")), 5)
+            await conn.close()
+
+
+async def list_workers(conn: asyncpg.Connection, group: str | None = None
+                       ) -> list[dict[str, Any]]:
+    """Workers seen in the last hour, with 'lost' for those whose heartbeat stopped."""
+    rows = await conn.fetch(
+        "SELECT *, extract(epoch FROM now() - heartbeat_at) AS silent_seconds"
+        " FROM sinkfleet.workers WHERE heartbeat_at > now() - interval '1 hour'"
+        " AND ($1::text IS NULL OR group_id = $1) ORDER BY group_id, worker_id", group)
+    out = []
+    for r in rows:
+        item = dict(r)
+        silent = float(item.pop("silent_seconds"))
+        if item["state"] != "stopped" and silent > LOST_AFTER_SECONDS:
+            item["state"] = "lost"
+        item["silent_seconds"] = round(silent, 1)
+        for key in ("started_at", "heartbeat_at"):
+            item[key] = item[key].timestamp()
+        out.append(item)
+    return out
