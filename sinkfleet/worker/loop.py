@@ -124,6 +124,7 @@ class Worker:
         self._stop = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
         self._inflight: asyncio.Task[None] | None = None
+        self._stored_offsets: dict[TopicPartition, int] = {}  # last stored, per partition
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
 
@@ -177,6 +178,7 @@ class Worker:
         offsets = await self._with_retry(
             "loading offsets", lambda conn: load_offsets(conn, self.spec.group, assigned))
         assert self._consumer is not None
+        self._stored_offsets = dict(offsets)  # another worker may have moved them since
         for tp, offset in offsets.items():
             self._consumer.seek(tp, offset)
         log.info("assigned %d partition(s): %s; resuming %d from PostgreSQL offsets",
@@ -235,6 +237,7 @@ class Worker:
                                             self.batch.age()):
                     await self._hand_off()
             await self.checkpoint()
+            await self._commit_kafka({})  # repair any commit refused along the way
         finally:
             if self._inflight is not None:  # only when failing: PostgreSQL keeps the truth
                 self._inflight.cancel()
@@ -360,10 +363,15 @@ class Worker:
         m.on_stored(batch.offsets, batch.last_timestamp)
 
     async def _commit_kafka(self, offsets: dict[TopicPartition, int]) -> None:
-        # PostgreSQL already holds these offsets; Kafka's copy is for lag tools, so a
-        # commit refused during a rebalance loses nothing.
+        """Mirror the stored offsets to Kafka, for lag tools.
+
+        PostgreSQL already holds them, so a commit refused during a rebalance loses
+        nothing; every later commit carries all owned partitions' stored offsets, so a
+        refused one is repaired by the next (and by the one at shutdown)."""
         assert self._consumer is not None
-        owned = {tp: off for tp, off in offsets.items() if tp in self._consumer.assignment()}
+        self._stored_offsets.update(offsets)
+        assigned = self._consumer.assignment()
+        owned = {tp: off for tp, off in self._stored_offsets.items() if tp in assigned}
         if not owned:
             return
         try:

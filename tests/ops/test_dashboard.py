@@ -1,0 +1,257 @@
+"""The lag dashboard in a real (headless) Chromium, against the live local stack.
+
+A group gets a known committed offset on every partition; the exporter runs in-process;
+Playwright drives Debian's Chromium (never a browser of Playwright's own). Every number
+the page shows for the group must equal /api/lag's at the same moment, the page must log
+no errors and request nothing but the exporter, and a REWIND must show up as a badge and
+as markers on the group's charts. A screenshot goes to tests/artifacts/dashboard.png.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import urllib.request
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from sinkfleet.ops.lag.exporter import LagExporter
+from tests.conftest import ROOT, TestCatalogue, async_wait_for
+from tests.worker.test_e2e import publish
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+SCREENSHOT = ROOT / "tests" / "artifacts" / "dashboard.png"
+PARTITIONS = 4
+INT_FIELDS = ("partition", "committed_offset", "log_end_offset", "lag_records")
+
+# One read of everything the page shows for a group, straight from the DOM hooks.
+READ_DOM = """(group) => {
+  const q = (root, f) => root.querySelector('[data-field="' + f + '"]');
+  const val = (root, f) => { const n = q(root, f); return n ? n.dataset.value : null; };
+  const text = (root, f) => { const n = q(root, f); return n ? n.textContent.trim() : null; };
+  const card = document.querySelector('article[data-group="' + CSS.escape(group) + '"]');
+  if (!card) return null;
+  const stats = card.querySelector('.stats');
+  const fields = ['topic', 'partition', 'committed_offset', 'log_end_offset', 'lag_records',
+                  'lag_seconds', 'status'];
+  const rows = [...card.querySelectorAll('tr[data-topic]')].map(tr => {
+    const row = {topic: tr.dataset.topic, partition: tr.dataset.partition, values: {},
+                 texts: {}};
+    for (const f of fields) { row.values[f] = val(tr, f); row.texts[f] = text(tr, f); }
+    return row;
+  });
+  const dlq = {};
+  for (const tr of document.querySelectorAll('#dlq tr[data-topic]')) {
+    dlq[tr.dataset.topic] = val(tr, 'dlq_records');
+  }
+  return {generated_at: val(document.getElementById('totals'), 'generated_at'),
+          status: val(card, 'status'), card_status: card.dataset.status,
+          members: val(stats, 'members'), lag_records: val(stats, 'lag_records'),
+          lag_seconds: val(stats, 'lag_seconds'), rows, dlq};
+}"""
+
+
+def _require_browser() -> Any:
+    """Chromium and Playwright, or a loud failure saying how to install them."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"Chromium not found at {CHROMIUM}: install it with"
+                    " `apt-get install -y chromium` (or ./scripts/install-system-deps.sh);"
+                    " Playwright's own browser downloads are not used", pytrace=False)
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        pytest.fail("Playwright for Python is missing: .venv/bin/pip install -e '.[dev]'"
+                    " (do not run `playwright install`; the test uses /usr/bin/chromium)",
+                    pytrace=False)
+    return async_playwright
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+async def get_json(url: str) -> Any:
+    return await asyncio.to_thread(_get_json, url)
+
+
+async def commit_offsets(tc: TestCatalogue, offsets: dict[TopicPartition, int]) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap,
+                                group_id=tc.group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(tc: TestCatalogue, partitions: int) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return await consumer.end_offsets([TopicPartition(tc.topic, p)
+                                           for p in range(partitions)])
+    finally:
+        await consumer.stop()
+
+
+def _num(value: str | None) -> float | None:
+    assert value is not None, "missing data-value hook"
+    return None if value == "" else float(value)
+
+
+def assert_dom_matches_api(dom: dict[str, Any], api: dict[str, Any], tc: TestCatalogue,
+                           expected: dict[TopicPartition, int]) -> None:
+    group = next(g for g in api["groups"] if g["group"] == tc.group)
+    assert dom["status"] == dom["card_status"] == group["status"]
+    assert _num(dom["members"]) == group["members"]
+    assert _num(dom["lag_records"]) == group["lag_records"]
+    assert abs(_num(dom["lag_seconds"]) - group["lag_seconds"]) <= 2
+    api_rows = {(p["topic"], p["partition"]): p for p in group["partitions"]}
+    dom_rows = {(r["topic"], int(r["partition"])): r for r in dom["rows"]}
+    assert set(dom_rows) == set(api_rows) == {(tp.topic, tp.partition) for tp in expected}
+    for key, p in api_rows.items():
+        row = dom_rows[key]
+        values, texts = row["values"], row["texts"]
+        assert values["topic"] == texts["topic"] == p["topic"]
+        assert p["committed_offset"] == expected[TopicPartition(*key)], key
+        for f in INT_FIELDS:
+            assert values[f] == str(p[f]), (key, f, values[f], p[f])
+            # what a person reads is the same number, only with thousands separators
+            assert int(texts[f].replace(",", "")) == p[f], (key, f, texts[f])
+        if p["lag_seconds"] is None:
+            assert values["lag_seconds"] == ""
+        else:
+            assert abs(float(values["lag_seconds"]) - p["lag_seconds"]) <= 2, key
+        assert values["status"] == texts["status"] == p["status"], key
+    for topic, count in api["dlq_records"].items():
+        if topic.startswith(tc.topic):
+            assert _num(dom["dlq"].get(topic)) == count, topic
+
+
+async def read_fresh(page: Any, base: str, tc: TestCatalogue) -> tuple[dict[str, Any],
+                                                                      dict[str, Any]]:
+    """The DOM right after the page's next refresh, and /api/lag fetched at once after."""
+    before = await page.evaluate(READ_DOM, tc.group)
+    await page.wait_for_function(
+        """(prev) => { const n = document.querySelector('#totals [data-field="generated_at"]');
+                       return n && n.dataset.value !== prev; }""",
+        arg=before["generated_at"], timeout=15_000)
+    dom = await page.evaluate(READ_DOM, tc.group)
+    api = await get_json(f"{base}/api/lag")
+    return dom, api
+
+
+async def test_dashboard_shows_the_api_numbers(catalogue_factory: Any) -> None:
+    async_playwright = _require_browser()
+    tc: TestCatalogue = await catalogue_factory(partitions=PARTITIONS)
+    await publish(tc, 400, seed=11)
+    ends = await end_offsets(tc, PARTITIONS)
+    assert sum(ends.values()) == 400
+    half = {tp: end // 2 for tp, end in ends.items()}
+    await commit_offsets(tc, half)
+    assert any(ends[tp] > off for tp, off in half.items())
+
+    exporter = LagExporter(tc.settings, interval=0.5, groups=[tc.group])
+    bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(exporter.run("127.0.0.1", 0, on_bound=bound.set_result))
+    try:
+        port = await asyncio.wait_for(bound, 30)
+        base = f"http://127.0.0.1:{port}"
+
+        async def has_group() -> bool:
+            body = await get_json(f"{base}/api/lag")
+            return any(g["group"] == tc.group and len(g["partitions"]) == len(ends)
+                       for g in body.get("groups", []))
+
+        await async_wait_for(has_group, 60, f"/api/lag to report group {tc.group}")
+
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                               headless=True)
+            try:
+                context = await browser.new_context(viewport={"width": 1280, "height": 900},
+                                                    service_workers="block")
+                outside: list[str] = []
+                requested: list[str] = []
+
+                async def guard(route: Any) -> None:
+                    if urlsplit(route.request.url).hostname in LOCAL_HOSTS:
+                        await route.continue_()
+                    else:  # never let it out; fail below
+                        outside.append(route.request.url)
+                        await route.abort()
+
+                await context.route("**/*", guard)
+                page = await context.new_page()
+                errors: list[str] = []
+                page.on("console", lambda m: errors.append(f"console.{m.type}: {m.text}")
+                        if m.type == "error" else None)
+                page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+                page.on("requestfailed", lambda r: errors.append(
+                    f"request failed: {r.url} ({r.failure})"))
+                page.on("request", lambda r: requested.append(r.url))
+
+                await page.goto(f"{base}/")
+                card = page.locator(f'article[data-group="{tc.group}"]')
+                await card.wait_for(timeout=20_000)
+                await page.wait_for_function(
+                    """([g, n]) => document.querySelectorAll(
+                         'article[data-group="' + CSS.escape(g) + '"] tr[data-topic]'
+                       ).length === n""", arg=[tc.group, len(ends)], timeout=20_000)
+
+                dom, api = await read_fresh(page, base, tc)
+                assert_dom_matches_api(dom, api, tc, half)
+                assert dom["status"] == "OK"
+                assert "workers: not reported yet" in await page.inner_text("#workers")
+                assert await card.locator('svg[data-points]').count() == 2
+
+                # a replay: offsets go back → REWIND badge and a marker on both charts
+                quarter = {tp: end // 4 for tp, end in ends.items()}
+                await commit_offsets(tc, quarter)
+                rewind = card.locator('svg [data-marker][data-to="REWIND"]')
+                await page.wait_for_function(
+                    """(g) => { const c = document.querySelector(
+                                  'article[data-group="' + CSS.escape(g) + '"]');
+                                return c && c.dataset.status === 'REWIND'
+                                  && c.querySelectorAll('[data-marker][data-to="REWIND"]')
+                                       .length === 2; }""",
+                    arg=tc.group, timeout=20_000)
+                assert await rewind.count() == 2
+                await page.wait_for_function(  # the history shows lag after the rewind
+                    "(g) => Number(document.querySelector('article[data-group=\"' + CSS.escape(g)"
+                    " + '\"] svg[data-points]').dataset.points) >= 6", arg=tc.group,
+                    timeout=20_000)
+                dom, api = await read_fresh(page, base, tc)
+                assert_dom_matches_api(dom, api, tc, quarter)
+                assert dom["status"] == "REWIND"
+                events = await page.locator(
+                    f'#events li[data-event-group="{tc.group}"][data-to="REWIND"]').count()
+                assert events >= 1
+
+                os.makedirs(SCREENSHOT.parent, exist_ok=True)
+                png = await page.screenshot(path=str(SCREENSHOT), full_page=True)
+                assert len(png) > 10_000
+                assert not errors, errors
+                assert not outside, f"requests to non-local hosts: {outside}"
+                assert requested and all(urlsplit(u).hostname in LOCAL_HOSTS
+                                         for u in requested), requested
+                assert any("/api/history?group=" in u for u in requested)
+                assert any(u.endswith("/api/events") for u in requested)
+            finally:
+                await browser.close()
+    finally:
+        exporter.stop()
+        await asyncio.wait_for(task, 30)
