@@ -179,6 +179,7 @@ async def _cleanup(made: list[TestCatalogue]) -> None:
                                f"sink:{tc.table}:%")
             await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id = $1",
                                tc.group)
+            await conn.execute("DELETE FROM sinkfleet.workers WHERE group_id = $1", tc.group)
     finally:
         await conn.close()
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)

@@ -60,13 +60,14 @@ async def heartbeat(worker: Worker, every: float = 5.0) -> None:
             await conn.close()
 
 
-async def list_workers(conn: asyncpg.Connection, group: str | None = None
+async def list_workers(conn: asyncpg.Connection, groups: list[str] | None = None
                        ) -> list[dict[str, Any]]:
     """Workers seen in the last hour, with 'lost' for those whose heartbeat stopped."""
     rows = await conn.fetch(
         "SELECT *, extract(epoch FROM now() - heartbeat_at) AS silent_seconds"
         " FROM sinkfleet.workers WHERE heartbeat_at > now() - interval '1 hour'"
-        " AND ($1::text IS NULL OR group_id = $1) ORDER BY group_id, worker_id", group)
+        " AND ($1::text[] IS NULL OR group_id = ANY($1)) ORDER BY group_id, worker_id",
+        groups)
     out = []
     for r in rows:
         item = dict(r)

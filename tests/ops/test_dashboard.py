@@ -20,6 +20,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sinkfleet.ops.lag.exporter import LagExporter
+from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.worker.heartbeat import UPSERT
 from tests.conftest import ROOT, TestCatalogue, async_wait_for
 from tests.worker.test_e2e import publish
 
@@ -154,6 +156,18 @@ async def read_fresh(page: Any, base: str, tc: TestCatalogue) -> tuple[dict[str,
     return dom, api
 
 
+async def report_worker(tc: TestCatalogue) -> str:
+    """A heartbeat row as a live worker writes it (the worker path is tested elsewhere)."""
+    worker_id = f"dash-{tc.suffix}"
+    conn = await connect(tc.settings)
+    try:
+        await conn.execute(UPSERT, worker_id, tc.group, "host", 4242,
+                           "http://127.0.0.1:9/metrics", "ok", 4, 1300, 1234, 0)
+    finally:
+        await conn.close()
+    return worker_id
+
+
 async def test_dashboard_shows_the_api_numbers(catalogue_factory: Any) -> None:
     async_playwright = _require_browser()
     tc: TestCatalogue = await catalogue_factory(partitions=PARTITIONS)
@@ -163,6 +177,7 @@ async def test_dashboard_shows_the_api_numbers(catalogue_factory: Any) -> None:
     half = {tp: end // 2 for tp, end in ends.items()}
     await commit_offsets(tc, half)
     assert any(ends[tp] > off for tp, off in half.items())
+    worker_id = await report_worker(tc)
 
     exporter = LagExporter(tc.settings, interval=0.5, groups=[tc.group])
     bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
@@ -215,7 +230,11 @@ async def test_dashboard_shows_the_api_numbers(catalogue_factory: Any) -> None:
                 dom, api = await read_fresh(page, base, tc)
                 assert_dom_matches_api(dom, api, tc, half)
                 assert dom["status"] == "OK"
-                assert "workers: not reported yet" in await page.inner_text("#workers")
+                worker_row = page.locator(f'#workers tr[data-worker="{worker_id}"]')
+                await worker_row.wait_for(timeout=20_000)
+                assert await worker_row.locator('[data-field="state"]').inner_text() == "ok"
+                assert await worker_row.locator('[data-field="stored"]').get_attribute(
+                    "data-value") == "1234"
                 assert await card.locator('svg[data-points]').count() == 2
 
                 # a replay: offsets go back → REWIND badge and a marker on both charts

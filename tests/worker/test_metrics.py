@@ -107,6 +107,6 @@ async def test_worker_metrics_count_exactly_what_was_stored(
 async def workers_of(tc: TestCatalogue) -> list[dict[str, Any]]:
     conn = await connect(tc.settings)
     try:
-        return await list_workers(conn, tc.group)
+        return await list_workers(conn, [tc.group])
     finally:
         await conn.close()

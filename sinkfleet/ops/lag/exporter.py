@@ -136,7 +136,8 @@ class LagExporter:
         try:
             if self._pg is None or self._pg.is_closed():
                 self._pg = await connect(self.settings, timeout=5)
-            return {"workers": await list_workers(self._pg)}
+            only = sorted(self.collector.only) if self.collector.only else None
+            return {"workers": await list_workers(self._pg, only)}
         except RETRIABLE_STORAGE as exc:
             self._pg = None
             return {"workers": [], "error": f"PostgreSQL unavailable: {type(exc).__name__}"}
