@@ -181,8 +181,23 @@ class Worker:
         self._stored_offsets = dict(offsets)  # another worker may have moved them since
         for tp, offset in offsets.items():
             self._consumer.seek(tp, offset)
+        await self._mark_unconsumed(assigned - offsets.keys())
         log.info("assigned %d partition(s): %s; resuming %d from PostgreSQL offsets",
                  len(assigned), format_partitions(assigned), len(offsets))
+
+    async def _mark_unconsumed(self, tps: set[TopicPartition]) -> None:
+        """Partitions nobody has consumed yet start at their log start: say so in Kafka
+        too (with the next commit), so lag tools count their backlog instead of
+        reporting it as unknown."""
+        assert self._consumer is not None
+        try:
+            fresh = [tp for tp in tps if await self._consumer.committed(tp) is None]
+            starts = await self._consumer.beginning_offsets(fresh) if fresh else {}
+            for tp, start in starts.items():
+                # setdefault: a batch stored while we asked has the real position
+                self._stored_offsets.setdefault(tp, start)
+        except KafkaError as exc:
+            log.info("could not read log starts (%s); lag tools may miss idle partitions", exc)
 
     # --- the loop ---------------------------------------------------------------------
     async def run(self) -> WorkerStats:
