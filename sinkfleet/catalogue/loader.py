@@ -12,9 +12,10 @@ import yaml
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
+from sinkfleet.avro.codec import SchemaStore
 from sinkfleet.catalogue.models import SinkSpec, TopicSpec, WorkerSpec
 from sinkfleet.catalogue.types import ResolvedField, check_column_type, resolve_path
-from sinkfleet.errors import CatalogueError
+from sinkfleet.errors import CatalogueError, DecodeError
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,10 @@ def _load_schema(path: Path) -> dict[str, Any]:
         raise CatalogueError(f"{path}: not a valid Avro schema: {exc}") from None
     if not isinstance(parsed, dict) or parsed.get("type") != "record":
         raise CatalogueError(f"{path}: the top-level schema must be a record")
+    try:  # the same admission rules a worker applies (depth, zero-width arrays, …)
+        SchemaStore().add(raw)
+    except DecodeError as exc:
+        raise CatalogueError(f"{path}: {exc}") from None
     return raw
 
 

@@ -82,3 +82,11 @@ def test_invalid_schema_file_is_refused(cat_root: Path) -> None:
 def test_missing_folder_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(CatalogueError, match="SINKFLEET_HOME"):
         load_catalogue(tmp_path)
+
+
+def test_schema_a_worker_could_not_decode_safely_is_refused(cat_root: Path) -> None:
+    (cat_root / "schemas" / "experience_event.avsc").write_text(
+        '{"type": "record", "name": "H", "fields": [{"name": "a", "type":'
+        ' {"type": "array", "items": "null"}}]}')
+    with pytest.raises(CatalogueError, match="experience_event.avsc: .*zero-width"):
+        load_catalogue(cat_root)
