@@ -19,6 +19,7 @@ from rich.table import Table
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.errors import SinkfleetError
+from sinkfleet.ops.dlq_cli import dlq_app
 
 T = TypeVar("T")
 app = typer.Typer(help="sinkfleet: Avro over Kafka into PostgreSQL and Redis.",
@@ -33,6 +34,7 @@ app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(catalogue_app, name="catalogue")
+app.add_typer(dlq_app, name="dlq")
 
 console = Console()
 err = Console(stderr=True)
@@ -187,6 +189,9 @@ def worker(
     log_level: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
     """Run one worker process of a group until SIGTERM/SIGINT (then drain and exit 0)."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from sinkfleet.kafka import explain_kafka_error
     from sinkfleet.worker.loop import Worker
     from sinkfleet.worker.progress import report_progress
 
@@ -204,11 +209,18 @@ def worker(
         reporter = asyncio.create_task(report_progress(w))
         try:
             await w.run()
+        except KafkaConnectionError as exc:  # could not join: say why (auth, TLS, refused)
+            raise SinkfleetError(await explain_kafka_error(settings, exc)) from None
         finally:
             reporter.cancel()
 
     run(main())
     st = w.stats
+    if w.undrained:
+        logging.getLogger("sinkfleet.worker").warning(
+            "stopped with records consumed but not stored (storage unavailable); they will"
+            " be consumed again: consumed=%d stored=%d", st.consumed, st.stored)
+        raise typer.Exit(3)
     logging.getLogger("sinkfleet.worker").info(
         "stopped cleanly: consumed=%d stored=%d duplicates_skipped=%d dead_lettered=%d",
         st.consumed, st.stored, st.duplicates_skipped, st.dead_lettered)

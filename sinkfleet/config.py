@@ -8,17 +8,30 @@ When no password is set, the local stack's generated secrets under
 from __future__ import annotations
 
 import os
+import ssl
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
+from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from sinkfleet.errors import ConfigError
+
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+PgSslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets settings field ``field``."""
+    return f"SINKFLEET_{field.upper()}"
 
 
 def _home() -> Path:
@@ -41,13 +54,29 @@ class Settings(BaseSettings):
     kafka_controller_port: int = 19093
     kafka_heap: str = "512m"
     schema_registry_url: str | None = None
+    # Kafka security (every client is built by sinkfleet.kafka.kafka_client_kwargs)
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: KafkaSaslMechanism = "PLAIN"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None  # unset: the system's trust store
+    kafka_ssl_certfile: Path | None = None  # client certificate (mutual TLS)
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_check_hostname: bool = True
 
     pg_host: str = "127.0.0.1"
     pg_port: int = 15432
     pg_user: str = "sinkfleet"
     pg_password: SecretStr | None = None
     pg_database: str = "sinkfleet"
-    pg_sslmode: str = "prefer"
+    pg_sslmode: PgSslMode = "prefer"
+    pg_sslrootcert: str | None = None  # CA file, or "system" for the system's trust store
+    pg_sslcert: Path | None = None
+    pg_sslkey: Path | None = None
+    # The least-privilege login role `db migrate` creates for workers (member of
+    # the group role sinkfleet_worker); its password: this, or a generated secret.
+    pg_worker_user: str = "sinkfleet_worker_login"
+    pg_worker_password: SecretStr | None = None
 
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # a worker's /metrics port; unset = pick a free one
@@ -55,6 +84,19 @@ class Settings(BaseSettings):
     redis_host: str = "127.0.0.1"
     redis_port: int = 16379
     redis_password: SecretStr | None = None
+    redis_username: str | None = None  # Redis 6+ ACL user; unset = the default user
+    redis_tls: bool = False
+    redis_ssl_ca_certs: Path | None = None  # unset: the system's trust store
+
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("pg_sslmode", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(
@@ -72,10 +114,56 @@ class Settings(BaseSettings):
         if self.state_dir is None:
             self.state_dir = self.home / ".sinkfleet"
         secrets = self.state / "secrets"
-        if self.pg_password is None and (secrets / "pg_password").is_file():
-            self.pg_password = SecretStr((secrets / "pg_password").read_text().strip())
+        if (self.pg_worker_password is None
+                and (secrets / "pg_worker_password").is_file()):
+            self.pg_worker_password = SecretStr(
+                (secrets / "pg_worker_password").read_text().strip())
+        if self.pg_password is None:
+            if self.pg_user == self.pg_worker_user:  # running as the workers' login role
+                self.pg_password = self.pg_worker_password
+            elif (secrets / "pg_password").is_file():
+                self.pg_password = SecretStr((secrets / "pg_password").read_text().strip())
         if self.redis_password is None and (secrets / "redis_password").is_file():
             self.redis_password = SecretStr((secrets / "redis_password").read_text().strip())
+        self._check_security()
+
+    def _check_security(self) -> None:
+        """Refuse combinations that would silently connect less securely than asked."""
+        proto = self.kafka_security_protocol
+        if proto.startswith("SASL_"):
+            for field in ("kafka_sasl_username", "kafka_sasl_password"):
+                if not getattr(self, field):
+                    raise ConfigError(
+                        f"{env_name('kafka_security_protocol')}={proto} needs"
+                        f" {env_name(field)} (SASL mechanism {self.kafka_sasl_mechanism})")
+        else:
+            for field in ("kafka_sasl_username", "kafka_sasl_password"):
+                if getattr(self, field) is not None:
+                    raise ConfigError(
+                        f"{env_name(field)} is set but {env_name('kafka_security_protocol')}"
+                        f"={proto} sends no credentials: set it to SASL_PLAINTEXT or SASL_SSL")
+        if proto not in ("SSL", "SASL_SSL"):
+            for field in ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"):
+                if getattr(self, field) is not None:
+                    raise ConfigError(
+                        f"{env_name(field)} is set but {env_name('kafka_security_protocol')}"
+                        f"={proto} does not use TLS: set it to SSL or SASL_SSL")
+        if self.kafka_ssl_keyfile is not None and self.kafka_ssl_certfile is None:
+            raise ConfigError(f"{env_name('kafka_ssl_keyfile')} needs"
+                              f" {env_name('kafka_ssl_certfile')} (the client certificate)")
+        if self.pg_sslmode in ("disable", "allow", "prefer"):
+            for field in ("pg_sslrootcert", "pg_sslcert", "pg_sslkey"):
+                if getattr(self, field) is not None:
+                    raise ConfigError(
+                        f"{env_name(field)} is set but {env_name('pg_sslmode')}"
+                        f"={self.pg_sslmode} does not verify or present certificates: use"
+                        " require, verify-ca or verify-full")
+        if self.pg_sslkey is not None and self.pg_sslcert is None:
+            raise ConfigError(f"{env_name('pg_sslkey')} needs {env_name('pg_sslcert')}"
+                              " (the client certificate)")
+        if self.redis_ssl_ca_certs is not None and not self.redis_tls:
+            raise ConfigError(f"{env_name('redis_ssl_ca_certs')} is set but"
+                              f" {env_name('redis_tls')} is false: set it to true")
 
     @property
     def state(self) -> Path:
@@ -99,17 +187,88 @@ class Settings(BaseSettings):
         }
         if self.pg_password is not None:
             kwargs["password"] = self.pg_password.get_secret_value()
-        if self.pg_sslmode != "prefer":
-            kwargs["ssl"] = self.pg_sslmode
+        ssl_arg = self.pg_ssl()
+        if ssl_arg != "prefer":
+            kwargs["ssl"] = ssl_arg
         return kwargs
 
+    def pg_ssl(self) -> str | ssl.SSLContext:
+        """asyncpg's ``ssl``: the mode string (libpq semantics, asyncpg reads PGSSL* and
+        ~/.postgresql/ itself), or a context when we verify or present certificates."""
+        mode = self.pg_sslmode
+        if mode in ("disable", "allow", "prefer"):
+            return mode
+        if mode == "require" and self.pg_sslrootcert is None and self.pg_sslcert is None:
+            return mode
+        root = self.pg_sslrootcert
+        if root is None and mode != "require":
+            default = Path.home() / ".postgresql" / "root.crt"  # libpq's default
+            if not default.is_file():
+                raise ConfigError(
+                    f"{env_name('pg_sslmode')}={mode} needs {env_name('pg_sslrootcert')}: the"
+                    " CA file that signed the server's certificate, or 'system' for the"
+                    f" system's trust store (or put the CA in {default})")
+            root = str(default)
+        if root is None:  # require + a client certificate: encrypt, verify nothing
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif root == "system":
+            context = ssl.create_default_context()
+        else:
+            context = ssl.create_default_context(
+                cafile=_readable(root, env_name("pg_sslrootcert")))
+        # verify-ca checks the chain only; require with a CA behaves as verify-ca (libpq).
+        context.check_hostname = mode == "verify-full"
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.pg_sslcert is not None:
+            _load_cert_chain(context, self.pg_sslcert, self.pg_sslkey, "pg_sslcert")
+        return context
+
     def redis_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``redis.asyncio.Redis`` (TLS and ACL user included)."""
         kwargs: dict[str, Any] = {"host": self.redis_host, "port": self.redis_port}
+        if self.redis_username is not None:
+            kwargs["username"] = self.redis_username
         if self.redis_password is not None:
             kwargs["password"] = self.redis_password.get_secret_value()
+        if self.redis_tls:
+            kwargs.update(ssl=True, ssl_cert_reqs="required", ssl_check_hostname=True)
+            if self.redis_ssl_ca_certs is not None:
+                kwargs["ssl_ca_certs"] = _readable(self.redis_ssl_ca_certs,
+                                                   env_name("redis_ssl_ca_certs"))
         return kwargs
+
+
+def _readable(path: str | Path, env: str) -> str:
+    if not os.access(path, os.R_OK) or not Path(path).is_file():
+        raise ConfigError(f"{env}={path}: no such readable file")
+    return str(path)
+
+
+def _load_cert_chain(context: ssl.SSLContext, cert: Path, key: Path | None, field: str
+                     ) -> None:
+    env = env_name(field)
+    certfile = _readable(cert, env)
+    keyfile = _readable(key, env.replace("CERT", "KEY")) if key is not None else None
+    try:
+        context.load_cert_chain(certfile, keyfile)
+    except ssl.SSLError as exc:
+        raise ConfigError(f"{env}={cert}: cannot load the certificate and its key"
+                          f" ({exc.reason or exc})") from None
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Build settings from the environment, the optional file and ``overrides``."""
-    return Settings(**overrides)
+    """Build settings from the environment, the optional file and ``overrides``.
+
+    Invalid values raise ``ConfigError`` naming the environment variable (never
+    echoing the value, which may be a secret).
+    """
+    try:
+        return Settings(**overrides)
+    except PydanticValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            field = ".".join(str(p) for p in error["loc"])
+            problems.append(f"{env_name(field)}: {error['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None

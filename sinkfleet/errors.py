@@ -42,6 +42,11 @@ class StorageUnavailable(SinkfleetError):
     retriable = True
 
 
+class StorageRefused(SinkfleetError):
+    """PostgreSQL or Redis refused us (credentials, TLS, no such database): fix the
+    configuration; waiting will not help."""
+
+
 class PublishError(SinkfleetError):
     """A record could not be handed to Kafka."""
 

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.config import Settings
+from sinkfleet.kafka import kafka_client_kwargs
 from sinkfleet.ops.produce import produce
 from sinkfleet.ops.topics import apply_topics
 from sinkfleet.producer.synthetic import ExperienceLoad
@@ -53,7 +54,7 @@ class LagProbe:
 
     def __init__(self, settings: Settings, group: str, topic: str) -> None:
         self.settings, self.group, self.topic = settings, group, topic
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
+        self._consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings))
 
     async def __aenter__(self) -> LagProbe:
         await self._consumer.start()

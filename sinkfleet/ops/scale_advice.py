@@ -25,6 +25,7 @@ from rich.table import Table
 from sinkfleet.catalogue import Catalogue
 from sinkfleet.config import Settings
 from sinkfleet.errors import SinkfleetError
+from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
 from sinkfleet.ops.scaling import (
     Advice,
     backlog,
@@ -101,7 +102,7 @@ class GroupProbe:
     def __init__(self, settings: Settings, group: str) -> None:
         self.settings = settings
         self.group = group
-        kw = {"bootstrap_servers": settings.kafka_bootstrap, "request_timeout_ms": 10_000}
+        kw = {**kafka_client_kwargs(settings), "request_timeout_ms": 10_000}
         self.admin = AIOKafkaAdminClient(**kw)
         self.consumer = AIOKafkaConsumer(enable_auto_commit=False, **kw)
         self.conn: asyncpg.Connection | None = None
@@ -112,8 +113,7 @@ class GroupProbe:
             await self.consumer.start()
         except KafkaError as exc:
             await self.__aexit__()
-            raise SinkfleetError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}:"
-                                 f" {exc}; is it running (sinkfleet stack status)?") from None
+            raise SinkfleetError(await explain_kafka_error(self.settings, exc)) from None
         self.conn = await connect(self.settings)
         return self
 

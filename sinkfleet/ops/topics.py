@@ -12,6 +12,7 @@ from aiokafka.errors import KafkaError, for_code
 from sinkfleet.catalogue import Catalogue
 from sinkfleet.config import Settings
 from sinkfleet.errors import SinkfleetError
+from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
 
 
 @dataclass(frozen=True)
@@ -78,13 +79,11 @@ async def _current(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, Cu
 async def apply_topics(settings: Settings, catalogue: Catalogue, *, dry_run: bool = False,
                        say: Callable[[str], None] = print) -> list[str]:
     """Create or update topics; return the changes made (or planned, with ``dry_run``)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                request_timeout_ms=15_000)
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings), request_timeout_ms=15_000)
     try:
         await admin.start()
     except KafkaError as exc:
-        raise SinkfleetError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc};"
-                             " is it running (sinkfleet stack status)?") from None
+        raise SinkfleetError(await explain_kafka_error(settings, exc)) from None
     all_changes: list[str] = []
     try:
         desired = desired_topics(catalogue)

@@ -24,6 +24,7 @@ from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.catalogue.models import TopicSpec
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.errors import PublishError, PublishTimeout
+from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
 
 T = TypeVar("T")
 
@@ -67,7 +68,7 @@ class Publisher:
         self._store = SchemaStore(self.settings.schema_registry_url)
         self._codecs: dict[str, tuple[TopicSpec, Codec]] = {}
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **kafka_client_kwargs(self.settings),
             acks="all",
             enable_idempotence=True,
             linger_ms=linger_ms,
@@ -86,8 +87,7 @@ class Publisher:
         try:
             await self._producer.start()
         except KafkaError as exc:
-            raise PublishError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}: {exc};"
-                               " is the stack up (sinkfleet stack up)?") from None
+            raise PublishError(await explain_kafka_error(self.settings, exc)) from None
 
     def _codec(self, family: str) -> tuple[TopicSpec, Codec]:
         entry = self._codecs.get(family)

@@ -155,7 +155,9 @@ class Kafka(Service):
     async def probe(self) -> None:
         from aiokafka.admin import AIOKafkaAdminClient
 
-        admin = AIOKafkaAdminClient(bootstrap_servers=self.settings.kafka_bootstrap,
+        from sinkfleet.kafka import kafka_client_kwargs
+
+        admin = AIOKafkaAdminClient(**kafka_client_kwargs(self.settings),
                                     request_timeout_ms=3000)
         try:
             await admin.start()

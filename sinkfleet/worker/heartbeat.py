@@ -57,7 +57,7 @@ async def heartbeat(worker: Worker, every: float = 5.0) -> None:
         if conn is not None and not conn.is_closed():
             with contextlib.suppress(*RETRIABLE_STORAGE):
                 await asyncio.wait_for(conn.execute(UPSERT, *_row(worker, "stopped")), 5)
-            await conn.close()
+            conn.terminate()  # never wait on a close handshake while shutting down
 
 
 async def list_workers(conn: asyncpg.Connection, groups: list[str] | None = None

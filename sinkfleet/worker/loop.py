@@ -29,6 +29,7 @@ from sinkfleet.catalogue.models import WorkerSpec
 from sinkfleet.config import Settings
 from sinkfleet.errors import DecodeError, ValidationError
 from sinkfleet.http import Health, route, serve
+from sinkfleet.kafka import kafka_client_kwargs
 from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
 from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
 from sinkfleet.sink.postgres.writer import AppendWriter
@@ -125,6 +126,10 @@ class Worker:
         self._conn: asyncpg.Connection | None = None
         self._inflight: asyncio.Task[None] | None = None
         self._stored_offsets: dict[TopicPartition, int] = {}  # last stored, per partition
+        self._paused = False
+        self._seeking: set[TopicPartition] = set()  # paused until sought to PG offsets
+        self.stop_timeout = 30.0
+        self.undrained = False  # stopped before everything consumed was stored
         self._consumer: AIOKafkaConsumer | None = None
         self._dlq: AIOKafkaProducer | None = None
 
@@ -175,12 +180,21 @@ class Worker:
         self.stats.rebalances += 1
         self.assignment = set(assigned)
         self.metrics.on_assigned(self.assignment)
-        offsets = await self._with_retry(
-            "loading offsets", lambda conn: load_offsets(conn, self.spec.group, assigned))
         assert self._consumer is not None
+        # Nothing may be fetched from Kafka's position before we seek to PostgreSQL's
+        # (loading may wait out an outage while the fetcher is already running).
+        self._seeking = set(assigned)
+        self._consumer.pause(*assigned)
+        try:
+            offsets = await self._with_retry(
+                "loading offsets", lambda conn: load_offsets(conn, self.spec.group, assigned))
+        finally:
+            self._seeking = set()
         self._stored_offsets = dict(offsets)  # another worker may have moved them since
         for tp, offset in offsets.items():
             self._consumer.seek(tp, offset)
+        if not self._paused:
+            self._consumer.resume(*assigned)
         await self._mark_unconsumed(assigned - offsets.keys())
         log.info("assigned %d partition(s): %s; resuming %d from PostgreSQL offsets",
                  len(assigned), format_partitions(assigned), len(offsets))
@@ -222,9 +236,9 @@ class Worker:
                  self.settings.metrics_host, port)
 
     async def _run(self) -> WorkerStats:
-        await self._connection()
+        await self._with_retry("connecting", lambda conn: asyncio.sleep(0))
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **kafka_client_kwargs(self.settings),
             group_id=self.spec.group,
             client_id=self.worker_id,
             enable_auto_commit=False,
@@ -235,7 +249,7 @@ class Worker:
             heartbeat_interval_ms=2_000,
         )
         self._consumer = consumer
-        self._dlq = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap,
+        self._dlq = AIOKafkaProducer(**kafka_client_kwargs(self.settings),
                                      acks="all", enable_idempotence=True)
         consumer.subscribe(list(self.routes), listener=_Rebalance(self))
         await consumer.start()
@@ -243,23 +257,61 @@ class Worker:
         try:
             while not self._stop.is_set():
                 batch = self.batch
+                full = self.policy.should_flush(batch.records, batch.nbytes, batch.age())
+                if full and self._inflight is not None and not self._inflight.done():
+                    # Storage is behind (or down): stop fetching but keep polling, so
+                    # the group keeps us and nothing piles up in memory.
+                    self._pause(consumer)
+                    await asyncio.wait({self._inflight}, timeout=0.5)
+                    await consumer.getmany(timeout_ms=0)
+                    continue
+                self._resume(consumer)
+                if full:
+                    await self._hand_off()
+                    continue
                 wait = min(self.policy.wait_ms(batch.records, batch.age()), 500)
                 room = max(1, self.policy.max_records - batch.records)
                 data = await consumer.getmany(timeout_ms=wait, max_records=room)
                 if data:
                     self._absorb(data)
-                if self.policy.should_flush(self.batch.records, self.batch.nbytes,
-                                            self.batch.age()):
-                    await self._hand_off()
-            await self.checkpoint()
-            await self._commit_kafka({})  # repair any commit refused along the way
+            await self._final_checkpoint()
         finally:
             if self._inflight is not None:  # only when failing: PostgreSQL keeps the truth
                 self._inflight.cancel()
-            await consumer.stop()
-            await self._dlq.stop()
+            for what, closing in (("consumer", consumer.stop()), ("producer", self._dlq.stop())):
+                try:
+                    await asyncio.wait_for(closing, 15)
+                except TimeoutError:
+                    log.warning("closing the Kafka %s timed out", what)
             await self._drop_connection()
         return self.stats
+
+    def _pause(self, consumer: AIOKafkaConsumer) -> None:
+        if not self._paused:
+            self._paused = True
+            consumer.pause(*consumer.assignment())
+            self.metrics.paused.labels(self.spec.group).set(len(consumer.assignment()))
+            log.debug("paused %d partition(s) until the batch in flight is stored",
+                      len(consumer.assignment()))
+
+    def _resume(self, consumer: AIOKafkaConsumer) -> None:
+        if self._paused:
+            self._paused = False
+            consumer.resume(*(consumer.paused() - self._seeking))
+            self.metrics.paused.labels(self.spec.group).set(0)
+            log.debug("resumed fetching")
+
+    async def _final_checkpoint(self) -> None:
+        """Drain on stop, but not forever: with PostgreSQL down, give up after
+        ``stop_timeout`` — nothing is lost, the records are re-read next time."""
+        try:
+            await asyncio.wait_for(self.checkpoint(), self.stop_timeout)
+        except TimeoutError:
+            self.undrained = True
+            log.warning("stopping without storing the last batch (storage unavailable for"
+                        " %.0fs); its records will be consumed again", self.stop_timeout)
+            return
+        await self._commit_kafka({})  # repair any commit refused along the way
 
     def _absorb(self, data: dict[TopicPartition, list[Any]]) -> None:
         batch = self.batch

@@ -153,10 +153,12 @@ async def test_fleet_restarts_a_killed_worker_and_stops_cleanly(
         log.unlink()
 
 
-def test_a_crash_looping_fleet_gives_up_and_exits_1(root: Path, tmp_path: Path) -> None:
-    """Workers that cannot reach PostgreSQL exit 2 at once: every slot gives up."""
+def test_a_crash_looping_fleet_gives_up_and_exits_1(stack: Any, root: Path,
+                                                    tmp_path: Path) -> None:
+    """Workers that PostgreSQL refuses (wrong password) exit 2 at once: every slot gives up.
+    (PostgreSQL being down is different: workers wait for it, see test_outage.py.)"""
     env = {**os.environ, "SINKFLEET_HOME": str(root), "SINKFLEET_STATE_DIR": str(tmp_path),
-           "SINKFLEET_PG_PORT": "1", "SINKFLEET_PG_PASSWORD": "x"}
+           "SINKFLEET_PG_PASSWORD": "wrong-password"}
     out = subprocess.run(
         [sys.executable, "-m", "sinkfleet", "fleet", "--spec", "events", "--workers", "2",
          "--max-restarts", "1", "--metrics-base-port", "0"],
@@ -166,8 +168,8 @@ def test_a_crash_looping_fleet_gives_up_and_exits_1(root: Path, tmp_path: Path) 
         assert f"slot {i}: restarting in 1s (restart 1 of 1 allowed in 60s)" in out.stdout
         assert (f"slot {i}: GAVE UP: crash loop, 1 restarts in the last 60s (limit 1); last"
                 f" worker exited 2; see {tmp_path}/logs/fleet-events-{i}.log") in out.stderr
-        assert "cannot reach PostgreSQL" in (tmp_path / "logs" / f"fleet-events-{i}.log"
-                                             ).read_text()
+        assert "refused the connection: InvalidPasswordError" in (
+            tmp_path / "logs" / f"fleet-events-{i}.log").read_text()
     assert "every slot gave up: the fleet exits 1" in out.stderr
     assert "Traceback" not in out.stdout + out.stderr
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == []

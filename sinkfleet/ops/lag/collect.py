@@ -16,6 +16,7 @@ from aiokafka.protocol.api import Request
 
 from sinkfleet.config import Settings
 from sinkfleet.errors import SinkfleetError
+from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
 from sinkfleet.ops.lag.model import PartitionHistory, Sample, partition_status, worst
 
 
@@ -96,7 +97,7 @@ class LagCollector:
         self.window_seconds = max(window_seconds, stall_seconds)
         self.history: dict[tuple[str, TopicPartition], PartitionHistory] = {}
         self._ts: dict[tuple[TopicPartition, int], float] = {}  # (tp, offset) -> ts seconds
-        kw = {"bootstrap_servers": settings.kafka_bootstrap, "request_timeout_ms": 10_000}
+        kw = {**kafka_client_kwargs(settings), "request_timeout_ms": 10_000}
         self._admin = AIOKafkaAdminClient(**kw)
         self._meta = AIOKafkaConsumer(enable_auto_commit=False, **kw)
         self._peek = AIOKafkaConsumer(enable_auto_commit=False, max_partition_fetch_bytes=65536,
@@ -108,8 +109,7 @@ class LagCollector:
             await self._meta.start()
             await self._peek.start()
         except KafkaError as exc:
-            raise SinkfleetError(f"cannot reach Kafka at {self.settings.kafka_bootstrap}:"
-                                 f" {exc}; is it running (sinkfleet stack status)?") from None
+            raise SinkfleetError(await explain_kafka_error(self.settings, exc)) from None
 
     async def close(self) -> None:
         for client in (self._peek, self._meta):

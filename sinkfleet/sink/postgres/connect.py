@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import asyncpg
 
 from sinkfleet.config import Settings
-from sinkfleet.errors import StorageUnavailable
+from sinkfleet.errors import SinkfleetError, StorageRefused, StorageUnavailable
 
 RETRIABLE_PG_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -22,23 +23,40 @@ RETRIABLE_PG_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Refused by the server (wrong password, no pg_hba.conf entry, no such database).
+_REFUSED = (asyncpg.InvalidAuthorizationSpecificationError, asyncpg.InvalidCatalogNameError)
+
 # Everything that means "PostgreSQL is not there right now": back off and retry.
 RETRIABLE_STORAGE: tuple[type[BaseException], ...] = (StorageUnavailable, *RETRIABLE_PG_ERRORS)
 
 
-def _unavailable(settings: Settings, exc: BaseException) -> StorageUnavailable:
-    return StorageUnavailable(
-        f"cannot reach PostgreSQL at {settings.pg_host}:{settings.pg_port}"
-        f" (database {settings.pg_database}, user {settings.pg_user}):"
-        f" {type(exc).__name__}: {exc}; is it running (sinkfleet stack status)?"
-    )
+def _unavailable(settings: Settings, exc: BaseException) -> SinkfleetError:
+    """Down or slow → StorageUnavailable (retriable); refused (credentials, TLS, no such
+    database) → StorageRefused: waiting will not fix a configuration."""
+    if isinstance(exc, ssl.SSLError):
+        hint = ("check SINKFLEET_PG_SSLMODE and SINKFLEET_PG_SSLROOTCERT, and that the"
+                " server's certificate names the host you connect to (SINKFLEET_PG_HOST)")
+    elif isinstance(exc, asyncpg.InvalidAuthorizationSpecificationError):
+        hint = ("check SINKFLEET_PG_USER and SINKFLEET_PG_PASSWORD, and that the server"
+                " accepts this user and SINKFLEET_PG_SSLMODE (pg_hba.conf)")
+    elif isinstance(exc, asyncpg.InvalidCatalogNameError):
+        hint = "check SINKFLEET_PG_DATABASE, or create the database"
+    else:
+        hint = "is it running (sinkfleet stack status)?"
+    where = (f"PostgreSQL at {settings.pg_host}:{settings.pg_port}"
+             f" (database {settings.pg_database}, user {settings.pg_user})")
+    if isinstance(exc, (ssl.SSLError, *_REFUSED)):
+        return StorageRefused(f"{where} refused the connection: {type(exc).__name__}: {exc};"
+                              f" {hint}")
+    return StorageUnavailable(f"cannot reach {where}: {type(exc).__name__}: {exc}; {hint}")
+
+
 
 
 async def connect(settings: Settings, timeout: float = 10.0) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(**settings.pg_connect_kwargs, timeout=timeout)
-    except (*RETRIABLE_PG_ERRORS, asyncpg.InvalidPasswordError,
-            asyncpg.InvalidCatalogNameError) as exc:
+    except (*RETRIABLE_PG_ERRORS, *_REFUSED) as exc:
         raise _unavailable(settings, exc) from None
 
 
@@ -47,8 +65,7 @@ async def create_pool(settings: Settings, size: int = 2, **kwargs: Any) -> async
         pool = await asyncpg.create_pool(**settings.pg_connect_kwargs, min_size=1,
                                          max_size=size, timeout=10, command_timeout=120,
                                          **kwargs)
-    except (*RETRIABLE_PG_ERRORS, asyncpg.InvalidPasswordError,
-            asyncpg.InvalidCatalogNameError) as exc:
+    except (*RETRIABLE_PG_ERRORS, *_REFUSED) as exc:
         raise _unavailable(settings, exc) from None
     assert pool is not None
     return pool

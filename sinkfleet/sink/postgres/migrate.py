@@ -20,6 +20,7 @@ from sinkfleet.config import Settings
 from sinkfleet.errors import MigrationError
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.ddl import create_table_sql, derived_name, partition_plan, quote_ident
+from sinkfleet.sink.postgres.roles import WORKER_ROLE, ensure_worker_login, grant_sink_access
 
 # pg_advisory_lock key shared by every `db migrate` and partition maintenance run.
 MIGRATION_LOCK_KEY = 0x51_4E_4B_46  # "SNKF"
@@ -91,6 +92,19 @@ async def ensure_partitions(conn: asyncpg.Connection, sink: Sink,
     return created
 
 
+async def _worker_access(settings: Settings, catalogue: Catalogue, conn: asyncpg.Connection,
+                         say: Callable[[str], None]) -> None:
+    """Grants for the least-privilege worker role, and its login role (idempotent)."""
+    try:
+        for name in sorted(catalogue.sinks):
+            await grant_sink_access(conn, catalogue.sinks[name])
+        if settings.pg_worker_user and await ensure_worker_login(conn, settings):
+            say(f"created login role {settings.pg_worker_user} for workers (member of"
+                f" {WORKER_ROLE}; see docs/security.md)")
+    except asyncpg.PostgresError as exc:
+        raise MigrationError(f"granting the workers' privileges failed: {exc}") from None
+
+
 async def migrate(settings: Settings, catalogue: Catalogue,
                   say: Callable[[str], None] = print) -> list[str]:
     """Apply pending migrations and partition maintenance; return the ids applied."""
@@ -128,6 +142,7 @@ async def migrate(settings: Settings, catalogue: Catalogue,
             created = await ensure_partitions(conn, catalogue.sinks[name])
             if created:
                 say(f"{name}: created partitions {created[0]} … {created[-1]} ({len(created)})")
+        await _worker_access(settings, catalogue, conn, say)
         if not applied_now:
             say("database is up to date")
     finally:

@@ -1,0 +1,244 @@
+"""Dead letters: read them (`sinkfleet dlq inspect`) and re-drive them (`dlq replay`).
+
+A dead letter is the original key and value plus the worker's ``sinkfleet.*``
+headers (see ``sinkfleet.worker.deadletter``). Inspection reads with a group-less
+consumer and never commits. A replay re-publishes matching dead letters to their
+original topic and keeps its place in the consumer group
+``sinkfleet.dlq-replay.<dlq topic>`` (see ``ReplayCursor``), committed only after
+Kafka acknowledged the re-published records. See docs/dead-letters.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from sinkfleet.catalogue import Catalogue
+from sinkfleet.config import Settings
+from sinkfleet.errors import ConfigError, SinkfleetError
+from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
+
+STAGES = ("decode", "validate", "write")
+STALL_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class DeadRecord:
+    """One record of a dead-letter topic, headers decoded."""
+
+    dlq_topic: str
+    dlq_partition: int
+    dlq_offset: int
+    timestamp_ms: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+    @classmethod
+    def of(cls, msg: Any) -> DeadRecord:
+        headers = {k: (v or b"").decode(errors="backslashreplace") for k, v in msg.headers}
+        return cls(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key, msg.value,
+                   headers)
+
+    def _int(self, name: str) -> int | None:
+        try:
+            return int(self.headers[name])
+        except (KeyError, ValueError):
+            return None
+
+    @property
+    def topic(self) -> str | None:
+        return self.headers.get("sinkfleet.topic") or None
+
+    @property
+    def stage(self) -> str:
+        return self.headers.get("sinkfleet.stage", "?")
+
+    @property
+    def error_class(self) -> str:
+        return self.headers.get("sinkfleet.error.class", "?")
+
+    @property
+    def dead_at(self) -> datetime:
+        ms = self._int("sinkfleet.dead_at_ms")
+        return datetime.fromtimestamp((self.timestamp_ms if ms is None else ms) / 1000, UTC)
+
+    @property
+    def where(self) -> str:
+        """``topic[partition]@offset`` of the original record."""
+        p, o = self._int("sinkfleet.partition"), self._int("sinkfleet.offset")
+        return f"{self.topic or '?'}[{'?' if p is None else p}]@{'?' if o is None else o}"
+
+    @property
+    def replayed_from(self) -> str:
+        return f"{self.dlq_topic}:{self.dlq_partition}:{self.dlq_offset}"
+
+    def as_dict(self) -> dict[str, Any]:
+        import base64
+
+        def b64(data: bytes | None) -> str | None:
+            return None if data is None else base64.b64encode(data).decode()
+
+        return {
+            "dlq_topic": self.dlq_topic, "dlq_partition": self.dlq_partition,
+            "dlq_offset": self.dlq_offset, "dlq_timestamp_ms": self.timestamp_ms,
+            "topic": self.topic, "partition": self._int("sinkfleet.partition"),
+            "offset": self._int("sinkfleet.offset"), "stage": self.stage,
+            "error_class": self.error_class,
+            "error_message": self.headers.get("sinkfleet.error.message", ""),
+            "worker": self.headers.get("sinkfleet.worker"),
+            "dead_at": self.dead_at.isoformat(), "key": b64(self.key),
+            "value": b64(self.value), "value_size": len(self.value or b""),
+            "headers": self.headers,
+        }
+
+
+@dataclass(frozen=True)
+class Filter:
+    """Which dead letters a command looks at; empty sets match everything."""
+
+    stages: frozenset[str] = frozenset()
+    error_classes: frozenset[str] = frozenset()
+    since: datetime | None = None
+
+    @classmethod
+    def make(cls, stages: list[str] | None = None, error_classes: list[str] | None = None,
+             since: str | None = None) -> Filter:
+        unknown = sorted(set(stages or ()) - set(STAGES))
+        if unknown:
+            raise ConfigError(f"unknown stage {unknown[0]!r}: use decode, validate or write")
+        return cls(frozenset(stages or ()), frozenset(error_classes or ()),
+                   parse_since(since) if since else None)
+
+    def matches(self, rec: DeadRecord) -> bool:
+        return ((not self.stages or rec.stage in self.stages)
+                and (not self.error_classes or rec.error_class in self.error_classes)
+                and (self.since is None or rec.dead_at >= self.since))
+
+
+def parse_since(text: str) -> datetime:
+    """An ISO 8601 date or date-time; without a zone it is UTC."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ConfigError(f"--since {text!r} is not an ISO date-time such as"
+                          " 2026-11-25T10:00:00Z") from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def dlq_topics(catalogue: Catalogue, topic: str | None = None, all_: bool = False
+               ) -> list[str]:
+    """The dead-letter topics to read: of ``topic`` (a source topic or its DLQ), or of
+    every catalogue topic."""
+    if topic and all_:
+        raise ConfigError("give --topic or --all, not both")
+    specs = list(catalogue.topics.values())
+    if topic:
+        specs = [s for s in specs if topic in (s.name, s.dlq)]
+        if not specs:
+            known = ", ".join(sorted(catalogue.topics)) or "none"
+            raise ConfigError(f"no topic {topic!r} in topics/ (known: {known})")
+    return sorted({s.dlq for s in specs})
+
+
+async def start(client: Any, settings: Settings) -> None:
+    """Start an aiokafka client; a failure is one line saying why and what to do."""
+    try:
+        await client.start()
+    except KafkaError as exc:
+        with contextlib.suppress(Exception):
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        raise SinkfleetError(await explain_kafka_error(settings, exc)) from None
+
+
+async def partitions(settings: Settings, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of ``topics``; an error naming the first that does not exist."""
+    admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings), request_timeout_ms=15_000)
+    await start(admin, settings)
+    try:
+        existing = set(await admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            raise ConfigError(f"dead-letter topic {missing[0]} does not exist in Kafka; create"
+                              " it with `sinkfleet topics apply`")
+        described = await admin.describe_topics(topics) if topics else []
+    finally:
+        await admin.close()
+    return sorted(TopicPartition(t["topic"], p["partition"]) for t in described
+                  for p in t["partitions"])
+
+
+async def scan(consumer: AIOKafkaConsumer, ranges: dict[TopicPartition, tuple[int, int]]
+                ) -> AsyncIterator[dict[TopicPartition, list[DeadRecord]]]:
+    """Read each assigned partition from ``start`` up to ``end`` (exclusive), in order."""
+    todo = {tp: end for tp, (first, end) in ranges.items() if first < end}
+    consumer.pause(*(set(ranges) - set(todo)))
+    for tp in todo:
+        consumer.seek(tp, ranges[tp][0])
+    progress = time.monotonic()
+    while todo:
+        data = await consumer.getmany(*todo, timeout_ms=1000, max_records=1000)
+        batch = {tp: [DeadRecord.of(m) for m in msgs if m.offset < todo[tp]]
+                 for tp, msgs in data.items() if tp in todo}
+        for tp in list(todo):
+            if await consumer.position(tp) >= todo[tp]:
+                del todo[tp]
+                consumer.pause(tp)
+        if any(batch.values()):
+            progress = time.monotonic()
+            yield batch
+        elif todo and time.monotonic() - progress > STALL_SECONDS:
+            raise SinkfleetError(f"reading {sorted(f'{tp.topic}[{tp.partition}]' for tp in todo)}"
+                                 f" made no progress for {STALL_SECONDS:.0f}s; is Kafka healthy?")
+
+
+# --- inspect ----------------------------------------------------------------------------
+@dataclass
+class Inspection:
+    records: list[DeadRecord]  # the first ``limit`` matching, in (topic, partition, offset)
+    matched: int = 0
+    scanned: int = 0
+    summary: Counter[tuple[str, str]] = field(default_factory=Counter)  # (stage, class)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"scanned": self.scanned, "matched": self.matched, "shown": len(self.records),
+                "summary": [{"stage": s, "error_class": c, "count": n}
+                            for (s, c), n in sorted(self.summary.items())],
+                "records": [r.as_dict() for r in self.records]}
+
+
+async def inspect(settings: Settings, topics: list[str], flt: Filter, limit: int = 0
+                  ) -> Inspection:
+    """Read ``topics`` from their beginning (read-only: no group, no commit)."""
+    tps = await partitions(settings, topics)
+    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=None,
+                                enable_auto_commit=False, client_id="sinkfleet-dlq-inspect")
+    await start(consumer, settings)
+    result = Inspection([])
+    try:
+        consumer.assign(tps)
+        starts = await consumer.beginning_offsets(tps)
+        ends = await consumer.end_offsets(tps)
+        found: list[DeadRecord] = []
+        async for batch in scan(consumer, {tp: (starts[tp], ends[tp]) for tp in tps}):
+            for records in batch.values():
+                result.scanned += len(records)
+                for rec in filter(flt.matches, records):
+                    result.matched += 1
+                    result.summary[(rec.stage, rec.error_class)] += 1
+                    found.append(rec)
+            found.sort(key=lambda r: (r.dlq_topic, r.dlq_partition, r.dlq_offset))
+            del found[limit or len(found):]
+        result.records = found
+    finally:
+        await consumer.stop()
+    return result
