@@ -87,6 +87,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -209,9 +210,8 @@ async def create_scale_topic(settings: Settings, run: ScaleRun) -> None:
             await asyncio.sleep(0.2)
 
 
-async def produce_raw(settings: Settings, run: ScaleRun) -> float:
-    """R records on every partition, timestamps one second apart (oldest R s ago); the
-    time they were produced (unix seconds)."""
+async def produce_raw(settings: Settings, run: ScaleRun) -> None:
+    """R records on every partition, timestamps one second apart (the oldest R s ago)."""
     records = run.records_per_partition
     base_ms = int(time.time() * 1000) - records * 1000
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
@@ -226,7 +226,6 @@ async def produce_raw(settings: Settings, run: ScaleRun) -> float:
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
-    return time.time()
 
 
 async def commit_groups(settings: Settings, run: ScaleRun, offset: Callable[[int], int],
@@ -308,7 +307,7 @@ async def settle(settings: Settings) -> None:
     one run's writes are not the next run's cost."""
     conn = await connect(settings)
     try:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
             await conn.execute("CHECKPOINT")
     finally:
         await conn.close()
@@ -324,7 +323,7 @@ async def disable_autovacuum(settings: Settings, table: str) -> None:
             "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname LIKE $1",
-            table + "%")
+            table.replace("_", "\\_") + "%")
         for leaf in leaves:
             await conn.execute(f"ALTER TABLE {leaf['name']} SET (autovacuum_enabled = off)")
     finally:
@@ -722,6 +721,8 @@ class WorkerRun:
     seconds: float
     startup_s: float
     first_rows: int
+    worker_cpu_s: float  # the worker process's user + system time
+    machine_busy: float  # share of all CPUs busy during the run (everything on the box)
     rows: int = 0
     exporter: dict[str, Any] = field(default_factory=dict)
 
@@ -757,6 +758,13 @@ class StoredOffsets:
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close()
+
+
+def machine_cpu() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot."""
+    with open("/proc/stat") as fh:
+        ticks = [int(x) for x in fh.readline().split()[1:9]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # idle and iowait are not busy
 
 
 def cpu_seconds(pid: int) -> float:
@@ -835,6 +843,7 @@ async def run_worker(settings: Settings, tc: TestCatalogue, index: int, kind: st
     stored = StoredOffsets(settings, tc.group)
     task = progress.add_task(f"(3) run {index + 1} {kind}", total=opts.count)
     cpu0 = cpu_seconds(exporter[0]) if exporter else 0.0
+    box0 = machine_cpu()
     t0 = time.monotonic()
     proc = tc.start_worker(log)
     first_at, first_rows = None, 0
@@ -856,10 +865,14 @@ async def run_worker(settings: Settings, tc: TestCatalogue, index: int, kind: st
     finally:
         await stored.close()
         cpu1 = cpu_seconds(exporter[0]) if exporter else 0.0
+        box1 = machine_cpu()
+        worker_cpu = cpu_seconds(proc.pid) if proc.poll() is None else float("nan")
         await stop_process(proc)
         progress.remove_task(task)
     assert first_at is not None
-    result = WorkerRun(index + 1, kind, opts.count, now - t0, first_at - t0, first_rows)
+    busy = (box1[0] - box0[0]) / max(1, box1[1] - box0[1])
+    result = WorkerRun(index + 1, kind, opts.count, now - t0, first_at - t0, first_rows,
+                       worker_cpu, busy)
     if exporter:
         _, body = await http_get(exporter[1], "/api/lag")
         snap = json.loads(body)
@@ -1040,15 +1053,23 @@ def print_accuracy(out: dict[str, Any]) -> None:
 def print_workers(opts: Options, runs: list[WorkerRun], ws: dict[str, Any]) -> None:
     t = Table(title=f"(3) one worker draining {opts.count:,} events; B: exporter polling"
                     f" every {opts.worker_interval:g} s")
-    for col in ("run", "seconds", "events/s", "startup s", "steady ev/s", "rows",
+    for col in ("run", "seconds", "events/s", "steady/s", "worker CPU", "box busy",
                 "exporter CPU"):
         t.add_column(col, justify="right")
     for r in runs:
         e = r.exporter
         t.add_row(f"{r.run} {r.kind}", f"{r.seconds:.2f}", f"{r.rate:,.0f}",
-                  f"{r.startup_s:.2f}", _f(r.steady_rate, ",.0f"), f"{r.rows:,}",
-                  f"{e['cpu_seconds']:.2f} s ({e['cpu_share']:.0%})" if e else "-")
+                  _f(r.steady_rate, ",.0f"), f"{r.worker_cpu_s:.2f} s", f"{r.machine_busy:.0%}",
+                  f"{e['cpu_seconds']:.2f} s {e['cpu_share']:.0%}" if e else "-")
     console.print(t)
+    short = [r.run for r in runs if r.rows != r.events]
+    console.print("  box busy: share of both CPUs in use during the run (Kafka, PostgreSQL,"
+                  " the worker, the exporter and anything else); exporter CPU: its process's"
+                  " time and share of one CPU", highlight=False)
+    console.print(f"  startup (process start to first batch stored): "
+                  f"{', '.join(f'{r.startup_s:.2f}' for r in runs)} s; rows stored: "
+                  + (f"[red]short in runs {short}[/]" if short else "all complete"),
+                  highlight=False)
     for r in runs:
         if r.exporter:
             e = r.exporter
