@@ -73,3 +73,12 @@ def test_history_window_and_bound() -> None:
     for t in (0.0, 10.0):
         sparse.add(s(t, 1, 2))
     assert [x.at for x in sparse.window(5)] == [0.0, 10.0]
+
+
+def test_scraped_lag_seconds_keep_ageing_between_polls() -> None:
+    from sinkfleet.ops.lag.exporter import _age_now
+
+    waiting = s(110.0, 10, 20, ts=100.0)  # polled at 110: 10 s old
+    assert waiting.lag_seconds == 10.0
+    assert _age_now(waiting, now=125.0) == 25.0  # a scrape at 125 sees 25 s, not 10
+    assert _age_now(s(110.0, 20, 20, ts=None), now=125.0) == 0.0  # caught up stays 0

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from sinkfleet.config import Settings
 from sinkfleet.http import response, serve
 from sinkfleet.ops.lag.collect import LagCollector, Snapshot
-from sinkfleet.ops.lag.model import STATUSES
+from sinkfleet.ops.lag.model import STATUSES, Sample
 from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
 from sinkfleet.worker.heartbeat import list_workers
 
@@ -37,6 +37,15 @@ PARTITION_LABELS = ["group", "topic", "partition"]
 
 def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, doc, labels=labels)
+
+
+def _age_now(sample: Sample, now: float) -> float:
+    """Lag in seconds at scrape time, not at the last poll: the oldest unconsumed record
+    keeps ageing between polls (exact while the group is stalled, which is when it
+    matters)."""
+    if sample.first_unconsumed_ts is None or not sample.lag_records:
+        return sample.lag_seconds or 0.0
+    return max(0.0, now - sample.first_unconsumed_ts)
 
 
 class _SnapshotMetrics(Collector):
@@ -49,6 +58,7 @@ class _SnapshotMetrics(Collector):
         snap = self.exporter.snapshot
         if snap is None:
             return
+        now = time.time()
         committed = _gauge("sinkfleet_group_committed_offset", "Committed offset (next to"
                            " consume)", PARTITION_LABELS)
         end = _gauge("sinkfleet_group_log_end_offset", "Log-end offset", PARTITION_LABELS)
@@ -72,7 +82,7 @@ class _SnapshotMetrics(Collector):
                 if sample.lag_records is not None:
                     lag.add_metric(labels, sample.lag_records)
                 if sample.lag_seconds is not None:
-                    lag_s.add_metric(labels, sample.lag_seconds)
+                    lag_s.add_metric(labels, _age_now(sample, now))
         dlq = _gauge("sinkfleet_dlq_records", "Records in a dead-letter topic", ["topic"])
         for topic, count in sorted(snap.dlq_records.items()):
             dlq.add_metric([topic], count)
