@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import cProfile
 import gc
 import io
 import json
@@ -70,7 +69,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from itertools import islice
@@ -79,6 +78,7 @@ from typing import Any
 
 import asyncpg
 import yaml
+from _common import profiled  # benchmarks/ is on sys.path when run as a script
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg2 import sql
 from psycopg2.extras import execute_values
@@ -337,20 +337,6 @@ class Watch:
         startup = None if self.first_at is None else self.first_at - t0
         return Result(stage, what, self.total, t_end - t0, startup,
                       {"rows_at_first_poll": self.first_rows})
-
-
-@contextlib.contextmanager
-def profiled(path: Path | None) -> Iterator[None]:
-    if path is None:
-        yield
-        return
-    prof = cProfile.Profile()
-    prof.enable()
-    try:
-        yield
-    finally:
-        prof.disable()
-        prof.dump_stats(path)
 
 
 # --- (a) COPY ceiling ---------------------------------------------------------------------

@@ -65,7 +65,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import cProfile
 import gc
 import json
 import logging
@@ -81,13 +80,14 @@ import sys
 import tempfile
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
+from _common import profiled  # benchmarks/ is on sys.path when run as a script
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -471,20 +471,6 @@ class Timing:
     phases: dict[str, float]
     group_partitions: int
     calls: int = 1
-
-
-@contextlib.contextmanager
-def profiled(path: Path | None) -> Iterator[None]:
-    if path is None:
-        yield
-        return
-    prof = cProfile.Profile()
-    prof.enable()
-    try:
-        yield
-    finally:
-        prof.disable()
-        prof.dump_stats(path)
 
 
 async def timed_collect(collector: LagCollector, phases: Phases, what: str,
