@@ -30,6 +30,10 @@ async def save_offsets(conn: asyncpg.Connection, group: str,
         "INSERT INTO sinkfleet.consumer_offsets AS o (group_id, topic, partition, next_offset)"
         " SELECT $1, t, p, n FROM unnest($2::text[], $3::int[], $4::bigint[]) AS u(t, p, n)"
         " ON CONFLICT (group_id, topic, partition)"
-        " DO UPDATE SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+        # GREATEST fences zombies: a worker that lost a partition without noticing (a
+        # long pause) must not move its new owner's position back. Replays move
+        # offsets back on purpose, by writing this table directly.
+        " DO UPDATE SET next_offset = GREATEST(o.next_offset, EXCLUDED.next_offset),"
+        " updated_at = now()",
         group, [tp.topic for tp in tps], [tp.partition for tp in tps],
         [offsets[tp] for tp in tps])
