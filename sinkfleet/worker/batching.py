@@ -40,6 +40,7 @@ class DeadLetter:
     value: bytes | None
     stage: str  # decode | validate | write
     error: BaseException
+    carried: tuple[tuple[str, bytes], ...] = ()  # headers kept from the record (replay trail)
 
 
 @dataclass

@@ -7,10 +7,14 @@ import time
 
 from sinkfleet.worker.batching import DeadLetter
 
+# Headers of the original record that a new dead letter keeps: a replayed record that
+# fails again still says which dead letter it came from.
+CARRIED_HEADERS = frozenset({"sinkfleet.replayed_from"})
+
 
 def dead_letter_headers(dl: DeadLetter, worker_id: str) -> list[tuple[str, bytes]]:
     message = str(dl.error)[:2000]
-    return [
+    return [*dl.carried,
         ("sinkfleet.topic", dl.topic.encode()),
         ("sinkfleet.partition", str(dl.partition).encode()),
         ("sinkfleet.offset", str(dl.offset).encode()),

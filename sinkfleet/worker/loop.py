@@ -34,7 +34,7 @@ from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
 from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
 from sinkfleet.sink.postgres.writer import AppendWriter
 from sinkfleet.worker.batching import Batch, BatchPolicy, DeadLetter
-from sinkfleet.worker.deadletter import dead_letter_headers
+from sinkfleet.worker.deadletter import CARRIED_HEADERS, dead_letter_headers
 from sinkfleet.worker.heartbeat import heartbeat
 from sinkfleet.worker.isolate import ROW_ERRORS, write_isolating
 from sinkfleet.worker.metrics import WorkerMetrics
@@ -77,8 +77,9 @@ class _Rebalance(ConsumerRebalanceListener):
 
 
 def _dead(msg: Any, stage: str, exc: BaseException) -> DeadLetter:
+    carried = tuple((k, v) for k, v in (msg.headers or ()) if k in CARRIED_HEADERS)
     return DeadLetter(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key, msg.value,
-                      stage, exc)
+                      stage, exc, carried)
 
 
 def format_partitions(tps: set[TopicPartition]) -> str:

@@ -223,6 +223,9 @@ async def test_replay_resends_each_dead_letter_once(catalogue_factory: Any,
     assert await count_rows(tc) == (60, 60)
     again_dead = cli_json(tc, "inspect", "--topic", tc.topic)["records"]
     assert [r["dlq_offset"] for r in again_dead] == [0, 1, 2, 3, 4, 5, 6, 7]
+    # The new dead letters still say which dead letter they were replayed from.
+    trail = sorted(r["headers"].get("sinkfleet.replayed_from", "") for r in again_dead[4:])
+    assert trail == sorted(coords)
     assert cli_json(tc, "replay", "--topic", tc.topic)["replayed"] == 4
 
 
