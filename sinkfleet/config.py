@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     pg_worker_user: str = "sinkfleet_worker_login"
     pg_worker_password: SecretStr | None = None
 
+    # Bounded decoding (docs/avro.md): bigger records are dead-lettered unread; nesting of
+    # recursive schemas deeper than this is refused.
+    max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    avro_max_depth: int = Field(100, ge=1, le=300)
+
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # a worker's /metrics port; unset = pick a free one
 

@@ -110,7 +110,10 @@ class Worker:
             topic = sink.topic
             route = self.routes.get(topic.name)
             if route is None:
-                route = Route(Codec(catalogue.schemas[topic.schema_], store), topic.dlq)
+                codec = Codec(catalogue.schemas[topic.schema_], store,
+                              max_message_bytes=settings.max_message_bytes,
+                              max_depth=settings.avro_max_depth)
+                route = Route(codec, topic.dlq)
                 self.routes[topic.name] = route
             builder = RowBuilder(sink)
             route.sinks.append((sink_name, builder))

@@ -73,3 +73,25 @@ async def test_poison_records_are_dead_lettered_and_never_block(
     assert write["sinkfleet.error.class"] == b"ProgramLimitExceededError"
     log = (tmp_path / "w.log").read_text()
     assert "dead_lettered=4" in log
+
+
+async def test_records_over_the_size_limit_are_dead_lettered_unread(
+        catalogue_factory: Any, tmp_path: Path) -> None:
+    tc: TestCatalogue = await catalogue_factory()
+    load = ExperienceLoad(seed=22, agents=4, agent_prefix=f"t{tc.suffix}")
+    good = [next(load) for _ in range(50)]
+    big = next(load) | {"agent_id": "a" * 3000}
+    async with Publisher(tc.settings, catalogue=tc.catalogue) as pub:
+        for event in [*good[:25], big, *good[25:]]:
+            await pub.publish("experience_event", event)
+    worker = tc.start_worker(tmp_path / "w.log",
+                             extra_env={"SINKFLEET_MAX_MESSAGE_BYTES": "2048"})
+    try:
+        await wait_all_stored(tc, 51)
+    finally:
+        assert stop(worker) == 0
+    assert await count_rows(tc) == (50, 50)
+    [dead] = await read_all(tc.settings, f"{tc.topic}.dlq", 1)
+    headers = dict(dead.headers)
+    assert headers["sinkfleet.stage"] == b"decode"
+    assert b"over the limit of 2048" in headers["sinkfleet.error.message"]
