@@ -79,6 +79,21 @@ class Service:
         """One-time set-up that needs the running service."""
 
 
+# One broker, fast test start-up: internal topics with one replica and one partition,
+# no rebalance delay, and topics only from topics/ (never auto-created).
+SINGLE_NODE_DEFAULTS = (
+    "num.partitions=1",
+    "offsets.topic.num.partitions=1",
+    "offsets.topic.replication.factor=1",
+    "transaction.state.log.replication.factor=1",
+    "transaction.state.log.min.isr=1",
+    "share.coordinator.state.topic.replication.factor=1",
+    "share.coordinator.state.topic.min.isr=1",
+    "group.initial.rebalance.delay.ms=0",
+    "auto.create.topics.enable=false",
+)
+
+
 class Kafka(Service):
     marker = "kafka.Kafka"
 
@@ -126,15 +141,7 @@ class Kafka(Service):
             "inter.broker.listener.name=PLAINTEXT",
             "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             f"log.dirs={data}",
-            "num.partitions=1",
-            "offsets.topic.num.partitions=1",
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            "auto.create.topics.enable=false",
+            *SINGLE_NODE_DEFAULTS,
             "",
         ]))
         if not (data / "meta.properties").is_file():

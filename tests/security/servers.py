@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sinkfleet.config import Settings
-from sinkfleet.stack.services import Kafka, Postgres, Redis, _run
+from sinkfleet.stack.services import SINGLE_NODE_DEFAULTS, Kafka, Postgres, Redis, _run
 from tests.security.pki import Pki
 
 
@@ -142,15 +142,7 @@ class SaslKafka(Kafka):
             "listener.name.sasl_ssl.ssl.keystore.type=PEM",
             f"listener.name.sasl_ssl.ssl.keystore.location={keystore}",
             f"log.dirs={home / 'data'}",
-            "num.partitions=1",
-            "offsets.topic.num.partitions=1",
-            "offsets.topic.replication.factor=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            "auto.create.topics.enable=false",
+            *SINGLE_NODE_DEFAULTS,
         ]
         for listener in ("sasl_plaintext", "sasl_ssl"):
             lines.append(f"listener.name.{listener}.plain.sasl.jaas.config={jaas_plain}")
