@@ -31,8 +31,10 @@ seconds is, and what polling costs the workers.
                  polling every ``--interval`` s (default 5, the exporter's default),
                  fetched every 0.5 s from its second snapshot on (the first, cold one
                  is older), against the true age at the start of each fetch.
-                 The groups are stalled, so the served figure is short by the age of
-                 the snapshot: at most interval + 2 x the collection time.
+                 The groups are stalled, so the true age grows with the clock: a figure
+                 computed at poll time is short by the snapshot's age (at most interval
+                 + 2 x the collection time, also reported); one aged to the scrape time
+                 (the exporter does this since 70292e1) is exact.
 (3) workers      One worker process (``python -m sinkfleet worker``, a catalogue made by
                  ``tests.conftest.make_catalogue``) drains a backlog of N experience
                  events (default 100,000; the same records, fixed seed and clock, are
@@ -913,6 +915,31 @@ def _progress() -> Progress:
                     refresh_per_second=4)
 
 
+async def cleanup(settings: Settings, run: ScaleRun, made: list[TestCatalogue]
+                  ) -> dict[str, Any]:
+    """Delete what the run made; each step even if another failed (say, Kafka is down)."""
+    done: dict[str, Any] = {"errors": []}
+    topic_names = [run.topic] + [n for tc in made for n in (tc.topic, f"{tc.topic}.dlq")]
+    try:
+        done["topics_deleted"] = len(await delete_topics(settings, topic_names))
+    except Exception as exc:
+        done["errors"].append(f"topics {topic_names}: {exc}")
+    groups = run.group_names + [tc.group for tc in made]
+    try:
+        codes = await delete_groups(settings, groups)
+        done |= {"groups": len(codes), "groups_deleted": sum(c == 0 for c in codes.values()),
+                 "group_errors": {g: c for g, c in codes.items() if c}}
+    except Exception as exc:
+        done["errors"].append(f"groups {PREFIX}{run.run_id}.* and the workers': {exc}")
+    try:
+        await drop_catalogues(settings, made)
+    except Exception as exc:
+        done["errors"].append(f"tables {[tc.table for tc in made]}: {exc}")
+    for error in done["errors"]:
+        console.print(f"[red]cleanup failed[/]: {error}", highlight=False)
+    return done
+
+
 async def run_all(settings: Settings, run: ScaleRun, opts: Options, tmp: Path
                   ) -> dict[str, Any]:
     topics, groups = await leftovers(settings)
@@ -941,13 +968,7 @@ async def run_all(settings: Settings, run: ScaleRun, opts: Options, tmp: Path
             out["staleness"] = await bench_staleness(settings, run, opts, progress)
             out["workers"] = await bench_workers(settings, opts, tmp, made, progress)
     finally:
-        topic_names = [run.topic] + [n for tc in made for n in (tc.topic, f"{tc.topic}.dlq")]
-        deleted = await delete_topics(settings, topic_names)
-        codes = await delete_groups(settings, run.group_names + [tc.group for tc in made])
-        await drop_catalogues(settings, made)
-        out["cleanup"] = {"topics_deleted": len(deleted), "groups": len(codes),
-                          "groups_deleted": sum(c == 0 for c in codes.values()),
-                          "group_errors": {g: c for g, c in codes.items() if c}}
+        out["cleanup"] = await cleanup(settings, run, made)
     return out
 
 
@@ -1079,9 +1100,9 @@ def print_results(run: ScaleRun, opts: Options, out: dict[str, Any]) -> dict[str
         console.print(f"[yellow]{len(RETRIED)} collection(s) failed and were retried[/]:"
                       f" {RETRIED[0]}")
     c = out["cleanup"]
-    console.print(f"cleanup: {c['topics_deleted']} topics deleted, {c['groups_deleted']} of"
-                  f" {c['groups']} groups deleted"
-                  + (f", errors {c['group_errors']}" if c["group_errors"] else ""),
+    console.print(f"cleanup: {c.get('topics_deleted', '?')} topics deleted,"
+                  f" {c.get('groups_deleted', '?')} of {c.get('groups', '?')} groups deleted"
+                  + (f", errors {c['group_errors']}" if c.get("group_errors") else ""),
                   highlight=False)
     return ws
 
