@@ -303,10 +303,10 @@ def lag_exporter(
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    exporter = LagExporter(load_settings(), interval=interval, groups=group,
-                           stall_seconds=stall_seconds)
-
     async def main() -> None:
+        # aiokafka clients must be built inside the running loop
+        exporter = LagExporter(load_settings(), interval=interval, groups=group,
+                               stall_seconds=stall_seconds)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, exporter.stop)

@@ -173,3 +173,30 @@ async def test_exporter_serves_the_same_numbers_as_metrics_and_json(
     assert values[("sinkfleet_group_members", None, None)] == 0
     assert health == "ok"
     assert "error" not in workers and isinstance(workers["workers"], list)
+
+
+def test_lag_exporter_command_serves_and_stops_cleanly(stack: Any, tmp_path: Any) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, wait_for
+    from tests.worker.test_metrics import free_port, get
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sinkfleet", "lag-exporter", "--port", str(port),
+         "--interval", "1", "--group", "no-such-group"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env={**os.environ, "SINKFLEET_HOME": str(ROOT)})
+    try:
+        wait_for(lambda: get(f"http://127.0.0.1:{port}/healthz") == (200, "ok"), 60,
+                 "the exporter to answer /healthz")
+        status, body = get(f"http://127.0.0.1:{port}/api/lag")
+        assert status == 200 and json.loads(body)["groups"] == []
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out = proc.communicate(timeout=30)[0].decode()
+    assert proc.returncode == 0, out
+    assert "Traceback" not in out
