@@ -188,6 +188,9 @@ class LagCollector:
         dlq_tps = [TopicPartition(t["topic"], p["partition"]) for t in described
                    for p in t["partitions"]]
         all_tps = sorted({tp for c in committed.values() for tp in c} | set(dlq_tps))
+        # Tell the metadata client every topic up front: for a topic it has not seen,
+        # end_offsets() otherwise waits 100 ms and retries, once per topic.
+        await self._meta._client.set_topics(sorted({tp.topic for tp in all_tps}))
         ends = await self._meta.end_offsets(all_tps) if all_tps else {}
         starts = await self._meta.beginning_offsets(all_tps) if all_tps else {}
         wanted = {(tp, off) for c in committed.values() for tp, off in c.items()

@@ -99,6 +99,10 @@ class PartitionHistory:
         if not self.samples:
             return []
         newest = self.samples[-1].at
-        inside = [i for i, s in enumerate(self.samples) if newest - s.at <= seconds]
-        first = max(0, inside[0] - 1)
-        return list(self.samples)[first:]
+        window: list[Sample] = []
+        for sample in reversed(self.samples):  # newest first: stop one past the window
+            window.append(sample)
+            if newest - sample.at > seconds:
+                break
+        window.reverse()
+        return window
