@@ -78,7 +78,7 @@ from typing import Any
 
 import asyncpg
 import yaml
-from _common import profiled  # benchmarks/ is on sys.path when run as a script
+from _common import StoredOffsets, profiled  # benchmarks/ is on sys.path when run as a script
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg2 import sql
 from psycopg2.extras import execute_values
@@ -393,26 +393,6 @@ async def bench_publish(settings: Settings, catalogue: Catalogue, records: list[
 
 
 # --- (b) sinkfleet worker -----------------------------------------------------------------
-class PgOffsets:
-    """The next offsets a group stored in PostgreSQL with its rows, summed."""
-
-    def __init__(self, settings: Settings, group: str) -> None:
-        self.settings, self.group = settings, group
-        self._conn: asyncpg.Connection | None = None
-
-    async def __call__(self) -> int:
-        if self._conn is None:
-            self._conn = await connect(self.settings)
-        total = await self._conn.fetchval(
-            "SELECT coalesce(sum(next_offset), 0) FROM sinkfleet.consumer_offsets"
-            " WHERE group_id = $1", self.group)
-        return int(total)
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
-
-
 def _task_alive(task: asyncio.Task[Any]) -> Callable[[], None]:
     def alive() -> None:
         if task.done():
@@ -423,7 +403,7 @@ def _task_alive(task: asyncio.Task[Any]) -> Callable[[], None]:
 async def bench_worker(settings: Settings, catalogue: Catalogue, opts: Options,
                        progress: Progress) -> Result:
     worker = Worker(settings, catalogue, catalogue.worker("bench"), worker_id="bench-worker")
-    stored = PgOffsets(settings, worker.spec.group)
+    stored = StoredOffsets(settings, worker.spec.group)
     profile = opts.profile_dir / "worker.pstats" if opts.profile_dir else None
     with profiled(profile):
         t0 = time.monotonic()

@@ -89,7 +89,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
-from _common import profiled  # benchmarks/ is on sys.path when run as a script
+from _common import StoredOffsets, profiled  # benchmarks/ is on sys.path when run as a script
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -333,17 +333,9 @@ async def disable_autovacuum(settings: Settings, table: str) -> None:
 
 
 async def drop_catalogues(settings: Settings, made: list[TestCatalogue]) -> None:
-    conn = await connect(settings)
-    try:
-        for tc in made:
-            await conn.execute(f'DROP TABLE IF EXISTS "{tc.table}" CASCADE')
-            await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
-                               f"sink:{tc.table}:%")
-            await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id = $1",
-                               tc.group)
-            await conn.execute("DELETE FROM sinkfleet.workers WHERE group_id = $1", tc.group)
-    finally:
-        await conn.close()
+    from tests.conftest import drop_catalogues as drop  # ROOT is on sys.path by now
+
+    await drop(settings, made)
 
 
 # --- HTTP ---------------------------------------------------------------------------------
@@ -726,26 +718,6 @@ class WorkerRun:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self) | {"events_per_s": self.rate, "steady_events_per_s": self.steady_rate}
-
-
-class StoredOffsets:
-    """The next offsets a group stored in PostgreSQL with its rows, summed."""
-
-    def __init__(self, settings: Settings, group: str) -> None:
-        self.settings, self.group = settings, group
-        self._conn: Any = None
-
-    async def __call__(self) -> int:
-        if self._conn is None:
-            self._conn = await connect(self.settings)
-        total = await self._conn.fetchval(
-            "SELECT coalesce(sum(next_offset), 0) FROM sinkfleet.consumer_offsets"
-            " WHERE group_id = $1", self.group)
-        return int(total)
-
-    async def close(self) -> None:
-        if self._conn is not None:
-            await self._conn.close()
 
 
 def machine_cpu() -> tuple[int, int]:

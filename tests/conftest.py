@@ -163,14 +163,10 @@ async def catalogue_factory(stack: Settings, tmp_path: Path
     await _cleanup(made)
 
 
-async def _cleanup(made: list[TestCatalogue]) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
+async def drop_catalogues(settings: Settings, made: list[TestCatalogue]) -> None:
+    """Drop the tables and bookkeeping rows of test catalogues (tests and benchmarks)."""
     from sinkfleet.sink.postgres.connect import connect
 
-    if not made:
-        return
-    settings = made[0].settings
     conn = await connect(settings)
     try:
         for tc in made:
@@ -182,6 +178,16 @@ async def _cleanup(made: list[TestCatalogue]) -> None:
             await conn.execute("DELETE FROM sinkfleet.workers WHERE group_id = $1", tc.group)
     finally:
         await conn.close()
+
+
+async def _cleanup(made: list[TestCatalogue]) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+
+    if not made:
+        return
+    settings = made[0].settings
+    await drop_catalogues(settings, made)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
