@@ -16,10 +16,18 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sinkfleet.cache.cli import cache_app
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.errors import SinkfleetError
+from sinkfleet.ops.audit_cli import audit_app
+from sinkfleet.ops.backup.cli import backup_cmd, restore_cmd
 from sinkfleet.ops.dlq_cli import dlq_app
+from sinkfleet.ops.replay_cli import replay_app
+from sinkfleet.ops.retention.cli import archive_app, retention_app
+from sinkfleet.ops.schemas_cli import schemas_app
+from sinkfleet.ops.stats.cli import stats_cmd
+from sinkfleet.read.cli import query_app
 
 T = TypeVar("T")
 app = typer.Typer(help="sinkfleet: Avro over Kafka into PostgreSQL and Redis.",
@@ -35,6 +43,16 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(db_app, name="db")
 app.add_typer(catalogue_app, name="catalogue")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(audit_app, name="audit")
+app.add_typer(replay_app, name="replay")
+app.add_typer(cache_app, name="cache")
+app.add_typer(query_app, name="query")
+app.add_typer(retention_app, name="retention")
+app.add_typer(archive_app, name="archive")
+app.command("backup")(backup_cmd)
+app.command("restore")(restore_cmd)
+app.command("stats")(stats_cmd)
 
 console = Console()
 err = Console(stderr=True)
@@ -154,29 +172,35 @@ def db_migrate() -> None:
 @app.command()
 @friendly
 def produce(
-    family: Annotated[str, typer.Option(help="record family, e.g. experience_event")],
+    family: Annotated[list[str], typer.Option(
+        help="record family, e.g. experience_event (repeatable); `all`: every family,"
+             " --count each; `mixed`: all of them interleaved as an agent platform"
+             " produces them, --count in all")],
     count: Annotated[int, typer.Option(min=1, help="records to publish")] = 10_000,
     rate: Annotated[float | None, typer.Option(min=1, help="records per second")] = None,
     seed: Annotated[int, typer.Option(help="seed of the synthetic load")] = 0,
     agents: Annotated[int, typer.Option(min=1)] = 32,
 ) -> None:
     """Publish a realistic synthetic agent load."""
-    from sinkfleet.ops.produce import produce as do_produce
-    from sinkfleet.producer.synthetic import synthetic_records
+    from sinkfleet.ops.produce import produce_mixed, summary, synthetic_load
 
     settings, cat = settings_and_catalogue()
-    cat.topic_for_family(family)
-    try:
-        records = synthetic_records(family, seed=seed, agents=agents)
-    except ValueError as exc:
-        raise SinkfleetError(str(exc)) from None
+    load = synthetic_load(cat, family, count, seed=seed, agents=agents)
     with Progress(TextColumn("producing {task.description}"), BarColumn(),
                   MofNCompleteColumn(), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task(family, total=count)
-        result = run(do_produce(settings, cat, family, records, count, rate=rate,
-                                progress=lambda n: bar.advance(task, n)))
-    say(f"produced {result.count} {family} records in {result.seconds:.1f}s"
-        f" ({result.rate:,.0f}/s), all acknowledged")
+        task = bar.add_task(load.label, total=load.total)
+        result = run(produce_mixed(settings, cat, load.items, load.total, rate=rate,
+                                   progress=lambda n: bar.advance(task, n)))
+    say(summary(result))
+
+
+def _defer_stop_signals() -> list[int]:
+    """Remember SIGTERM/SIGINT instead of dying by them (exit -15) until the worker's
+    event loop handles them; returns the signals received meanwhile."""
+    received: list[int] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    return received
 
 
 @app.command()
@@ -189,6 +213,7 @@ def worker(
     log_level: Annotated[str, typer.Option()] = "INFO",
 ) -> None:
     """Run one worker process of a group until SIGTERM/SIGINT (then drain and exit 0)."""
+    stops = _defer_stop_signals()  # first: a stop during start-up is a clean stop too
     from aiokafka.errors import KafkaConnectionError
 
     from sinkfleet.kafka import explain_kafka_error
@@ -206,6 +231,11 @@ def worker(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, w.stop)
+        if stops:
+            logging.getLogger("sinkfleet.worker").info(
+                "%s during start-up: stopping before consuming anything",
+                signal.Signals(stops[0]).name)
+            return
         reporter = asyncio.create_task(report_progress(w))
         try:
             await w.run()
@@ -215,6 +245,7 @@ def worker(
             reporter.cancel()
 
     run(main())
+    _defer_stop_signals()  # the loop is closed (default handlers back): finish the report
     st = w.stats
     if w.undrained:
         logging.getLogger("sinkfleet.worker").warning(
@@ -229,10 +260,13 @@ def worker(
 @app.command()
 @friendly
 def demo(
-    count: Annotated[int, typer.Option(min=1, help="experience events to publish")] = 100_000,
-    workers: Annotated[int, typer.Option(min=1, max=32)] = 2,
+    count: Annotated[int, typer.Option(
+        min=1, help="records of a mixed agent load to publish (events, audit, state)")
+    ] = 100_000,
+    workers: Annotated[int, typer.Option(min=1, max=32, help="events workers")] = 2,
 ) -> None:
-    """Stack up → topics → migrate → publish → N workers → verify; exit 0 iff nothing is lost."""
+    """Stack up → topics → migrate → workers → mixed load → verify every family; exit 0
+    iff every record is stored as its sink mode promises."""
     from sinkfleet.ops.demo import run_demo
 
     ok = run(run_demo(load_settings(), count=count, workers=workers, console=console))
@@ -380,6 +414,42 @@ def scale_advice(
         print(json.dumps(report.as_dict()))
     else:
         console.print(advice_table(report))
+
+
+# --- rollups ----------------------------------------------------------------------------
+@app.command()
+@friendly
+def rollups(
+    family: Annotated[list[str] | None, typer.Option(
+        help="learning_metric or worker_event (repeatable); default: both, where the"
+             " catalogue has a topic for them")] = None,
+    app_id: Annotated[str, typer.Option(
+        help="faust app id: consumer group and changelog topic prefix")] = "sinkfleet-rollups",
+    grace_seconds: Annotated[float, typer.Option(
+        min=0, help="close a window when its partition's event time is this far past its"
+                    " end")] = 120.0,
+    flush_interval: Annotated[float, typer.Option(
+        min=0.1, help="seconds between writes of open windows")] = 5.0,
+    commit_interval: Annotated[float, typer.Option(
+        min=0.1, help="seconds between Kafka offset commits")] = 2.8,
+    web_port: Annotated[int | None, typer.Option(
+        min=0, max=65535, help="serve faust's web views on this port (default: off)")] = None,
+    instance_id: Annotated[str | None, typer.Option(
+        help="static group membership (unique per process): a restarted process gets its"
+             " partitions back at once instead of after the session timeout")] = None,
+    log_level: Annotated[str, typer.Option()] = "INFO",
+) -> None:
+    """Per-minute and per-hour roll-ups (faust) into PostgreSQL summary tables; exactly once
+    in effect across restarts (docs/rollups.md). Runs until SIGTERM/SIGINT."""
+    from sinkfleet.rollups.app import RollupOptions
+    from sinkfleet.rollups.run import run_rollups
+
+    settings, cat = settings_and_catalogue()
+    options = RollupOptions(app_id=app_id, families=tuple(family or RollupOptions.families),
+                            grace_seconds=grace_seconds, flush_interval=flush_interval,
+                            commit_interval=commit_interval, web_port=web_port,
+                            instance_id=instance_id)
+    run_rollups(settings, cat, options, explicit=bool(family), log_level=log_level)
 
 
 def main() -> None:

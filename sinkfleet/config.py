@@ -49,6 +49,8 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_home, description="Catalogue root (schemas/, topics/ …)")
     state_dir: Path | None = Field(None, description="Local stack state; default HOME/.sinkfleet")
+    archive_dir: Path | None = Field(None, description="Cold archive (retention); default"
+                                     " STATE_DIR/archive")
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_controller_port: int = 19093
@@ -174,6 +176,11 @@ class Settings(BaseSettings):
     def state(self) -> Path:
         assert self.state_dir is not None
         return self.state_dir
+
+    @property
+    def archive(self) -> Path:
+        """Where `sinkfleet retention run` writes the cold archive (docs/retention.md)."""
+        return self.archive_dir if self.archive_dir is not None else self.state / "archive"
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:

@@ -28,8 +28,20 @@ class DecodeError(SinkfleetError):
     """A record's bytes are not a valid framed Avro record of a known schema."""
 
 
+class UnknownWriterSchema(DecodeError):
+    """A single-object record names a writer schema fingerprint nobody registered."""
+
+    def __init__(self, message: str, fingerprint: bytes) -> None:
+        super().__init__(message)
+        self.fingerprint = fingerprint
+
+
 class ValidationError(SinkfleetError):
     """A record does not satisfy its schema or its sink's column rules."""
+
+
+class SchemaIncompatible(CatalogueError):
+    """A catalogue schema cannot read (or be read by) its registered versions."""
 
 
 class MigrationError(SinkfleetError):

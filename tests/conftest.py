@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+import yaml
 
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings, load_settings
@@ -105,6 +106,7 @@ class TestCatalogue:
     table: str
     group: str
     worker_spec: str = "events"
+    family: str = "experience_event"
 
     def env(self) -> dict[str, str]:
         return {**os.environ, "SINKFLEET_HOME": str(self.root),
@@ -119,12 +121,43 @@ class TestCatalogue:
                 cwd=self.root)
 
 
+def _copy_family(root: Path, family: str, suffix: str, partitions: int) -> tuple[str, str]:
+    """Copy ``family``'s schema, topic and sink from the project catalogue under a unique
+    topic and table name; return (topic, table)."""
+    shutil.copy(ROOT / "schemas" / f"{family}.avsc", root / "schemas")
+    topic, table = f"test.{family.replace('_', '-')}-{suffix}", f"{family[:20]}_{suffix}"
+    topics = {}
+    for path in sorted((ROOT / "topics").glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text())
+        if spec["schema"] == family:
+            topics[spec["name"]] = spec
+            (root / "topics" / "t.yaml").write_text(yaml.safe_dump(
+                {**spec, "name": topic, "partitions": partitions}))
+    for path in sorted((ROOT / "sinks").glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text())
+        if spec["topic"] in topics:
+            (root / "sinks" / "s.yaml").write_text(yaml.safe_dump(
+                {**spec, "name": table, "topic": topic, "table": table}))
+    return topic, table
+
+
 def make_catalogue(tmp: Path, stack_settings: Settings, *, partitions: int = 6,
-                   max_records: int = 5000, max_age_ms: int = 200) -> TestCatalogue:
+                   max_records: int = 5000, max_age_ms: int = 200,
+                   family: str = "experience_event") -> TestCatalogue:
+    """A catalogue of one family (by default experience_event) under unique names."""
     suffix = uuid.uuid4().hex[:10]
     root = tmp / f"cat-{suffix}"
     for sub in ("schemas", "topics", "sinks", "workers"):
         (root / sub).mkdir(parents=True)
+    if family != "experience_event":
+        topic, table = _copy_family(root, family, suffix, partitions)
+        group = f"test-{suffix}"
+        (root / "workers" / "events.yaml").write_text(
+            f"name: events\ngroup: {group}\nsinks: [{table}]\n"
+            f"batch: {{max_records: {max_records}, max_age_ms: {max_age_ms}}}\n")
+        settings = load_settings(home=root, state_dir=stack_settings.state)
+        return TestCatalogue(root, suffix, settings, load_catalogue(root), topic, table,
+                             group, family=family)
     shutil.copy(ROOT / "schemas" / "experience_event.avsc", root / "schemas")
     topic, table, group = f"test.events-{suffix}", f"ev_{suffix}", f"test-{suffix}"
     text = (ROOT / "topics" / "experience_events.yaml").read_text()
@@ -170,7 +203,8 @@ async def drop_catalogues(settings: Settings, made: list[TestCatalogue]) -> None
     conn = await connect(settings)
     try:
         for tc in made:
-            await conn.execute(f'DROP TABLE IF EXISTS "{tc.table}" CASCADE')
+            await conn.execute(f'DROP TABLE IF EXISTS "{tc.table}",'
+                               f' "{tc.table}_history" CASCADE')
             await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
                                f"sink:{tc.table}:%")
             await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id = $1",
@@ -188,6 +222,16 @@ async def _cleanup(made: list[TestCatalogue]) -> None:
         return
     settings = made[0].settings
     await drop_catalogues(settings, made)
+    from sinkfleet.cache.store import redis_client
+
+    client = redis_client(settings)  # the sinks' caches (recent rows, latest states)
+    try:
+        for tc in made:
+            keys = [k async for k in client.scan_iter(match=f"sinkfleet:{tc.table}:*")]
+            if keys:
+                await client.delete(*keys)
+    finally:
+        await client.aclose()
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:

@@ -1,5 +1,9 @@
 """A TCP fault proxy (as in asyncpg's test base): relays to a server, and on `cut()`
-drops every connection and refuses new ones until `heal()`."""
+drops every connection and refuses new ones until `heal()`.
+
+With ``hold_eof`` the server's end of a connection is not passed on: the client reads
+the server's last bytes but keeps an open socket (the window between asyncio's
+``data_received`` and ``connection_lost``, held open) until `cut()` or `stop()`."""
 
 from __future__ import annotations
 
@@ -8,8 +12,10 @@ import contextlib
 
 
 class TcpProxy:
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int, *, hold_eof: bool = False
+                 ) -> None:
         self.target = (target_host, target_port)
+        self.hold_eof = hold_eof
         self.down = False
         self.port = 0
         self._server: asyncio.Server | None = None
@@ -31,9 +37,11 @@ class TcpProxy:
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        await asyncio.gather(self._pipe(reader, up_writer),
+                             self._pipe(up_reader, writer, hold=self.hold_eof))
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                    hold: bool = False) -> None:
         try:
             while data := await reader.read(65536):
                 writer.write(data)
@@ -41,8 +49,9 @@ class TcpProxy:
         except (ConnectionError, OSError):
             pass
         finally:
-            self._writers.discard(writer)
-            writer.transport.abort()
+            if not hold:  # held: the other side stays open until cut() or stop()
+                self._writers.discard(writer)
+                writer.transport.abort()
 
     def cut(self) -> None:
         """Drop every relayed connection mid-stream and refuse new ones."""

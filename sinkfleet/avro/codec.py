@@ -31,7 +31,7 @@ from sinkfleet.avro.bounds import (
     skip_can_spin,
 )
 from sinkfleet.avro.framing import frame_single_object, parse_frame
-from sinkfleet.errors import DecodeError, ValidationError
+from sinkfleet.errors import DecodeError, UnknownWriterSchema, ValidationError
 
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_REGISTRY_ANSWER_BYTES = 1024 * 1024
@@ -116,12 +116,25 @@ class SchemaStore:
             return is_recursive(parsed), definitions(parsed)
         return entry[1], entry[2]
 
+    def knows(self, fp: bytes) -> bool:
+        """Whether a schema with this fingerprint has been added."""
+        return fp in self._by_fp
+
     def by_fingerprint(self, fp: bytes) -> Any:
         try:
             return self._by_fp[fp]
         except KeyError:
-            raise DecodeError(f"unknown writer schema (fingerprint {fp.hex()}); add it to"
-                              " schemas/ or publish with a schema registry") from None
+            raise UnknownWriterSchema(
+                f"unknown writer schema (fingerprint {fp.hex()}): not in the catalogue nor"
+                " registered (sinkfleet schemas register); replay it once it is", fp) from None
+
+    def needs_lookup(self, schema_id: int) -> bool:
+        """Whether ``by_id`` would ask the registry now (not cached, not failed lately):
+        callers on an event loop run that ``by_id`` in a thread (``asyncio.to_thread``)."""
+        if self._registry is None or schema_id in self._by_id:
+            return False
+        failed = self._failed.get(schema_id)
+        return failed is None or time.monotonic() - failed[0] >= self._retry_after
 
     def by_id(self, schema_id: int) -> Any:
         parsed = self._by_id.get(schema_id)
@@ -150,6 +163,7 @@ class SchemaStore:
                 raise
 
     def _fetch(self, schema_id: int) -> Any:
+        # Blocking HTTP: workers call ``by_id`` in a thread before decoding (needs_lookup).
         url = f"{self._registry}/schemas/ids/{schema_id}"
         try:
             with urllib.request.urlopen(url, timeout=self._timeout) as resp:

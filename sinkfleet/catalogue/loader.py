@@ -16,6 +16,7 @@ from sinkfleet.avro.codec import SchemaStore
 from sinkfleet.catalogue.models import SinkSpec, TopicSpec, WorkerSpec
 from sinkfleet.catalogue.types import ResolvedField, check_column_type, resolve_path
 from sinkfleet.errors import CatalogueError, DecodeError
+from sinkfleet.sink.audit import JSON_PROP
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,65 @@ def _resolve_columns(spec: SinkSpec, schema: dict[str, Any], where: Path) -> lis
     return columns
 
 
+_KEY_TYPES = {"text", "smallint", "integer", "bigint", "uuid"}
+_VERSION_TYPES = {"smallint", "integer", "bigint"}
+
+
+def _check_mode(spec: SinkSpec, topic: TopicSpec, schema: dict[str, Any],
+                columns: list[Column], where: Path) -> None:
+    """The rules a state or audit sink adds on top of the column mapping."""
+    by_name = {c.name: c for c in columns}
+    if spec.state is not None:
+        version = by_name[spec.state.version]
+        if version.pg_type not in _VERSION_TYPES or version.nullable:
+            raise CatalogueError(f"{where}: state.version {version.name!r} must be a non-null"
+                                 f" integer column (it is {version.pg_type})")
+        sources = []
+        for name in spec.id:
+            col = by_name[name]
+            if col.pg_type not in _KEY_TYPES or col.source is None:
+                raise CatalogueError(f"{where}: id column {name!r} must come from a text,"
+                                     " integer or uuid field to be a state key")
+            sources.append(".".join(col.source.path))
+        if list(topic.key) != sources:
+            # A tombstone carries only the Kafka key: it must spell out the id.
+            raise CatalogueError(
+                f"{where}: a state sink's id must be its topic's key: topic {topic.name!r}"
+                f" has key {list(topic.key)}, the id columns come from {sources}")
+    if spec.audit is not None:
+        tenant, hashed = by_name[spec.audit.tenant], by_name[spec.audit.hash]
+        if tenant.nullable:
+            raise CatalogueError(f"{where}: audit.tenant {tenant.name!r} must not be nullable")
+        if hashed.pg_type != "bytea" or hashed.source is None or len(hashed.source.path) != 1:
+            raise CatalogueError(f"{where}: audit.hash {hashed.name!r} must come from a"
+                                 " top-level bytes or fixed field")
+        covered = {}
+        for col in columns:
+            if col.source is None:
+                continue
+            if len(col.source.path) != 1 or col.source.index is not None:
+                raise CatalogueError(
+                    f"{where}: column {col.name!r}: an audit sink maps whole top-level"
+                    " fields (so `audit verify` can rebuild the hashed record from the row)")
+            covered[col.source.path[0]] = col.name
+        for f in schema["fields"]:
+            column = by_name.get(covered.get(f["name"], ""))
+            if (column is not None and column.pg_type == "jsonb" and column.source is not None
+                    and column.source.natural_type == "text" and not f.get(JSON_PROP)):
+                raise CatalogueError(
+                    f"{where}: column {column.name!r}: a string stored as jsonb in an audit"
+                    f" sink needs \"{JSON_PROP}\": true on field {f['name']!r}, so its"
+                    " content hash covers the JSON value rather than its spelling")
+        missing = [f["name"] for f in schema["fields"] if f["name"] not in covered]
+        if missing:
+            raise CatalogueError(f"{where}: an audit sink must store every field of the"
+                                 f" record; no column comes from {missing}")
+        if topic.key != [".".join(tenant.source.path)] if tenant.source else True:
+            raise CatalogueError(
+                f"{where}: topic {topic.name!r} must be keyed by the tenant"
+                f" ({tenant.name!r}) so one partition, hence one writer, owns each chain")
+
+
 def load_catalogue(root: Path) -> Catalogue:
     """Read and validate the whole catalogue; every error names its file and key."""
     root = Path(root)
@@ -150,7 +210,9 @@ def load_catalogue(root: Path) -> Catalogue:
             raise CatalogueError(f"{path}: sink {spec.name!r} is declared twice")
         topic = cat.topics[spec.topic]
         schema = cat.schemas[topic.schema_]
-        cat.sinks[spec.name] = Sink(spec, topic, schema, _resolve_columns(spec, schema, path))
+        columns = _resolve_columns(spec, schema, path)
+        _check_mode(spec, topic, schema, columns, path)
+        cat.sinks[spec.name] = Sink(spec, topic, schema, columns)
     for path in sorted((root / "workers").glob("*.yaml")):
         worker = _model(WorkerSpec, path)
         for sink in worker.sinks:

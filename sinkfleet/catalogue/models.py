@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from sinkfleet.avro.compat import Level
 
 IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -53,6 +56,8 @@ class TopicSpec(_Strict):
     key: list[FieldPath] = Field(default_factory=list)
     config: dict[str, str] = Field(default_factory=dict)
     dead_letter_topic: TopicName | None = None
+    compatibility: Level | None = Field(None, description="schema evolution rule (Confluent's"
+                                        " levels); default BACKWARD (docs/avro.md)")
 
     @property
     def dlq(self) -> str:
@@ -91,6 +96,72 @@ class PartitioningSpec(_Strict):
     history: int = Field(2, ge=0, le=3660, description="partitions created before now")
 
 
+class StateSpec(_Strict):
+    """mode: state — latest version per id, guarded by ``version``, plus full history."""
+
+    version: Ident = Field(description="column holding the record's version (integer)")
+    history_table: Ident | None = Field(None, description="default: <table>_history")
+
+
+class AuditSpec(_Strict):
+    """mode: audit — content hash checked on ingest, one hash chain per tenant."""
+
+    tenant: Ident = Field(description="column whose value owns a hash chain")
+    hash: Ident = Field(description="column holding the record's SHA-256 content hash")
+
+
+class RecentCacheSpec(_Strict):
+    """The newest ``keep`` rows per ``by`` key in Redis, expiring ``ttl_seconds`` after
+    the last write (seed 001's default TTL is one hour)."""
+
+    by: list[Ident] = Field(min_length=1)
+    keep: int = Field(100, ge=1, le=100_000)
+    ttl_seconds: int = Field(3600, ge=1, le=30 * 86400)
+    order_by: Ident | None = Field(None, description="default: the sink's time_column")
+
+
+class CacheSpec(_Strict):
+    """Redis caches written after the PostgreSQL commit (never instead of it)."""
+
+    latest: bool = Field(False, description="state: the latest version per id")
+    recent: RecentCacheSpec | None = None
+
+
+DURATION_RE = re.compile(r"^([1-9][0-9]{0,4})([hdw])$")
+_UNIT = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
+# The longest a partition of each interval spans (a month: 31 days).
+INTERVAL_SPAN = {"hour": timedelta(hours=1), "day": timedelta(days=1),
+                 "week": timedelta(weeks=1), "month": timedelta(days=31)}
+
+
+def parse_keep(value: str) -> timedelta:
+    """``48h``, ``7d`` or ``2w`` as a timedelta."""
+    m = DURATION_RE.match(value)
+    if m is None:
+        raise ValueError(f"{value!r} is not a duration like 48h, 7d or 2w")
+    return int(m.group(1)) * _UNIT[m.group(2)]
+
+
+def _keep(value: str) -> str:
+    parse_keep(value)
+    return value
+
+
+class RetentionSpec(_Strict):
+    """Detail is kept in PostgreSQL for ``keep``; `sinkfleet retention run` archives
+    (if ``archive``), detaches and drops every time partition entirely older than
+    now - keep (docs/retention.md). Never a DELETE."""
+
+    keep: Annotated[str, AfterValidator(_keep)] = Field(
+        description="how long detail stays in PostgreSQL: 48h, 7d, 2w")
+    archive: bool = Field(False, description="write each partition to the cold archive"
+                                             " (Avro) before dropping it")
+
+    @property
+    def keep_delta(self) -> timedelta:
+        return parse_keep(self.keep)
+
+
 class SinkSpec(_Strict):
     """sinks/*.yaml: how one topic's records land in one PostgreSQL table."""
 
@@ -104,6 +175,10 @@ class SinkSpec(_Strict):
     partitioning: PartitioningSpec | None = None
     columns: list[ColumnSpec] = Field(min_length=1)
     indexes: list[IndexSpec] = Field(default_factory=list)
+    state: StateSpec | None = None
+    audit: AuditSpec | None = None
+    cache: CacheSpec | None = None
+    retention: RetentionSpec | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> SinkSpec:
@@ -123,7 +198,62 @@ class SinkSpec(_Strict):
             for col in index.columns:
                 if col not in known:
                     raise ValueError(f"index column {col!r} is not among the columns")
+        self._check_mode(known)
+        self._check_retention()
         return self
+
+    def _check_retention(self) -> None:
+        if self.retention is None:
+            return
+        if self.partitioning is None:
+            raise ValueError("retention needs partitioning: retention drops whole time"
+                             " partitions (never a table-wide DELETE), so only a"
+                             " time-partitioned sink can have a 'retention:' section")
+        span = self.partitioning.history * INTERVAL_SPAN[self.partitioning.interval]
+        if self.retention.keep_delta < span:
+            raise ValueError(
+                f"retention.keep {self.retention.keep} is shorter than partitioning.history"
+                f" ({self.partitioning.history} {self.partitioning.interval} partitions):"
+                " db migrate would re-create partitions that retention drops; raise keep"
+                " or lower history")
+
+    def _check_mode(self, known: set[str]) -> None:
+        for mode, section in (("state", self.state), ("audit", self.audit)):
+            if self.mode == mode and section is None:
+                raise ValueError(f"mode {mode} needs a '{mode}:' section")
+            if self.mode != mode and section is not None:
+                raise ValueError(f"a '{mode}:' section needs mode: {mode}")
+        named = []
+        if self.state is not None:
+            named.append(("state.version", self.state.version))
+            if self.partitioning is not None:
+                raise ValueError("state sinks are not time-partitioned (one row per id)")
+            if len(self.history_table) > 63:
+                raise ValueError(f"history table {self.history_table!r} is longer than 63"
+                                 " characters: set state.history_table")
+        if self.audit is not None:
+            named += [("audit.tenant", self.audit.tenant), ("audit.hash", self.audit.hash)]
+            if self.partitioning is not None:
+                raise ValueError("audit sinks are not time-partitioned (chains span time)")
+        if self.cache is not None:
+            if self.cache.latest and self.mode != "state":
+                raise ValueError("cache.latest needs mode: state")
+            if self.cache.recent is not None:
+                recent = self.cache.recent
+                named += [("cache.recent.by", c) for c in recent.by]
+                order = recent.order_by or self.time_column
+                if order is None:
+                    raise ValueError("cache.recent needs order_by (or the sink's time_column)")
+                named.append(("cache.recent.order_by", order))
+        for where, col in named:
+            if col not in known:
+                raise ValueError(f"{where}: column {col!r} is not among the columns")
+
+    @property
+    def history_table(self) -> str:
+        """The state sink's history table."""
+        assert self.state is not None
+        return self.state.history_table or f"{self.table}_history"
 
     @property
     def qualified_table(self) -> str:

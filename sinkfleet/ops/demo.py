@@ -10,7 +10,9 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
@@ -18,42 +20,42 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sinkfleet.catalogue import load_catalogue
+from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings
 from sinkfleet.kafka import kafka_client_kwargs
-from sinkfleet.ops.produce import produce
+from sinkfleet.ops.produce import produce_mixed
 from sinkfleet.ops.topics import apply_topics
-from sinkfleet.producer.synthetic import ExperienceLoad
+from sinkfleet.ops.verify_load import FamilyCheck, check_load
+from sinkfleet.producer.synthetic import MIX, MixedLoad
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.stack import manager
 
-FAMILY = "experience_event"
-WORKER_SPEC = "events"
+# Worker specs the demo runs: the events group scales with --workers, one of each other.
+SPECS = ("events", "audit", "state")
 
 
 @dataclass
 class Summary:
     produced: int
-    stored: int
-    missing: int
-    duplicates: int
-    unexpected: int
+    tombstones: int
+    checks: list[FamilyCheck]
     produce_rate: float
     end_to_end_rate: float
     seconds: float
     lag: int
+    cache: dict[str, Any]
 
     @property
     def ok(self) -> bool:
-        return self.missing == 0 and self.duplicates == 0 and self.unexpected == 0
+        return all(c.ok for c in self.checks) and self.lag == 0
 
 
 class LagProbe:
-    """Records not yet stored: log-end offsets minus the group's PostgreSQL offsets."""
+    """Records not yet stored: log-end offsets minus each group's PostgreSQL offsets."""
 
-    def __init__(self, settings: Settings, group: str, topic: str) -> None:
-        self.settings, self.group, self.topic = settings, group, topic
+    def __init__(self, settings: Settings, topics: dict[str, list[str]]) -> None:
+        self.settings, self.topics = settings, topics  # group -> its topics
         self._consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings))
 
     async def __aenter__(self) -> LagProbe:
@@ -66,27 +68,35 @@ class LagProbe:
         await self._consumer.stop()
 
     async def lag(self) -> int:
-        parts = self._consumer.partitions_for_topic(self.topic) or set()
-        if not parts:
-            await self._consumer._client.force_metadata_update()  # new topic: learn it
-            parts = self._consumer.partitions_for_topic(self.topic) or set()
-        ends = await self._consumer.end_offsets([TopicPartition(self.topic, p) for p in parts])
-        rows = await self._conn.fetch(
-            "SELECT partition, next_offset FROM sinkfleet.consumer_offsets"
-            " WHERE group_id = $1 AND topic = $2", self.group, self.topic)
-        stored = {r["partition"]: r["next_offset"] for r in rows}
-        return sum(max(0, end - stored.get(tp.partition, 0)) for tp, end in ends.items())
+        total = 0
+        for group, topics in self.topics.items():
+            tps = []
+            for topic in topics:
+                parts = self._consumer.partitions_for_topic(topic) or set()
+                if not parts:
+                    await self._consumer._client.force_metadata_update()  # new topic
+                    parts = self._consumer.partitions_for_topic(topic) or set()
+                tps += [TopicPartition(topic, p) for p in parts]
+            ends = await self._consumer.end_offsets(tps)
+            rows = await self._conn.fetch(
+                "SELECT topic, partition, next_offset FROM sinkfleet.consumer_offsets"
+                " WHERE group_id = $1", group)
+            stored = {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+            total += sum(max(0, end - stored.get((tp.topic, tp.partition), 0))
+                         for tp, end in ends.items())
+        return total
 
 
-def start_workers(settings: Settings, n: int, run_id: str) -> list[subprocess.Popen[bytes]]:
+def start_workers(settings: Settings, specs: list[str], run_id: str
+                  ) -> list[subprocess.Popen[bytes]]:
     logs = settings.state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     procs = []
     env = {**os.environ, "SINKFLEET_HOME": str(settings.home)}
-    for i in range(n):
-        log = open(logs / f"demo-{run_id}-worker-{i}.log", "wb")  # noqa: SIM115
+    for i, spec in enumerate(specs):
+        log = open(logs / f"demo-{run_id}-{spec}-{i}.log", "wb")  # noqa: SIM115
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "sinkfleet", "worker", "--spec", WORKER_SPEC],
+            [sys.executable, "-m", "sinkfleet", "worker", "--spec", spec],
             stdout=log, stderr=subprocess.STDOUT, env=env))
         log.close()
     return procs
@@ -106,32 +116,59 @@ def stop_workers(procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> l
     return codes
 
 
-async def verify(settings: Settings, produced_ids: set[bytes], prefix: str) -> tuple[int, int,
-                                                                                     int, int]:
-    conn = await connect(settings)
-    try:
-        rows = await conn.fetch("SELECT event_id FROM experience_events"
-                                " WHERE agent_id LIKE $1", prefix + "%")
-    finally:
-        await conn.close()
-    stored = [bytes(r["event_id"]) for r in rows]
-    distinct = set(stored)
-    return (len(stored), len(produced_ids - distinct), len(stored) - len(distinct),
-            len(distinct - produced_ids))
-
-
-def summary_table(s: Summary, workers: int) -> Table:
-    t = Table(title="sinkfleet demo summary", show_header=False)
-    t.add_row("produced (acknowledged)", f"{s.produced:,}")
-    t.add_row("stored in PostgreSQL", f"{s.stored:,}")
-    t.add_row("missing", f"[{'green' if not s.missing else 'red'}]{s.missing}[/]")
-    t.add_row("duplicates", f"[{'green' if not s.duplicates else 'red'}]{s.duplicates}[/]")
-    t.add_row("unexpected rows", str(s.unexpected))
-    t.add_row("publish rate", f"{s.produce_rate:,.0f} events/s")
-    t.add_row(f"end-to-end rate ({workers} workers)", f"{s.end_to_end_rate:,.0f} events/s")
-    t.add_row("wall time", f"{s.seconds:.1f} s")
-    t.add_row("lag at the end", f"{s.lag} records")
+def summary_table(s: Summary) -> Table:
+    """One row per family: rows the load must leave (state: one per live id), how many
+    are there, and the mode's own check."""
+    t = Table(title="sinkfleet demo: every family as its sink mode promises")
+    t.add_column("family", no_wrap=True)
+    t.add_column("mode", no_wrap=True)
+    for name in ("sent", "stored", "lost", "dup"):
+        t.add_column(name, justify="right", no_wrap=True)
+    t.add_column("check", no_wrap=True)
+    for c in s.checks:
+        bad = lambda n: f"[{'green' if not n else 'red'}]{n}[/]"  # noqa: E731
+        note = c.note or ("ok" if c.ok else "failed")
+        t.add_row(c.family, c.mode, f"{c.published:,}", f"{c.stored:,}/{c.expected:,}",
+                  bad(c.missing), bad(c.duplicates),
+                  note if not c.wrong else f"[red]{c.wrong} wrong: {note}[/]")
     return t
+
+
+def summary_lines(s: Summary, workers: int) -> list[str]:
+    hit = s.cache.get("hit_rate")
+    return [
+        f"published {s.produced:,} records ({s.tombstones} tombstones) at"
+        f" {s.produce_rate:,.0f}/s; stored end to end at {s.end_to_end_rate:,.0f}/s with"
+        f" {workers} events workers + 1 audit + 1 state in {s.seconds:.1f} s; lag {s.lag}",
+        f"current-state reads through the Reader: {s.cache.get('reads', 0)}, Redis hit rate"
+        f" {'-' if hit is None else f'{hit:.0%}'}",
+    ]
+
+
+async def cache_reads(settings: Settings, catalogue: Catalogue,
+                      published: list[tuple[str, Any]], reads: int = 500) -> dict[str, Any]:
+    """Read current state through the Reader (Redis first) for ids the load touched."""
+    from sinkfleet.read import Reader
+
+    state_sinks = {s.topic.schema_: s for s in catalogue.sinks.values()
+                   if s.spec.state is not None and s.spec.cache is not None}
+    last: dict[tuple[str, tuple[Any, ...]], bool] = {}  # id -> exists (not deleted)
+    for family, item in published:
+        sink = state_sinks.get(family)
+        if sink is None:
+            continue
+        if isinstance(item, dict):
+            key = tuple(str(item[k.split(".")[-1]]) for k in sink.topic.key)
+            last[(sink.spec.name, key)] = True
+        else:
+            last[(sink.spec.name, tuple(str(k) for k in item.key))] = False
+    keys = [k for k, exists in last.items() if exists]
+    if not keys:
+        return {"reads": 0, "hit_rate": None}
+    async with Reader(settings, catalogue) as reader:
+        for name, key in keys[-reads:]:
+            await reader.state(name, *key)
+        return {"reads": min(reads, len(keys)), **reader.cache_stats.as_dict()}
 
 
 async def run_demo(settings: Settings, *, count: int, workers: int, console: Console) -> bool:
@@ -142,45 +179,52 @@ async def run_demo(settings: Settings, *, count: int, workers: int, console: Con
     console.rule("2/5 topics and migrations")
     await apply_topics(settings, catalogue, say=say)
     await migrate(settings, catalogue, say)
-    spec = catalogue.worker(WORKER_SPEC)
-    topic = catalogue.topic_for_family(FAMILY).name
+    specs = [s for s in SPECS if s in catalogue.workers]
+    groups = {catalogue.worker(s).group: sorted({catalogue.sinks[n].topic.name
+                                                  for n in catalogue.worker(s).sinks})
+              for s in specs}
     run_id = uuid.uuid4().hex[:8]
-    prefix = f"demo-{run_id}-"
-    console.rule(f"3/5 {workers} workers in group {spec.group}")
-    procs = start_workers(settings, workers, run_id)
+    console.rule(f"3/5 workers: {workers} events, 1 audit, 1 state")
+    procs = start_workers(settings, ["events"] * workers + [s for s in specs if s != "events"],
+                          run_id)
     say(f"worker pids {[p.pid for p in procs]}; logs in {Path(settings.state) / 'logs'}")
     started = time.monotonic()
     try:
-        console.rule(f"4/5 publishing {count:,} experience events")
-        load = ExperienceLoad(seed=int(run_id, 16), agents=64, agent_prefix=prefix + "agent")
+        console.rule(f"4/5 publishing a mixed agent load of {count:,} records")
+        carried = {t.schema_ for t in catalogue.topics.values()}
+        load = MixedLoad(int(run_id, 16), agents=64, prefix=f"demo-{run_id}-",
+                         mix={f: w for f, w in MIX.items() if f in carried})
         with Progress(TextColumn("publishing"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task("publish", total=count)
-            result = await produce(settings, catalogue, FAMILY, iter(load), count, keep=True,
-                                   progress=lambda n: bar.advance(task, n))
+            result = await produce_mixed(settings, catalogue, islice(load, count), count,
+                                         keep=True, progress=lambda n: bar.advance(task, n))
         assert result.records is not None
-        produced_ids = {r["event_id"] for r in result.records}
         console.rule("5/5 waiting until the workers caught up")
-        lag = await _wait_caught_up(settings, spec.group, topic, procs, console)
+        lag = await _wait_caught_up(settings, groups, procs, console)
     finally:
         codes = stop_workers(procs)
     seconds = time.monotonic() - started
     say(f"workers exited with {codes}")
-    stored, missing, dupes, unexpected = await verify(settings, produced_ids, prefix)
-    summary = Summary(count, stored, missing, dupes, unexpected, result.rate, count / seconds,
-                      seconds, lag)
-    console.print(summary_table(summary, workers))
-    ok = summary.ok and lag == 0 and all(c == 0 for c in codes)
-    say("[bold green]OK: every acknowledged event stored exactly once[/]" if ok
+    checks = await check_load(settings, catalogue, result.records)
+    cache = await cache_reads(settings, catalogue, result.records)
+    summary = Summary(count, result.tombstones, checks, result.rate, count / seconds, seconds,
+                      lag, cache)
+    console.print(summary_table(summary))
+    for line in summary_lines(summary, workers):
+        say(line)
+    ok = summary.ok and all(c == 0 for c in codes)
+    say("[bold green]OK: every acknowledged record stored as its sink mode promises"
+        " (exactly once, newest versions, verified chains)[/]" if ok
         else "[bold red]FAILED: see the summary and the worker logs[/]")
     return ok
 
 
-async def _wait_caught_up(settings: Settings, group: str, topic: str,
+async def _wait_caught_up(settings: Settings, groups: dict[str, list[str]],
                           procs: list[subprocess.Popen[bytes]], console: Console,
                           timeout: float = 600) -> int:
     deadline = time.monotonic() + timeout
-    async with LagProbe(settings, group, topic) as probe:
+    async with LagProbe(settings, groups) as probe:
         with Live(console=console, refresh_per_second=4) as live:
             while True:
                 lag = await probe.lag()

@@ -1,5 +1,6 @@
 """The publisher SDK."""
 
-from sinkfleet.producer.publisher import Publisher, SyncPublisher, record_key
+from sinkfleet.keys import record_key
+from sinkfleet.producer.publisher import Publisher, SyncPublisher
 
 __all__ = ["Publisher", "SyncPublisher", "record_key"]

@@ -23,23 +23,12 @@ from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.catalogue.models import TopicSpec
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.errors import PublishError, PublishTimeout
+from sinkfleet.errors import PublishError, PublishTimeout, ValidationError
 from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
+from sinkfleet.keys import join_key, record_key
+from sinkfleet.sink.audit import audit_hash_fields, content_hash
 
 T = TypeVar("T")
-
-
-def record_key(topic: TopicSpec, record: dict[str, Any]) -> bytes | None:
-    """The partitioning key: the topic's key fields joined with ':' (None if none)."""
-    if not topic.key:
-        return None
-    parts = []
-    for path in topic.key:
-        value: Any = record
-        for name in path.split("."):
-            value = value.get(name) if isinstance(value, dict) else None
-        parts.append("" if value is None else str(value))
-    return ":".join(parts).encode()
 
 
 class Publisher:
@@ -67,6 +56,7 @@ class Publisher:
         self.catalogue = catalogue or load_catalogue(self.settings.home)
         self._store = SchemaStore(self.settings.schema_registry_url)
         self._codecs: dict[str, tuple[TopicSpec, Codec]] = {}
+        self._hash_fields = audit_hash_fields(self.catalogue)
         self._producer = AIOKafkaProducer(
             **kafka_client_kwargs(self.settings),
             acks="all",
@@ -100,15 +90,29 @@ class Publisher:
     def encode(self, family: str, record: dict[str, Any]) -> tuple[str, bytes | None, bytes]:
         """Validate and frame ``record``: (topic, key, value). Nothing is sent."""
         topic, codec = self._codec(family)
+        hash_field = self._hash_fields.get(family)
+        if hash_field is not None and record.get(hash_field) is None:
+            # Audit families: fill the content hash the workers will check.
+            schema = self.catalogue.schemas[family]
+            record = {**record, hash_field: content_hash(record, schema, hash_field)}
         value = codec.encode(record)
         return topic.name, record_key(topic, record), value
+
+    async def delete(self, family: str, *key_parts: Any) -> asyncio.Future[Any]:
+        """Publish a tombstone for the id ``key_parts`` (state families: the values of
+        the topic's key fields, in order). The state sink deletes its latest row."""
+        topic, _ = self._codec(family)
+        if len(key_parts) != len(topic.key) or not topic.key:
+            raise ValidationError(f"{family}: a tombstone needs the key fields {topic.key},"
+                                  f" got {len(key_parts)} value(s)")
+        return await self.send_raw(topic.name, None, join_key(key_parts))
 
     async def publish(self, family: str, record: dict[str, Any], *,
                       key: bytes | None = None) -> asyncio.Future[Any]:
         topic, default_key, value = self.encode(family, record)
         return await self.send_raw(topic, value, key if key is not None else default_key)
 
-    async def send_raw(self, topic: str, value: bytes, key: bytes | None = None,
+    async def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None,
                        headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
         """Send already-framed bytes (used by replays and dead-letter tools)."""
         try:
@@ -204,6 +208,10 @@ class SyncPublisher:
     def publish(self, family: str, record: dict[str, Any], *, key: bytes | None = None) -> None:
         """Validate and buffer ``record``; returns before Kafka acknowledges it."""
         self._run(self._pub.publish(family, record, key=key))
+
+    def delete(self, family: str, *key_parts: Any) -> None:
+        """Buffer a tombstone for the id ``key_parts`` (see :meth:`Publisher.delete`)."""
+        self._run(self._pub.delete(family, *key_parts))
 
     def flush(self) -> None:
         self._run(self._pub.flush())

@@ -3,6 +3,10 @@
 Agents run episodes of a few hundred steps; state drifts as a bounded random
 walk, actions follow state, rewards mix homeostasis, curiosity, efficiency and
 goal terms, and about one step in five carries action metadata.
+
+The other families' loads live in ``synthetic_state`` and ``synthetic_append``;
+:func:`synthetic_records` makes any of them and :class:`MixedLoad` interleaves them
+all in the proportions of a running agent platform.
 """
 
 from __future__ import annotations
@@ -13,9 +17,33 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from sinkfleet.producer.synthetic_append import (
+    AuditEntryLoad,
+    LearningMetricLoad,
+    MemoryEntryLoad,
+    WorkerEventLoad,
+)
+from sinkfleet.producer.synthetic_base import Item, Load, Tombstone, World
+from sinkfleet.producer.synthetic_state import (
+    ConfigurationLoad,
+    FleetWorkerLoad,
+    JobLoad,
+    PolicyLoad,
+    TaskStateLoad,
+    WorkflowStateLoad,
+)
+
 INTENTS = ("explore", "exploit", "query_memory", "call_tool", "plan", "reflect")
 EXECUTORS = ("planner", "tool-runner", "memory", "llm", "policy")
-FAMILIES = ("experience_event",)
+LOADS: dict[str, type[Load]] = {load.family: load for load in (
+    LearningMetricLoad, MemoryEntryLoad, WorkerEventLoad, AuditEntryLoad,
+    PolicyLoad, ConfigurationLoad, WorkflowStateLoad, TaskStateLoad, JobLoad, FleetWorkerLoad)}
+FAMILIES = ("experience_event", *LOADS)
+# Records per 100 of a mixed load: mostly experience events, then the audit trail and
+# the state updates that agents' work produces.
+MIX = {"experience_event": 60, "memory_entry": 8, "worker_event": 6, "learning_metric": 2,
+       "audit_entry": 8, "task_state": 6, "workflow_state": 2, "job": 2, "fleet_worker": 3,
+       "policy": 2, "configuration": 1}
 
 
 def _clip(x: float) -> float:
@@ -100,8 +128,50 @@ class ExperienceLoad:
         return event
 
 
-def synthetic_records(family: str, seed: int = 0, **kwargs: Any) -> Iterator[dict[str, Any]]:
-    """Records of ``family`` for `sinkfleet produce` and the demo."""
+def synthetic_records(family: str, seed: int = 0, *, agents: int = 32, prefix: str = "",
+                      start_us: int | None = None) -> Iterator[Item]:
+    """Records of ``family`` for `sinkfleet produce` and the demo; state families also
+    yield a :class:`Tombstone` now and then."""
     if family == "experience_event":
-        return iter(ExperienceLoad(seed=seed, **kwargs))
+        return iter(ExperienceLoad(seed=seed, agents=agents, agent_prefix=prefix + "agent",
+                                   start_us=start_us))
+    if family in LOADS:
+        return iter(LOADS[family](seed, prefix=prefix, agents=agents, start_us=start_us))
     raise ValueError(f"no synthetic load for family {family!r} (have: {', '.join(FAMILIES)})")
+
+
+class MixedLoad:
+    """Every family interleaved in the proportions of ``MIX``, over one shared world, so
+    records refer to each other (a memory entry's task, a metric's policy and event).
+    Yields ``(family, record or Tombstone)``."""
+
+    def __init__(self, seed: int = 0, *, agents: int = 32, prefix: str = "",
+                 start_us: int | None = None, mix: dict[str, int] | None = None) -> None:
+        self.rng = random.Random(f"mixed:{seed}")
+        self.world = World(random.Random(f"world:{seed}"), prefix=prefix, agents=agents,
+                           start_us=start_us)
+        self.mix = dict(MIX if mix is None else mix)
+        unknown = set(self.mix) - set(FAMILIES)
+        if unknown:
+            raise ValueError(f"no synthetic load for {sorted(unknown)}")
+        self._events = ExperienceLoad(seed=seed, agents=agents, agent_prefix=prefix + "agent",
+                                      start_us=start_us)
+        self._loads: dict[str, Iterator[Item]] = {
+            family: LOADS[family](seed, world=self.world) for family in self.mix
+            if family != "experience_event"}
+        self._families = list(self.mix)
+        self._weights = list(self.mix.values())
+
+    def __iter__(self) -> Iterator[tuple[str, Item]]:
+        return self
+
+    def __next__(self) -> tuple[str, Item]:
+        family = self.rng.choices(self._families, self._weights)[0]
+        if family == "experience_event":
+            event = next(self._events)
+            self.world.events.append(event["event_id"])  # learning metrics cite events
+            return family, event
+        return family, next(self._loads[family])
+
+
+__all__ = ["FAMILIES", "MIX", "ExperienceLoad", "MixedLoad", "Tombstone", "synthetic_records"]

@@ -40,19 +40,30 @@ def _row(worker: Worker, state: str) -> tuple[Any, ...]:
             state, len(worker.assignment), st.consumed, st.stored, st.dead_lettered)
 
 
-async def heartbeat(worker: Worker, every: float = 5.0) -> None:
-    """Report until cancelled; PostgreSQL outages are the store path's business."""
+HOLD = "SELECT reason FROM sinkfleet.group_holds WHERE group_id = $1"
+
+
+async def heartbeat(worker: Worker, every: float = 5.0, hold_every: float = 1.0) -> None:
+    """Report until cancelled, and watch for a hold on the group (`replay apply
+    --stop-fleet`); PostgreSQL outages are the store path's business."""
     conn: asyncpg.Connection | None = None
+    last_beat = -every
     try:
         while True:
             try:
                 if conn is None or conn.is_closed():
                     conn = await connect(worker.settings, timeout=5)
-                await conn.execute(UPSERT, *_row(worker, worker.health.state))
+                if asyncio.get_running_loop().time() - last_beat >= every:
+                    await conn.execute(UPSERT, *_row(worker, worker.health.state))
+                    last_beat = asyncio.get_running_loop().time()
+                try:
+                    worker.hold_reason = await conn.fetchval(HOLD, worker.spec.group)
+                except asyncpg.UndefinedTableError:  # a database not migrated to 0005 yet
+                    worker.hold_reason = None
             except RETRIABLE_STORAGE as exc:
                 log.debug("heartbeat skipped: %s", exc)
                 conn = None
-            await asyncio.sleep(every)
+            await asyncio.sleep(hold_every)
     finally:
         if conn is not None and not conn.is_closed():
             with contextlib.suppress(*RETRIABLE_STORAGE):

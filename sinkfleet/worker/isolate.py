@@ -18,7 +18,7 @@ ROW_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.ProgramLimitExceededError,
 )
 
-Write = Callable[[asyncpg.Connection, list[tuple[Any, ...]]], Awaitable[int]]
+Write = Callable[[asyncpg.Connection, list[tuple[Any, ...]], Sequence[Any]], Awaitable[int]]
 
 
 async def write_isolating(conn: asyncpg.Connection, write: Write,
@@ -31,7 +31,7 @@ async def write_isolating(conn: asyncpg.Connection, write: Write,
     """
     try:
         async with conn.transaction():  # a savepoint inside the caller's transaction
-            return await write(conn, rows), []
+            return await write(conn, rows, sources), []
     except ROW_ERRORS as exc:
         if len(rows) == 1:
             return 0, [(sources[0], exc)]

@@ -24,21 +24,25 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from sinkfleet.avro import Codec, SchemaStore
+from sinkfleet.cache import CacheWriter
 from sinkfleet.catalogue import Catalogue
 from sinkfleet.catalogue.models import WorkerSpec
 from sinkfleet.config import Settings
 from sinkfleet.errors import DecodeError, ValidationError
 from sinkfleet.http import Health, route, serve
 from sinkfleet.kafka import kafka_client_kwargs
+from sinkfleet.sink.postgres.audit_writer import AuditWriter
 from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
 from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
-from sinkfleet.sink.postgres.writer import AppendWriter
+from sinkfleet.sink.postgres.state_writer import StateWriter
+from sinkfleet.sink.postgres.writer import AppendWriter, SinkWriter
 from sinkfleet.worker.batching import Batch, BatchPolicy, DeadLetter
 from sinkfleet.worker.deadletter import CARRIED_HEADERS, dead_letter_headers
 from sinkfleet.worker.heartbeat import heartbeat
 from sinkfleet.worker.isolate import ROW_ERRORS, write_isolating
 from sinkfleet.worker.metrics import WorkerMetrics
 from sinkfleet.worker.rows import RowBuilder
+from sinkfleet.worker.schemas import WriterSchemas
 
 log = logging.getLogger("sinkfleet.worker")
 
@@ -50,6 +54,7 @@ class Route:
     codec: Codec
     dlq: str
     sinks: list[tuple[str, RowBuilder]] = field(default_factory=list)
+    tombstones: bool = False  # every sink is a state sink: a null value deletes
 
 
 @dataclass
@@ -69,8 +74,12 @@ class _Rebalance(ConsumerRebalanceListener):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Flush what we hold before another worker takes these partitions over.
+        # Flush what we hold before another worker takes these partitions over, and
+        # the cache writes behind it: a late write of ours must not land after the new
+        # owner's (a tombstone's delete, say).
         await self.worker.checkpoint()
+        if self.worker.cache is not None:
+            await self.worker.cache.drain(timeout=5.0)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self.worker.on_assigned(assigned)
@@ -104,7 +113,7 @@ class Worker:
                                   spec.batch.max_age_ms)
         store = SchemaStore(settings.schema_registry_url)
         self.routes: dict[str, Route] = {}
-        self.writers: dict[str, AppendWriter] = {}
+        self.writers: dict[str, SinkWriter] = {}
         for sink_name in spec.sinks:
             sink = catalogue.sinks[sink_name]
             topic = sink.topic
@@ -117,10 +126,22 @@ class Worker:
                 self.routes[topic.name] = route
             builder = RowBuilder(sink)
             route.sinks.append((sink_name, builder))
-            self.writers[sink_name] = AppendWriter(sink, builder.names)
+            writers: dict[str, type[AppendWriter | StateWriter | AuditWriter]] = {
+                "append": AppendWriter, "state": StateWriter, "audit": AuditWriter}
+            self.writers[sink_name] = writers[sink.spec.mode](sink, builder.names)
+        for route in self.routes.values():
+            route.tombstones = all(self.writers[name].__class__ is StateWriter
+                                   for name, _ in route.sinks)
+        self.writer_schemas = WriterSchemas(  # registered versions, looked up when unknown
+            settings, store, {catalogue.sinks[n].topic.schema_ for n in spec.sinks})
         self.batch = Batch()
         self.stats = WorkerStats()
         self.metrics = WorkerMetrics(spec.group, registry)
+        cached = [catalogue.sinks[name] for name in spec.sinks
+                  if catalogue.sinks[name].spec.cache is not None]
+        # Redis is written after each commit, in the background: never instead of it.
+        self.cache = (CacheWriter(settings, cached, group=spec.group,
+                                  registry=self.metrics.registry) if cached else None)
         self.health = Health()
         self.metrics_port = metrics_port
         self.metrics_bound: int | None = None
@@ -135,6 +156,7 @@ class Worker:
         self.stop_timeout = 30.0
         self.undrained = False  # stopped before everything consumed was stored
         self._consumer: AIOKafkaConsumer | None = None
+        self.hold_reason: str | None = None  # set by the heartbeat: leave the group
         self._dlq: AIOKafkaProducer | None = None
 
     def stop(self) -> None:
@@ -225,12 +247,16 @@ class Worker:
             server = await serve(self.settings.metrics_host, self.metrics_port,
                                  lambda path, _: route(path, registry, health), self._bound)
         beat = asyncio.create_task(heartbeat(self))
+        if self.cache is not None:
+            await self.cache.start()
         try:
             return await self._run()
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
+            if self.cache is not None:
+                await self.cache.close()
             if server is not None:
                 server.close()
 
@@ -241,6 +267,7 @@ class Worker:
 
     async def _run(self) -> WorkerStats:
         await self._with_retry("connecting", lambda conn: asyncio.sleep(0))
+        await self._with_retry("loading writer schemas", self.writer_schemas.load)
         consumer = AIOKafkaConsumer(
             **kafka_client_kwargs(self.settings),
             group_id=self.spec.group,
@@ -260,6 +287,9 @@ class Worker:
         await self._dlq.start()
         try:
             while not self._stop.is_set():
+                if self.hold_reason is not None:
+                    await self._held(consumer)
+                    continue
                 batch = self.batch
                 full = self.policy.should_flush(batch.records, batch.nbytes, batch.age())
                 if full and self._inflight is not None and not self._inflight.done():
@@ -277,7 +307,11 @@ class Worker:
                 room = max(1, self.policy.max_records - batch.records)
                 data = await consumer.getmany(timeout_ms=wait, max_records=room)
                 if data:
-                    self._absorb(data)
+                    # Unknown writer schemas are looked up before decoding (keeps offset
+                    # order); under the lock, a rebalance's checkpoint sees this chunk.
+                    async with self._lock:
+                        await self.writer_schemas.prepare(data)
+                        self._absorb(data)
             await self._final_checkpoint()
         finally:
             if self._inflight is not None:  # only when failing: PostgreSQL keeps the truth
@@ -288,7 +322,29 @@ class Worker:
                 except TimeoutError:
                     log.warning("closing the Kafka %s timed out", what)
             await self._drop_connection()
+            await self.writer_schemas.close()
         return self.stats
+
+    async def _held(self, consumer: AIOKafkaConsumer) -> None:
+        """An operator holds the group (`replay apply --stop-fleet`): store everything
+        consumed, leave the group, wait for the release, rejoin. On rejoining, the
+        partitions seek to their PostgreSQL offsets, which the replay has moved."""
+        log.info("group %s is held (%s): storing what was consumed and leaving the group",
+                 self.spec.group, self.hold_reason)
+        await self.checkpoint()
+        await self._commit_kafka({})
+        consumer.unsubscribe()
+        self.assignment = set()
+        self.metrics.on_assigned(self.assignment)
+        self._resume(consumer)
+        self.health.state, self.health.ready = f"held: {self.hold_reason}", False
+        while self.hold_reason is not None and not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 0.2)
+        if not self._stop.is_set():
+            consumer.subscribe(list(self.routes), listener=_Rebalance(self))
+            self.health.state, self.health.ready = "ok", True
+            log.info("hold released: rejoining group %s", self.spec.group)
 
     def _pause(self, consumer: AIOKafkaConsumer) -> None:
         if not self._paused:
@@ -327,8 +383,12 @@ class Worker:
             decode = route.codec.decode
             for msg in messages:
                 try:
-                    record = decode(msg.value)
-                    built = [(name, build(record)) for name, build in route.sinks]
+                    built: list[tuple[str, tuple[Any, ...]]]
+                    if msg.value is None and route.tombstones:
+                        built = [(name, build.tombstone(msg.key)) for name, build in route.sinks]
+                    else:
+                        record = decode(msg.value)
+                        built = [(name, build(record)) for name, build in route.sinks]
                 except (DecodeError, ValidationError) as exc:
                     stage = "decode" if isinstance(exc, DecodeError) else "validate"
                     batch.dead.append(_dead(msg, stage, exc))
@@ -389,15 +449,17 @@ class Worker:
                         ) -> tuple[dict[str, tuple[int, int]], list[DeadLetter]]:
             counts: dict[str, tuple[int, int]] = {}  # sink -> (inserted, written)
             refused: list[DeadLetter] = []
+            for writer in self.writers.values():
+                writer.changes = []  # a retried transaction starts over
             async with conn.transaction():
                 for name, rows in batch.rows.items():
-                    write = self.writers[name].write
+                    write, sources = self.writers[name].write, batch.sources[name]
                     if isolate:
-                        n, bad = await write_isolating(conn, write, rows, batch.sources[name])
+                        n, bad = await write_isolating(conn, write, rows, sources)
                         refused += [_dead(msg, "write", exc) for msg, exc in bad]
                         counts[name] = (n, len(rows) - len(bad))
                     else:
-                        counts[name] = (await write(conn, rows), len(rows))
+                        counts[name] = (await write(conn, rows, sources), len(rows))
                 await save_offsets(conn, self.spec.group, batch.offsets)
                 if refused:  # acknowledged by Kafka before the offsets move past them
                     await self._send_dead(refused)
@@ -411,6 +473,11 @@ class Worker:
             isolate = True
             counts, refused = await self._with_retry("storing batch", store)
         self._account(batch, counts, refused, time.monotonic() - started)
+        if self.cache is not None:
+            for name, writer in self.writers.items():
+                if writer.changes:
+                    self.cache.submit(name, writer.changes)
+                    writer.changes = []
         committed = time.monotonic()
         await self._commit_kafka(batch.offsets)
         self.metrics.commit_seconds.labels(self.spec.group).observe(time.monotonic() - committed)

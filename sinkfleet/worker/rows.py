@@ -8,11 +8,15 @@ dead letter instead of failing its batch.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from sinkfleet.catalogue import Column, Sink
 from sinkfleet.errors import ValidationError
+from sinkfleet.keys import split_key
+from sinkfleet.sink.audit import CanonicalError, canonical_value, content_hash, hash_field
+from sinkfleet.sink.audit import named_types as avro_named_types
 
 
 def _expression(path: tuple[str, ...], nullable_at: tuple[bool, ...],
@@ -81,6 +85,16 @@ _CHECKS: dict[str, Callable[[Any, str], None]] = {
 }
 
 
+class Tombstone(tuple[Any, ...]):
+    """The id of a state row a Kafka tombstone deletes (the id columns' values)."""
+
+    __slots__ = ()
+
+
+_KEY_PARSERS: dict[str, Callable[[str], Any]] = {
+    "text": str, "smallint": int, "integer": int, "bigint": int, "uuid": uuid.UUID}
+
+
 class RowBuilder:
     """Builds the COPY tuple for one sink from a decoded record."""
 
@@ -100,6 +114,19 @@ class RowBuilder:
             for (p, n), want in arrays.items()]) if arrays else None)
         self._checks = [(i, _CHECKS[c.pg_type], c.name) for i, c in enumerate(self.columns)
                         if c.pg_type in _CHECKS]
+        # Records and maps stored as jsonb: plain JSON text (timestamps as integers, bytes
+        # as hex: the canonical values, so an audit row can be re-hashed from the table).
+        self._names = avro_named_types(sink.schema)
+        self._to_json = [(i, c.source.avro_type) for i, c in enumerate(self.columns)
+                         if c.source is not None and c.pg_type == "jsonb"
+                         and not _is_string(c.source.avro_type)]
+        self._audit: tuple[str, dict[str, Any]] | None = None
+        if sink.spec.audit is not None:
+            self._audit = (hash_field(sink), sink.schema)
+        self._key_parsers: list[Callable[[str], Any]] | None = None
+        if sink.spec.state is not None:
+            by_name = {c.name: c for c in sink.columns}
+            self._key_parsers = [_KEY_PARSERS[by_name[c].pg_type] for c in sink.spec.id]
 
     def __call__(self, record: dict[str, Any]) -> tuple[Any, ...]:
         try:
@@ -110,11 +137,54 @@ class RowBuilder:
             row = self._row(record)
         except (KeyError, TypeError, IndexError) as exc:
             raise ValidationError(f"record lacks a field the sink needs: {exc}") from None
+        if self._to_json:
+            row = self._jsonify(row)
         for i, check, name in self._checks:
             value = row[i]
             if value is not None:
                 check(value, name)
+        if self._audit is not None:
+            self._check_hash(record)
         return row
+
+    def tombstone(self, key: bytes | None) -> Tombstone:
+        """The id a tombstone with ``key`` deletes (state sinks only)."""
+        if self._key_parsers is None:
+            raise ValidationError("a record without a value (tombstone) needs a state sink")
+        if key is None:
+            raise ValidationError("a tombstone without a key names no row to delete")
+        try:
+            parts = split_key(key, len(self._key_parsers))
+            return Tombstone(parse(part) for parse, part in zip(self._key_parsers, parts,
+                                                                 strict=True))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValidationError(f"tombstone key: {exc}") from None
+
+    def _jsonify(self, row: tuple[Any, ...]) -> tuple[Any, ...]:
+        out = list(row)
+        for i, avro_type in self._to_json:
+            if out[i] is not None:
+                try:
+                    out[i] = json.dumps(canonical_value(out[i], avro_type, self._names),
+                                        separators=(",", ":"), ensure_ascii=False)
+                except (CanonicalError, ValueError, TypeError) as exc:
+                    raise ValidationError(f"column {self.names[i]}: {exc}") from None
+        return tuple(out)
+
+    def _check_hash(self, record: dict[str, Any]) -> None:
+        assert self._audit is not None
+        field, schema = self._audit
+        try:
+            expected = content_hash(record, schema, field, self._names)
+        except (CanonicalError, ValueError, TypeError) as exc:
+            raise ValidationError(f"audit record has no canonical form: {exc}") from None
+        found = record.get(field)
+        if found != expected:
+            shown = found.hex()[:16] if isinstance(found, bytes) else repr(found)[:20]
+            raise ValidationError(
+                f"{field} does not match the record: SHA-256 of its canonical encoding is"
+                f" {expected.hex()[:16]}…, the record carries {shown}… (tampered, or hashed"
+                " differently: see docs/sink-modes.md)")
 
     def _array_error(self, lengths: tuple[int, ...]) -> None:
         for name, got, want in zip(self._array_names, lengths, self._array_lengths,
@@ -122,3 +192,8 @@ class RowBuilder:
             if got != want:
                 raise ValidationError(f"{name} has {got} elements; the sink stores exactly"
                                       f" {want}")
+
+
+def _is_string(avro_type: Any) -> bool:
+    return avro_type == "string" or (isinstance(avro_type, dict)
+                                      and avro_type.get("type") == "string")

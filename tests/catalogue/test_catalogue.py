@@ -68,7 +68,7 @@ def test_hostile_topic_name_is_refused(cat_root: Path) -> None:
 
 
 def test_unknown_sink_in_worker_is_refused(cat_root: Path) -> None:
-    _edit(cat_root / "workers" / "events.yaml", "sinks: [experience_events]", "sinks: [nope]")
+    _edit(cat_root / "workers" / "events.yaml", "sinks: [experience_events,", "sinks: [nope,")
     with pytest.raises(CatalogueError, match=r"events.yaml: sink 'nope'"):
         load_catalogue(cat_root)
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sinkfleet.ops.lag.model import PartitionHistory, Sample, partition_status, worst
 
@@ -66,7 +70,7 @@ def test_history_window_and_bound() -> None:
     hist = PartitionHistory()
     for t in range(1000):
         hist.add(s(float(t), t, t))
-    assert len(hist.samples) == 720
+    assert len(hist) == 720
     # The last 5 s, plus the sample just before them so the window spans all 5 s.
     assert [x.at for x in hist.window(5)] == [993.0, 994.0, 995.0, 996.0, 997.0, 998.0, 999.0]
     sparse = PartitionHistory()
@@ -76,9 +80,64 @@ def test_history_window_and_bound() -> None:
 
 
 def test_scraped_lag_seconds_keep_ageing_between_polls() -> None:
-    from sinkfleet.ops.lag.exporter import _age_now
+    from sinkfleet.ops.lag.metrics import age_now
 
     waiting = s(110.0, 10, 20, ts=100.0)  # polled at 110: 10 s old
     assert waiting.lag_seconds == 10.0
-    assert _age_now(waiting, now=125.0) == 25.0  # a scrape at 125 sees 25 s, not 10
-    assert _age_now(s(110.0, 20, 20, ts=None), now=125.0) == 0.0  # caught up stays 0
+    assert age_now(waiting, now=125.0) == 25.0  # a scrape at 125 sees 25 s, not 10
+    assert age_now(s(110.0, 20, 20, ts=None), now=125.0) == 0.0  # caught up stays 0
+
+
+def test_history_points_are_the_samples_oldest_first_across_the_ring() -> None:
+    hist = PartitionHistory(maxlen=4)
+    added = [s(1000.0 + t + 0.0004, None if t == 4 else t, 10 + t, ts=990.0)
+             for t in range(7)]
+    for sample in added:
+        hist.add(sample)
+    assert hist.points() == [[round(x.at, 3), x.lag_records, x.lag_seconds, x.committed]
+                             for x in added[-4:]]
+    assert hist.points()[0] == [1003.0, 10, pytest.approx(13.0004), 3]
+    assert hist.points()[1][1:] == [None, None, None]  # unknown stays unknown, not 0
+    assert PartitionHistory().points() == []
+
+
+# Histories that exercise every rule: offsets that stall, move, go back or go missing,
+# lag that grows, falls or is 0, samples dense and sparse, rings that wrap.
+_steps = st.lists(st.tuples(
+    st.sampled_from([0.5, 1.0, 5.0, 20.0]),  # seconds since the previous sample
+    st.one_of(st.none(), st.integers(-3, 6)),  # offset move (None: no offset)
+    st.integers(0, 8),  # records produced
+    st.booleans()), min_size=1, max_size=60)  # the log start jumps past the offset
+
+
+@settings(max_examples=400, deadline=None)
+@given(_steps, st.sampled_from([3, 8, 720]), st.sampled_from([1.0, 10.0, 30.0]),
+       st.sampled_from([2.0, 10.0, 60.0]))
+def test_history_status_equals_the_rules_over_the_window(
+        steps: list[tuple[float, int | None, int, bool]], maxlen: int, stall: float,
+        window: float) -> None:
+    hist, kept = PartitionHistory(maxlen=maxlen), []
+    at, offset, end = 1000.0, 50, 60
+    for gap, move, produced, truncated in steps:
+        at, end = at + gap, end + produced
+        offset = max(0, offset + (move or 0))
+        sample = Sample(at, None if move is None else offset, offset + 1 if truncated else 0,
+                        end, at - 3.0)
+        hist.add(sample)
+        kept = [*kept, sample][-maxlen:]
+        expected = partition_status(_window(kept, window), stall)
+        assert hist.status(window, stall) == expected
+    assert [x.at for x in hist.window(window)] == [x.at for x in _window(kept, window)]
+    assert len(hist) == len(kept)
+    assert all(math.isclose(p[0], round(x.at, 3)) for p, x in zip(hist.points(), kept,
+                                                                  strict=True))
+
+
+def _window(samples: list[Sample], seconds: float) -> list[Sample]:
+    """The reference window: newest first until one past ``seconds``."""
+    out: list[Sample] = []
+    for sample in reversed(samples):
+        out.append(sample)
+        if samples[-1].at - sample.at > seconds:
+            break
+    return out[::-1]

@@ -14,84 +14,21 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from typing import Any
 from urllib.parse import parse_qs
 
 import asyncpg
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from sinkfleet.config import Settings
 from sinkfleet.http import response, serve
 from sinkfleet.ops.lag.collect import LagCollector, Snapshot
-from sinkfleet.ops.lag.model import STATUSES, Sample
+from sinkfleet.ops.lag.metrics import CONTENT_TYPE, MetricsPage
 from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
 from sinkfleet.worker.heartbeat import list_workers
 
 log = logging.getLogger("sinkfleet.lag")
-PARTITION_LABELS = ["group", "topic", "partition"]
-
-
-def _gauge(name: str, doc: str, labels: list[str]) -> GaugeMetricFamily:
-    return GaugeMetricFamily(name, doc, labels=labels)
-
-
-def _age_now(sample: Sample, now: float) -> float:
-    """Lag in seconds at scrape time, not at the last poll: the oldest unconsumed record
-    keeps ageing between polls (exact while the group is stalled, which is when it
-    matters)."""
-    if sample.first_unconsumed_ts is None or not sample.lag_records:
-        return sample.lag_seconds or 0.0
-    return max(0.0, now - sample.first_unconsumed_ts)
-
-
-class _SnapshotMetrics(Collector):
-    """Prometheus view of the latest snapshot; unknown values are left out, not faked."""
-
-    def __init__(self, exporter: LagExporter) -> None:
-        self.exporter = exporter
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        snap = self.exporter.snapshot
-        if snap is None:
-            return
-        now = time.time()
-        committed = _gauge("sinkfleet_group_committed_offset", "Committed offset (next to"
-                           " consume)", PARTITION_LABELS)
-        end = _gauge("sinkfleet_group_log_end_offset", "Log-end offset", PARTITION_LABELS)
-        lag = _gauge("sinkfleet_group_lag_records", "Records not yet consumed",
-                     PARTITION_LABELS)
-        lag_s = _gauge("sinkfleet_group_lag_seconds", "Age of the oldest unconsumed record",
-                       PARTITION_LABELS)
-        status = _gauge("sinkfleet_group_status", "1 for the group's current status"
-                        " (OK, WARN, REWIND, STALL, ERROR)", ["group", "status"])
-        members = _gauge("sinkfleet_group_members", "Live members of the group", ["group"])
-        for g in snap.groups:
-            members.add_metric([g.group], g.members)
-            for s in STATUSES:
-                status.add_metric([g.group, s], 1.0 if g.status == s else 0.0)
-            for p in g.partitions:
-                labels = [g.group, p.topic, str(p.partition)]
-                sample = p.sample
-                end.add_metric(labels, sample.log_end)
-                if sample.committed is not None:
-                    committed.add_metric(labels, sample.committed)
-                if sample.lag_records is not None:
-                    lag.add_metric(labels, sample.lag_records)
-                if sample.lag_seconds is not None:
-                    lag_s.add_metric(labels, _age_now(sample, now))
-        dlq = _gauge("sinkfleet_dlq_records", "Records in a dead-letter topic", ["topic"])
-        for topic, count in sorted(snap.dlq_records.items()):
-            dlq.add_metric([topic], count)
-        took = GaugeMetricFamily("sinkfleet_exporter_scrape_seconds",
-                                 "Time the last collection from Kafka took",
-                                 value=snap.seconds)
-        at = GaugeMetricFamily("sinkfleet_exporter_last_collect_timestamp_seconds",
-                               "When the last collection finished", value=snap.at)
-        yield from (committed, end, lag, lag_s, status, members, dlq, took, at)
 
 
 class LagExporter:
@@ -104,8 +41,9 @@ class LagExporter:
                                       window_seconds=window_seconds)
         self.snapshot: Snapshot | None = None
         self.events: deque[dict[str, Any]] = deque(maxlen=500)
-        self.registry = CollectorRegistry()
-        self.registry.register(_SnapshotMetrics(self))
+        # Rendered at the first request after each poll, then served from here.
+        self._page: MetricsPage | None = None
+        self._lag_json: tuple[Snapshot | None, bytes] = (None, b"")
         self._stop = asyncio.Event()
         self._last_error: str | None = None
         self._pg: asyncpg.Connection | None = None
@@ -158,11 +96,9 @@ class LagExporter:
         if path == "/api/workers":
             return self._json_later(self.workers())
         if path == "/metrics":
-            return response("200 OK", generate_latest(self.registry), CONTENT_TYPE_LATEST)
+            return response("200 OK", self.metrics(), CONTENT_TYPE)
         if path == "/api/lag":
-            snap: dict[str, Any] = (self.snapshot.as_dict() if self.snapshot
-                                    else {"groups": [], "pending": True})
-            return _json(snap)
+            return self.lag_json()
         if path == "/api/history":
             group = parse_qs(query).get("group", [""])[0]
             return _json(self.history(group))
@@ -180,18 +116,31 @@ class LagExporter:
             return response("404 Not Found", b"dashboard not installed")
         return response("404 Not Found", b"try /, /metrics, /api/lag, /api/history?group=G")
 
+    def metrics(self) -> bytes:
+        """/metrics: the snapshot rendered once, lag_seconds aged to now."""
+        snap = self.snapshot
+        if snap is None:
+            return b""
+        if self._page is None or self._page.snapshot is not snap:
+            self._page = MetricsPage(snap, self._page.labels if self._page else None)
+        return self._page.render(time.time())
+
+    def lag_json(self) -> bytes:
+        snap = self.snapshot
+        if snap is None:
+            return _json({"groups": [], "pending": True})
+        if self._lag_json[0] is not snap:
+            self._lag_json = (snap, _json(snap.as_dict()))
+        return self._lag_json[1]
+
     async def _json_later(self, body: Awaitable[dict[str, Any]]) -> bytes:
         return _json(await body)
 
     def history(self, group: str) -> dict[str, Any]:
-        series = []
-        for (g, tp), hist in sorted(self.collector.history.items(),
-                                    key=lambda kv: (kv[0][0], kv[0][1].topic, kv[0][1].partition)):
-            if g != group:
-                continue
-            series.append({"topic": tp.topic, "partition": tp.partition, "points": [
-                [round(s.at, 3), s.lag_records, s.lag_seconds, s.committed]
-                for s in hist.samples]})
+        mine = sorted((tp, hist) for (g, tp), hist in self.collector.history.items()
+                      if g == group)
+        series = [{"topic": tp.topic, "partition": tp.partition, "points": hist.points()}
+                  for tp, hist in mine]
         return {"group": group, "series": series,
                 "events": [e for e in self.events if e["group"] == group]}
 

@@ -18,8 +18,14 @@ RETRIABLE_PG_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
     asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
     asyncpg.SerializationError,
     asyncpg.DeadlockDetectedError,
+    # A shutting-down server sends FATAL 57P01 to idle sessions, then closes them. If
+    # the next query starts before asyncpg reads the EOF, it fails with "cannot switch
+    # to state …; another operation (2) is in progress": the connection is useless,
+    # the server may be back in a second — drop the connection and connect again.
+    asyncpg.InternalClientError,
 )
 
 

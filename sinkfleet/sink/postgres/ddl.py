@@ -25,16 +25,68 @@ def derived_name(*parts: str) -> str:
     return f"{name[:54]}_{digest}"
 
 
-def create_table_sql(sink: Sink) -> str:
-    spec = sink.spec
+def _column_lines(sink: Sink, *, all_nullable_but: frozenset[str] | None = None
+                  ) -> list[str]:
     lines = []
     for col in sink.columns:
         line = f"    {quote_ident(col.name)} {col.pg_type}"
-        if not col.nullable:
+        nullable = col.nullable if all_nullable_but is None else col.name not in all_nullable_but
+        if not nullable:
             line += " NOT NULL"
         if col.default == "now()":
             line += " DEFAULT now()"
         lines.append(line)
+    return lines
+
+
+# Columns the audit writer adds: the per-tenant hash chain (docs/sink-modes.md).
+AUDIT_CHAIN_COLUMNS = ("chain_seq", "prev_hash", "chain_hash")
+# Columns of a state sink's history table besides the sink's own.
+HISTORY_COLUMNS = ("parent_version", "op", "kafka_partition", "kafka_offset", "recorded_at")
+
+
+def history_table_sql(sink: Sink) -> list[str]:
+    """Every version of every id (and every deletion), with lineage and source offset."""
+    spec = sink.spec
+    assert spec.state is not None
+    table = f"{quote_ident(spec.db_schema)}.{quote_ident(spec.history_table)}"
+    keep = frozenset((*spec.id, spec.state.version))
+    lines = _column_lines(sink, all_nullable_but=keep)
+    key = ", ".join(quote_ident(c) for c in (*spec.id, spec.state.version))
+    lines += ["    parent_version bigint",
+              "    op text NOT NULL CHECK (op IN ('upsert', 'delete'))",
+              "    kafka_partition integer NOT NULL",
+              "    kafka_offset bigint NOT NULL",
+              "    recorded_at timestamptz NOT NULL DEFAULT now()",
+              f"    PRIMARY KEY ({key}, op)",
+              "    UNIQUE (kafka_partition, kafka_offset)"]
+    return [f"CREATE TABLE {table} (\n" + ",\n".join(lines) + "\n)"]
+
+
+def audit_guard_sql(sink: Sink) -> list[str]:
+    """Append-only, enforced by the database: no UPDATE, DELETE or TRUNCATE."""
+    spec = sink.spec
+    trigger = quote_ident(derived_name(spec.table, "append_only"))
+    return [
+        "CREATE OR REPLACE FUNCTION sinkfleet.refuse_audit_change() RETURNS trigger"
+        " LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION"
+        " 'audit table %.% is append-only (% refused)', TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP"
+        " USING ERRCODE = 'insufficient_privilege'; END $$",
+        f"CREATE TRIGGER {trigger} BEFORE UPDATE OR DELETE ON {spec.qualified_table}"
+        " FOR EACH ROW EXECUTE FUNCTION sinkfleet.refuse_audit_change()",
+        f"CREATE TRIGGER {quote_ident(derived_name(spec.table, 'no_truncate'))}"
+        f" BEFORE TRUNCATE ON {spec.qualified_table}"
+        " FOR EACH STATEMENT EXECUTE FUNCTION sinkfleet.refuse_audit_change()",
+    ]
+
+
+def create_table_sql(sink: Sink) -> str:
+    spec = sink.spec
+    lines = _column_lines(sink)
+    if spec.audit is not None:
+        lines += ["    chain_seq bigint NOT NULL", "    prev_hash bytea NOT NULL",
+                  "    chain_hash bytea NOT NULL",
+                  f"    UNIQUE ({quote_ident(spec.audit.tenant)}, chain_seq)"]
     pk = ", ".join(quote_ident(c) for c in spec.id)
     lines.append(f"    PRIMARY KEY ({pk})")
     sql = f"CREATE TABLE {spec.qualified_table} (\n" + ",\n".join(lines) + "\n)"
@@ -51,6 +103,10 @@ def create_table_sql(sink: Sink) -> str:
         cols = ", ".join(quote_ident(c) for c in index.columns)
         statements.append(f"CREATE INDEX {name} ON {spec.qualified_table}"
                           f" USING {index.using} ({cols})")
+    if spec.state is not None:
+        statements += history_table_sql(sink)
+    if spec.audit is not None:
+        statements += audit_guard_sql(sink)
     return ";\n".join(statements) + ";\n"
 
 

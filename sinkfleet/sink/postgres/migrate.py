@@ -21,6 +21,7 @@ from sinkfleet.errors import MigrationError
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.ddl import create_table_sql, derived_name, partition_plan, quote_ident
 from sinkfleet.sink.postgres.roles import WORKER_ROLE, ensure_worker_login, grant_sink_access
+from sinkfleet.sink.postgres.schema_versions import check_before_migrate, register_catalogue
 
 # pg_advisory_lock key shared by every `db migrate` and partition maintenance run.
 MIGRATION_LOCK_KEY = 0x51_4E_4B_46  # "SNKF"
@@ -119,6 +120,7 @@ async def migrate(settings: Settings, catalogue: Catalogue,
             " applied_at timestamptz NOT NULL DEFAULT now())")
         applied = {r["id"]: r["checksum"] for r in
                    await conn.fetch("SELECT id, checksum FROM sinkfleet.schema_migrations")}
+        await check_before_migrate(conn, catalogue)  # an incompatible schema changes nothing
         for mig in planned_migrations(catalogue):
             if mig.id in applied:
                 if applied[mig.id] != mig.checksum:
@@ -143,6 +145,7 @@ async def migrate(settings: Settings, catalogue: Catalogue,
             if created:
                 say(f"{name}: created partitions {created[0]} … {created[-1]} ({len(created)})")
         await _worker_access(settings, catalogue, conn, say)
+        await register_catalogue(conn, catalogue, say)
         if not applied_now:
             say("database is up to date")
     finally:

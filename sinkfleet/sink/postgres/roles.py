@@ -3,9 +3,11 @@
 * ``sinkfleet_worker`` (NOLOGIN, migration ``core:0003_roles``): CONNECT and
   TEMPORARY on the database, SELECT/INSERT/UPDATE on ``sinkfleet.consumer_offsets``
   and ``sinkfleet.workers``, and — granted here on every run — USAGE on each
-  sink's schema and SELECT/INSERT on its table, plus default privileges so
-  tables ``db migrate`` creates later in that schema get the same. No CREATE on
-  any schema, no UPDATE/DELETE/TRUNCATE on sink tables, not an owner of anything.
+  sink's schema and SELECT/INSERT on its table (plus UPDATE/DELETE on a state
+  sink's latest-version table, whose history stays insert-only), and default
+  privileges so tables ``db migrate`` creates later in that schema get SELECT/INSERT.
+  No CREATE on any schema, no UPDATE/DELETE/TRUNCATE on events, history or audit
+  tables, not an owner of anything.
 * ``SINKFLEET_PG_WORKER_USER`` (default ``sinkfleet_worker_login``): a LOGIN
   member of it. Its password is ``SINKFLEET_PG_WORKER_PASSWORD``, else one
   generated once into ``.sinkfleet/secrets/pg_worker_password`` (mode 0600).
@@ -82,7 +84,13 @@ async def grant_sink_access(conn: asyncpg.Connection, sink: Sink) -> None:
     schema = quote_ident(spec.db_schema)
     async with conn.transaction():
         await conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {WORKER_ROLE}")
-        await conn.execute(f"GRANT SELECT, INSERT ON {spec.qualified_table} TO {WORKER_ROLE}")
+        # state: the latest row is updated in place and deleted by tombstones; its
+        # history, audit tables and events are insert-only.
+        latest = "SELECT, INSERT, UPDATE, DELETE" if spec.state is not None else "SELECT, INSERT"
+        await conn.execute(f"GRANT {latest} ON {spec.qualified_table} TO {WORKER_ROLE}")
+        if spec.state is not None:
+            history = f"{schema}.{quote_ident(spec.history_table)}"
+            await conn.execute(f"GRANT SELECT, INSERT ON {history} TO {WORKER_ROLE}")
         await conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema}"
                            f" GRANT SELECT, INSERT ON TABLES TO {WORKER_ROLE}")
 

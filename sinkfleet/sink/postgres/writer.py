@@ -13,12 +13,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
 from sinkfleet.catalogue import Sink
+from sinkfleet.sink.changes import Change
 from sinkfleet.sink.postgres.ddl import derived_name, quote_ident
+
+
+class SinkWriter(Protocol):
+    """What the worker needs of a sink's writer, whatever its mode."""
+
+    changes: list[Change]  # for the caches: what this transaction stored (reset per try)
+
+    async def prepare(self, conn: asyncpg.Connection) -> None: ...
+
+    async def write(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]],
+                    sources: Sequence[Any]) -> int: ...
 
 
 class AppendWriter:
@@ -26,6 +38,8 @@ class AppendWriter:
         spec = sink.spec
         self.sink = sink
         self.columns = list(columns)
+        self.changes: list[Change] = []
+        self._cached = spec.cache is not None and spec.cache.recent is not None
         self.stage = derived_name("sinkfleet_stage", spec.name)
         self.direct = True  # False while re-deliveries are being absorbed
         cols = ", ".join(quote_ident(c) for c in self.columns)
@@ -39,10 +53,19 @@ class AppendWriter:
         """Create the staging table on a new connection (once per connection)."""
         await conn.execute(self._create_stage)
 
-    async def write(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> int:
+    async def write(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]],
+                    sources: Sequence[Any] = ()) -> int:
         """Write ``rows`` inside the caller's transaction; return how many were new."""
         if not rows:
             return 0
+        inserted = await self._write(conn, rows)
+        if self._cached:  # re-delivered rows too: the recent cache is a set
+            names = self.columns
+            self.changes += [Change("append", dict(zip(names, row, strict=True)))
+                             for row in rows]
+        return inserted
+
+    async def _write(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> int:
         if self.direct:
             try:
                 async with conn.transaction():  # savepoint: a duplicate undoes only this

@@ -1,0 +1,147 @@
+"""Redis I/O of the caches: the client, the compare-and-set script, pipelined writes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
+
+from sinkfleet.cache.layout import CacheLayout
+from sinkfleet.config import Settings
+from sinkfleet.errors import SinkfleetError, StorageRefused, StorageUnavailable
+from sinkfleet.sink.changes import Change
+
+# Everything that means "Redis did not do it"; OSError covers refused/reset sockets.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
+
+# KEYS: latest keys; ARGV: per key, 'set' | 'del', version, row JSON (in that order, so
+# one call applies a whole chunk, a key appearing twice included).
+# 'set' writes only if the version is newer than the cached one; 'del' deletes only if
+# the cached version is not newer than the deleted one. Versions are decimal integers,
+# compared as strings: Lua numbers are doubles and a bigint would lose digits.
+CAS_SCRIPT = """
+local function newer(a, b)
+  if a == b then return false end
+  local na, nb = string.sub(a, 1, 1) == '-', string.sub(b, 1, 1) == '-'
+  if na ~= nb then return nb end
+  local gt
+  if #a ~= #b then gt = #a > #b else gt = a > b end
+  if na then return not gt end
+  return gt
+end
+local applied = 0
+for i = 1, #KEYS do
+  local op, v = ARGV[3 * i - 2], ARGV[3 * i - 1]
+  local cur = redis.call('HGET', KEYS[i], 'v')
+  if op == 'set' then
+    if not cur or newer(v, cur) then
+      redis.call('HSET', KEYS[i], 'v', v, 'd', ARGV[3 * i])
+      applied = applied + 1
+    end
+  elseif not cur or not newer(cur, v) then
+    applied = applied + redis.call('DEL', KEYS[i])
+  end
+end
+return applied
+"""
+CAS_CHUNK = 200  # keys per script call: one round of parsing instead of 200
+
+
+
+def redis_client(settings: Settings, *, timeout: float = 2.0) -> aioredis.Redis:
+    """A client that fails fast (no retries of its own: callers back off or fall back)."""
+    return aioredis.Redis(**settings.redis_kwargs(), decode_responses=True,
+                          socket_timeout=timeout, socket_connect_timeout=timeout,
+                          retry=Retry(NoBackoff(), 0))
+
+
+def redis_error(settings: Settings, exc: BaseException) -> SinkfleetError:
+    """A Redis failure as an error that says what to do."""
+    where = f"Redis at {settings.redis_host}:{settings.redis_port}"
+    if isinstance(exc, (AuthenticationError, AuthorizationError)):
+        return StorageRefused(f"{where} refused us: {exc}; check SINKFLEET_REDIS_USERNAME"
+                              " and SINKFLEET_REDIS_PASSWORD")
+    return StorageUnavailable(f"cannot use {where}: {type(exc).__name__}: {exc}; is it"
+                              " running (sinkfleet stack status)?")
+
+
+class CacheStore:
+    """Writes of every cache kind, queued on a pipeline the caller executes."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.client = client
+        self.cas = client.register_script(CAS_SCRIPT)
+
+    async def write_latest(self, pipe: Pipeline, lay: CacheLayout,
+                           ops: Iterable[tuple[str, dict[str, Any]]]) -> int:
+        """Queue compare-and-set writes: ``("set", row)`` or ``("del", row)`` (a tombstone:
+        the id and the deleted version). Returns how many were queued."""
+        assert lay.version is not None
+        keys: list[str] = []
+        args: list[str] = []
+        for op, row in ops:
+            keys.append(lay.latest_key(lay.id_of(row)))
+            args += [op, str(int(row[lay.version])),
+                     lay.row_json(row, "latest") if op == "set" else ""]
+        for i in range(0, len(keys), CAS_CHUNK):
+            await self.cas(keys=keys[i:i + CAS_CHUNK],
+                           args=args[3 * i:3 * (i + CAS_CHUNK)], client=pipe)
+        return len(keys)
+
+    @staticmethod
+    def add_recent(pipe: Pipeline, lay: CacheLayout, key: str,
+                   rows: Iterable[dict[str, Any]]) -> None:
+        """Add rows to one recent key, keep the newest ``keep``, restart its TTL."""
+        assert lay.recent is not None
+        members = {lay.row_json(r, "recent"): lay.score(r) for r in rows}
+        if not members:
+            return
+        pipe.zadd(key, members)
+        pipe.zremrangebyrank(key, 0, -(lay.recent.keep + 1))
+        pipe.expire(key, lay.recent.ttl_seconds)
+
+    async def queue_changes(self, pipe: Pipeline, lay: CacheLayout, changes: list[Change]
+                            ) -> dict[str, int]:
+        """Queue ``changes`` of one sink; return how many writes per cache."""
+        counts = {"latest": 0, "recent": 0}
+        recent: dict[str, list[dict[str, Any]]] = {}
+        latest: list[tuple[str, dict[str, Any]]] = []
+        for change in changes:
+            if change.op == "append":
+                if lay.recent is not None:
+                    recent.setdefault(lay.recent_key(lay.by_of(change.row)), []
+                                      ).append(change.row)
+            elif lay.latest:
+                latest.append(("set" if change.op == "upsert" else "del", change.row))
+        if latest:
+            counts["latest"] = await self.write_latest(pipe, lay, latest)
+        for key, rows in recent.items():
+            self.add_recent(pipe, lay, key, rows)
+            counts["recent"] += len(rows)
+        return counts
+
+
+async def scan_keys(client: aioredis.Redis, prefix: str, count: int = 1000
+                    ) -> AsyncIterator[list[str]]:
+    """The keys under ``prefix``, in chunks (SCAN: never blocks the server)."""
+    chunk: list[str] = []
+    async for key in client.scan_iter(match=prefix + "*", count=count):
+        chunk.append(key)
+        if len(chunk) >= count:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+async def delete_prefix(client: aioredis.Redis, prefix: str) -> int:
+    """Delete every key under ``prefix`` (sink names are identifiers: no glob characters)."""
+    deleted = 0
+    async for chunk in scan_keys(client, prefix):
+        deleted += int(await client.unlink(*chunk))
+    return deleted

@@ -1,0 +1,1 @@
+"""The cold archive: Avro container files of dropped partitions (docs/retention.md)."""

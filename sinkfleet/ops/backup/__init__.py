@@ -1,0 +1,1 @@
+"""Backup and restore: pg_dump + catalogue + offsets snapshot + manifest (docs/backup.md)."""

@@ -1,0 +1,1 @@
+"""Retention: plans, partition DDL, runs and the schedule (docs/retention.md)."""

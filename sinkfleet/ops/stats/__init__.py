@@ -1,0 +1,1 @@
+"""`sinkfleet stats`: storage per sink, lag per group, Redis keys and memory per sink."""

@@ -1,0 +1,189 @@
+"""`sinkfleet query events|recent|state|history|audit`: the typer sub-app over Reader.
+
+``sinkfleet.cli`` imports this module to register ``query_app``, so its helpers are
+imported inside the commands.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from sinkfleet.errors import ConfigError
+
+if TYPE_CHECKING:
+    from sinkfleet.read.reader import Reader
+
+query_app = typer.Typer(help="Read sinks: events, recent rows, state, history, audit trails.",
+                        no_args_is_help=True)
+
+SinkOpt = Annotated[str, typer.Option("--sink", help="a sink from sinks/")]
+AsJson = Annotated[bool, typer.Option("--json", help="JSON on stdout (one array of rows)")]
+Start = Annotated[str | None, typer.Option(help="from this time (ISO-8601, inclusive)")]
+End = Annotated[str | None, typer.Option(help="until this time (ISO-8601, exclusive)")]
+Limit = Annotated[int, typer.Option(min=1, max=1_000_000, help="at most this many rows")]
+Where = Annotated[list[str] | None, typer.Option(
+    "--where", help="COLUMN=VALUE (repeat for several)")]
+Columns = Annotated[str | None, typer.Option(
+    "--columns", help="comma-separated columns to show in the table")]
+Ids = Annotated[list[str], typer.Argument(help="the id's parts, in the sink's id order")]
+
+
+def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise ConfigError(f"{what} {item!r}: write COLUMN=VALUE")
+        out[name.strip()] = value
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, (uuid.UUID, Decimal)):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "[dim]-[/]"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, default=_plain, ensure_ascii=False)
+    plain = _plain(value) if isinstance(value, (dt.date, dt.time, bytes, uuid.UUID,
+                                                 Decimal)) else value
+    return str(plain).replace("[", r"\[")
+
+
+def _show(rows: list[dict[str, Any]], as_json: bool, columns: str | None, title: str,
+          stats: dict[str, Any] | None = None) -> None:
+    from rich.table import Table
+
+    from sinkfleet.cli import console, err
+
+    if as_json:
+        print(json.dumps(rows, default=_plain, ensure_ascii=False))
+        return
+    if not rows:
+        err.print(f"{title}: no rows")
+        return
+    names = list(rows[0])
+    if columns:
+        wanted = [c.strip() for c in columns.split(",") if c.strip()]
+        unknown = [c for c in wanted if c not in names]
+        if unknown:
+            raise ConfigError(f"--columns: no column {', '.join(unknown)}; columns:"
+                              f" {', '.join(names)}")
+        names = wanted
+    if len(rows) == 1 and not columns:  # one row: a column per line reads better
+        table = Table("column", "value", title=title)
+        for name in names:
+            table.add_row(name, _cell(rows[0][name]))
+    else:
+        table = Table(*names, title=f"{title} ({len(rows):,} rows)")
+        for row in rows:
+            table.add_row(*(_cell(row.get(n)) for n in names))
+    console.print(table)
+    if stats is not None:
+        source = "Redis" if stats["hits"] else "PostgreSQL"
+        err.print(f"[dim]served by {source}[/]")
+
+
+def _with_reader(body: Callable[[Reader], Awaitable[list[dict[str, Any]]]]
+                 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    from sinkfleet.cli import run, settings_and_catalogue
+    from sinkfleet.read.reader import Reader
+
+    settings, cat = settings_and_catalogue()
+
+    async def main() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        async with Reader(settings, cat) as reader:
+            rows = await body(reader)
+            return rows, reader.cache_stats.as_dict()
+
+    return run(main())
+
+
+def _command(fn: Callable[..., None]) -> Callable[..., None]:
+    """``sinkfleet.cli.friendly``, imported when called (cli imports this module)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        from sinkfleet.cli import friendly
+
+        friendly(fn)(*args, **kwargs)
+
+    return wrapper
+
+
+@query_app.command("events")
+@_command
+def events(sink: SinkOpt, start: Start = None, end: End = None, where: Where = None,
+           limit: Limit = 100, as_json: AsJson = False, columns: Columns = None) -> None:
+    """Rows in a time range, oldest first (filter: --where agent_id=a …).
+
+    E.g. one agent's episode: --where agent_id=agent-7 --where episode_id=3."""
+    filters = _pairs(where, "--where")
+    rows, _ = _with_reader(lambda r: r.events(sink, start=start, end=end, where=filters,
+                                              limit=limit))
+    _show(rows, as_json, columns, f"{sink} events")
+
+
+@query_app.command("recent")
+@_command
+def recent(sink: SinkOpt, by: Annotated[list[str], typer.Argument(
+        help="COLUMN=VALUE for each of the cache's `by` columns")],
+           as_json: AsJson = False, columns: Columns = None) -> None:
+    """The newest rows of one key, newest first: Redis, else PostgreSQL.
+
+    E.g. sinkfleet query recent --sink experience_events agent_id=agent-7 episode_id=3"""
+    values = _pairs(by, "argument")
+    rows, stats = _with_reader(lambda r: r.recent(sink, **values))
+    _show(rows, as_json, columns, f"{sink} recent", stats)
+
+
+@query_app.command("state")
+@_command
+def state(sink: SinkOpt, ids: Ids, as_json: AsJson = False) -> None:
+    """The current (active) version of one id: Redis, else PostgreSQL."""
+
+    async def one(r: Reader) -> list[dict[str, Any]]:
+        row = await r.state(sink, *ids)
+        return [] if row is None else [row]
+
+    rows, stats = _with_reader(one)
+    _show(rows, as_json, None, f"{sink} {':'.join(ids)}", stats)
+
+
+@query_app.command("history")
+@_command
+def history(sink: SinkOpt, ids: Ids, as_json: AsJson = False, columns: Columns = None
+            ) -> None:
+    """Every version of one id, with its parent version and op (upsert/delete)."""
+    rows, _ = _with_reader(lambda r: r.state_history(sink, *ids))
+    _show(rows, as_json, columns, f"{sink} {':'.join(ids)} history")
+
+
+@query_app.command("audit")
+@_command
+def audit(sink: SinkOpt, tenant: Annotated[str, typer.Option(help="whose chain")],
+          actor: Annotated[str | None, typer.Option(help="only this actor")] = None,
+          start: Start = None, end: End = None, where: Where = None, limit: Limit = 100,
+          as_json: AsJson = False, columns: Columns = None) -> None:
+    """A tenant's audit trail in chain order (optionally by actor and time)."""
+    filters = _pairs(where, "--where")
+    rows, _ = _with_reader(lambda r: r.audit_trail(sink, tenant=tenant, actor=actor,
+                                                   start=start, end=end, where=filters,
+                                                   limit=limit))
+    _show(rows, as_json, columns, f"{sink} audit trail of {tenant}")

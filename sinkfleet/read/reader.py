@@ -1,0 +1,224 @@
+"""The read API: recent events and current state from Redis (hot), everything else —
+and every cache miss — from PostgreSQL.
+
+    async with Reader() as r:
+        rows = await r.events("experience_events", start=t0, end=t1,
+                              where={"agent_id": "agent-7", "episode_id": "ep-3"})
+        last = await r.recent("experience_events", agent_id="agent-7", episode_id="ep-3")
+        state = await r.state("workflow_state", "tenant-1", "wf-42")   # dict or None
+        versions = await r.state_history("workflow_state", "tenant-1", "wf-42")
+        trail = await r.audit_trail("audit_entries", tenant="tenant-1", actor="agent-7")
+        print(r.cache_stats.hit_rate)
+
+A Redis failure is never an error for a reader: it reads PostgreSQL instead (and skips
+Redis for a few seconds, so an outage costs one timeout, not one per read). The reader
+never writes a cache: a read-through fill could race a tombstone and resurrect a row.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from types import TracebackType
+from typing import Any
+
+import asyncpg
+import orjson
+
+from sinkfleet.cache.layout import CacheLayout
+from sinkfleet.cache.rebuild import PgSource
+from sinkfleet.cache.store import REDIS_ERRORS, redis_client
+from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
+from sinkfleet.config import Settings, load_settings
+from sinkfleet.errors import ConfigError, MigrationError, StorageUnavailable
+from sinkfleet.read.sql import SinkSql, decode_cached, find_sink
+from sinkfleet.sink.postgres.connect import RETRIABLE_PG_ERRORS, create_pool
+
+REDIS_PAUSE_SECONDS = 5.0  # after a Redis error, read PostgreSQL only for this long
+
+
+@dataclass
+class CacheStats:
+    """Cache reads of this reader: a hit is served by Redis; a miss (absent key, or
+    Redis unavailable) by PostgreSQL; errors count the Redis failures among the misses."""
+
+    hits: int = 0
+    misses: int = 0
+    errors: int = 0
+
+    @property
+    def hit_rate(self) -> float | None:
+        total = self.hits + self.misses
+        return self.hits / total if total else None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "hit_rate": self.hit_rate}
+
+
+async def _json_codecs(conn: asyncpg.Connection) -> None:
+    """jsonb arrives parsed (orjson, in asyncpg's decode loop): rows need no second pass."""
+    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=_dumps,
+                              decoder=orjson.loads, format="text")
+
+
+def _dumps(value: Any) -> str:
+    return value if isinstance(value, str) else orjson.dumps(value).decode()
+
+
+class Reader:
+    """Async reads over the catalogue's sinks. Rows are plain dicts (column → value)."""
+
+    def __init__(self, settings: Settings | None = None, catalogue: Catalogue | None = None,
+                 *, redis_timeout: float = 0.5, pool_size: int = 4) -> None:
+        self.settings = settings or load_settings()
+        self.catalogue = catalogue or load_catalogue(self.settings.home)
+        self.cache_stats = CacheStats()
+        self._redis_timeout = redis_timeout
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._redis: Any = None
+        self._redis_paused_until = 0.0
+        self._sql: dict[str, SinkSql] = {}
+        self._layouts: dict[str, CacheLayout] = {}
+
+    async def __aenter__(self) -> Reader:
+        await self.open()
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._pool is None:
+            self._pool = await create_pool(self.settings, size=self._pool_size,
+                                           init=_json_codecs)
+
+    async def close(self) -> None:
+        if self._redis is not None:
+            redis, self._redis = self._redis, None
+            await redis.aclose()
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    # --- the API ------------------------------------------------------------------------
+    async def events(self, sink: str, *, start: Any = None, end: Any = None,
+                     where: dict[str, Any] | None = None, limit: int = 1000
+                     ) -> list[dict[str, Any]]:
+        """Rows of ``sink`` with ``start <= time_column < end`` (either may be omitted)
+        and ``column = value`` for each of ``where``, oldest first, at most ``limit``."""
+        sql = self._sink_sql(find_sink(self.catalogue, sink))
+        query, args = sql.events(start=start, end=end, where=where, limit=limit)
+        return [dict(r) for r in await self._fetch(query, args)]
+
+    async def recent(self, sink: str, /, **by: Any) -> list[dict[str, Any]]:
+        """The newest rows (at most the cache's ``keep``) for one ``by`` key, newest first:
+        from Redis, or from PostgreSQL when the key is not cached."""
+        s = find_sink(self.catalogue, sink)
+        lay = self._layout(s)
+        if lay.recent is None:
+            raise ConfigError(f"sink {sink!r} has no recent cache (cache.recent in its spec);"
+                              " use events()")
+        rec = lay.recent
+        if set(by) != set(rec.by):
+            raise ConfigError(f"recent({sink!r}) is keyed by {', '.join(rec.by)}; got"
+                              f" {', '.join(by) or 'nothing'}")
+        sql = self._sink_sql(s)
+        values = [sql.value(c, by[c], "recent") for c in rec.by]
+        members = await self._cached(lambda r: r.zrange(lay.recent_key(values), 0,
+                                                         rec.keep - 1, desc=True))
+        if members:
+            return [decode_cached(lay.types, json.loads(m)) for m in members]
+        rows = await self._fetch(PgSource(s, lay).recent_one, values)
+        return [dict(r) for r in rows]
+
+    async def state(self, sink: str, *id: Any) -> dict[str, Any] | None:
+        """The latest version of one id of a state sink (None if absent or deleted)."""
+        s = find_sink(self.catalogue, sink, "state")
+        sql = self._sink_sql(s)
+        values = sql.id_values(id)
+        lay = self._layout(s)
+        if lay.latest:
+            data = await self._cached(lambda r: r.hget(lay.latest_key(values), "d"))
+            if data is not None:
+                return decode_cached(lay.types, json.loads(data))
+        query, args = sql.latest(values, lay.latest_columns)
+        rows = await self._fetch(query, args)
+        return dict(rows[0]) if rows else None
+
+    async def state_history(self, sink: str, *id: Any) -> list[dict[str, Any]]:
+        """Every recorded version of one id, by version: the sink's columns and
+        ``parent_version``, ``op`` (upsert or delete), ``kafka_partition``,
+        ``kafka_offset``, ``recorded_at``."""
+        sql = self._sink_sql(find_sink(self.catalogue, sink, "state"))
+        query, args = sql.history(id)
+        return [dict(r) for r in await self._fetch(query, args)]
+
+    async def audit_trail(self, sink: str, *, tenant: Any, actor: Any = None,
+                          start: Any = None, end: Any = None,
+                          where: dict[str, Any] | None = None, limit: int = 1000
+                          ) -> list[dict[str, Any]]:
+        """A tenant's audit entries in chain order (``chain_seq``), optionally by actor
+        and time range, with ``chain_seq``, ``prev_hash`` and ``chain_hash``."""
+        sql = self._sink_sql(find_sink(self.catalogue, sink, "audit"))
+        query, args = sql.audit_trail(tenant=tenant, actor=actor, start=start, end=end,
+                                      where=where, limit=limit)
+        return [dict(r) for r in await self._fetch(query, args)]
+
+    async def active(self, sink: str, *id: Any) -> dict[str, Any] | None:
+        """The active version of a policy or configuration entry: its state sink's
+        latest row (the primary key makes it the only one per id)."""
+        return await self.state(sink, *id)
+
+    async def history(self, sink: str, *id: Any) -> list[dict[str, Any]]:
+        """Every version of a policy or configuration entry, with its lineage
+        (``parent_version``); the last upsert not followed by a delete is active."""
+        return await self.state_history(sink, *id)
+
+    # --- plumbing -----------------------------------------------------------------------
+    def _sink_sql(self, sink: Sink) -> SinkSql:
+        name = sink.spec.name
+        if name not in self._sql:
+            self._sql[name] = SinkSql(sink)
+        return self._sql[name]
+
+    def _layout(self, sink: Sink) -> CacheLayout:
+        name = sink.spec.name
+        if name not in self._layouts:
+            self._layouts[name] = CacheLayout.of(sink)
+        return self._layouts[name]
+
+    async def _fetch(self, query: str, args: list[Any]) -> list[asyncpg.Record]:
+        if self._pool is None:
+            raise ConfigError("the Reader is not open: use `async with Reader() as r:`")
+        try:
+            return list(await self._pool.fetch(query, *args))
+        except RETRIABLE_PG_ERRORS as exc:
+            raise StorageUnavailable(f"cannot read PostgreSQL at {self.settings.pg_host}:"
+                                     f"{self.settings.pg_port}: {type(exc).__name__}: {exc}"
+                                     ) from None
+        except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
+            raise MigrationError(f"{exc}: the database does not match the catalogue; run"
+                                 " `sinkfleet db migrate`") from None
+
+    async def _cached(self, command: Any) -> Any:
+        """Run a Redis read; None/empty on a miss, an error, or while Redis is paused."""
+        if time.monotonic() < self._redis_paused_until:
+            self.cache_stats.misses += 1
+            return None
+        if self._redis is None:
+            self._redis = redis_client(self.settings, timeout=self._redis_timeout)
+        try:
+            value = await command(self._redis)
+        except REDIS_ERRORS:
+            self.cache_stats.errors += 1
+            self.cache_stats.misses += 1
+            self._redis_paused_until = time.monotonic() + REDIS_PAUSE_SECONDS
+            return None
+        if value:
+            self.cache_stats.hits += 1
+        else:
+            self.cache_stats.misses += 1
+        return value

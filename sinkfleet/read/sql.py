@@ -1,0 +1,237 @@
+"""The read API's queries and value conversions (pure: strings and values, no I/O).
+
+Identifiers come from the catalogue only (checked, quoted); every value is bound.
+Rows come back as plain dicts of Python values whatever their source: jsonb parsed,
+timestamps as aware datetimes, bytea as bytes — a cached row decodes to the same dict
+as the stored one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sinkfleet.catalogue import Catalogue, Sink
+from sinkfleet.errors import CatalogueError, ConfigError
+from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS, HISTORY_COLUMNS
+from sinkfleet.sink.postgres.ddl import quote_ident as q
+
+ACTOR_COLUMNS = ("actor", "actor_id")  # audit_trail(actor=…) filters the first present
+_INTS = {"smallint", "integer", "bigint"}
+_FLOATS = {"real", "double precision"}
+_TRUE, _FALSE = {"true", "t", "yes", "y", "1", "on"}, {"false", "f", "no", "n", "0", "off"}
+
+
+def find_sink(catalogue: Catalogue, name: str, mode: str | None = None) -> Sink:
+    """The sink called ``name`` (of ``mode``), or an error naming those that exist."""
+    fitting = {n: s for n, s in catalogue.sinks.items() if mode is None or s.spec.mode == mode}
+    if name in fitting:
+        return fitting[name]
+    what = f"{mode} sinks" if mode else "sinks"
+    known = ", ".join(sorted(fitting)) or "none"
+    if name in catalogue.sinks:
+        raise CatalogueError(f"sink {name!r} is a {catalogue.sinks[name].spec.mode} sink;"
+                             f" this needs a {mode} sink ({what}: {known})")
+    raise CatalogueError(f"no sink {name!r} in sinks/ ({what}: {known})")
+
+
+def parse_time(value: Any, where: str) -> dt.datetime:
+    """A datetime, or an ISO-8601 string (naive means UTC)."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"{where}: {value!r} is not an ISO-8601 time such as"
+                              " 2025-01-31T12:00:00+00:00") from None
+    if isinstance(value, dt.datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
+    raise ConfigError(f"{where}: expected a datetime or ISO-8601 string, got"
+                      f" {type(value).__name__}")
+
+
+def coerce(pg_type: str, value: Any, where: str) -> Any:
+    """A value to bind against a column of ``pg_type``; strings (from the CLI, say) are
+    parsed into the column's type."""
+    if value is None:
+        return None
+    if pg_type == "timestamptz":
+        return parse_time(value, where)
+    if not isinstance(value, str):
+        return value
+    try:
+        if pg_type in _INTS:
+            return int(value)
+        if pg_type in _FLOATS:
+            return float(value)
+        if pg_type == "numeric":
+            return Decimal(value)
+        if pg_type == "uuid":
+            return uuid.UUID(value)
+        if pg_type == "date":
+            return dt.date.fromisoformat(value)
+        if pg_type == "bytea":
+            return bytes.fromhex(value)
+        if pg_type == "boolean":
+            if value.lower() in _TRUE | _FALSE:
+                return value.lower() in _TRUE
+            raise ValueError(value)
+    except (ValueError, InvalidOperation):
+        raise ConfigError(f"{where}: {value!r} is not a valid {pg_type}") from None
+    return value
+
+
+def decode_cached(types: Mapping[str, str], data: dict[str, Any]) -> dict[str, Any]:
+    """A cached row (row JSON) back into the values PostgreSQL would give."""
+    out = {}
+    for name, value in data.items():
+        kind = types.get(name)
+        if value is not None and isinstance(value, str):
+            if kind == "timestamptz":
+                value = dt.datetime.fromisoformat(value)
+            elif kind == "date":
+                value = dt.date.fromisoformat(value)
+            elif kind == "bytea":
+                value = bytes.fromhex(value)
+            elif kind == "uuid":
+                value = uuid.UUID(value)
+            elif kind == "numeric":
+                value = Decimal(value)
+        out[name] = value
+    return out
+
+
+class SinkSql:
+    """The read queries of one sink."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.spec = sink.spec
+        self.types = {c.name: c.pg_type for c in sink.columns}
+        self.nullable = {c.name for c in sink.columns if c.nullable}
+        self.jsonb = frozenset(n for n, t in self.types.items() if t == "jsonb")
+        self.columns = [c.name for c in sink.columns]
+
+    def column(self, name: str, purpose: str) -> str:
+        if name not in self.types:
+            raise ConfigError(f"sink {self.spec.name!r} has no column {name!r} ({purpose});"
+                              f" columns: {', '.join(self.columns)}")
+        return name
+
+    def value(self, name: str, value: Any, purpose: str) -> Any:
+        """``value`` coerced to column ``name``'s type (for keys and bound parameters)."""
+        self.column(name, purpose)
+        return coerce(self.types[name], value, f"{purpose} {name}")
+
+    def _select(self, extra: Sequence[str] = ()) -> str:
+        return ", ".join(q(c) for c in (*self.columns, *extra))
+
+    def _equal(self, filters: Mapping[str, Any], args: list[Any], purpose: str
+               ) -> list[str]:
+        """``col = $n`` per filter (``IS NULL`` for None); values coerced and bound."""
+        clauses = []
+        for name, value in filters.items():
+            self.column(name, purpose)
+            kind = self.types[name]
+            if kind == "jsonb" or kind.endswith("[]"):
+                raise ConfigError(f"column {name!r} is {kind}: filter on scalar columns")
+            if value is None:
+                clauses.append(f"{q(name)} IS NULL")
+                continue
+            args.append(coerce(kind, value, f"{purpose} {name}"))
+            clauses.append(f"{q(name)} = ${len(args)}")
+        return clauses
+
+    def _ids(self, ids: Sequence[Any], args: list[Any]) -> list[str]:
+        spec = self.spec
+        if len(ids) != len(spec.id):
+            raise ConfigError(f"sink {spec.name!r} is keyed by ({', '.join(spec.id)}):"
+                              f" give {len(spec.id)} value(s), got {len(ids)}")
+        return self._equal(dict(zip(spec.id, ids, strict=True)), args, "id")
+
+    def id_values(self, ids: Sequence[Any]) -> list[Any]:
+        """The id parts coerced to their columns' types (for keys and queries)."""
+        args: list[Any] = []
+        self._ids(ids, args)
+        return args
+
+    def _time_range(self, start: Any, end: Any, args: list[Any], what: str) -> list[str]:
+        if start is None and end is None:
+            return []
+        column = self.spec.time_column
+        if column is None:
+            raise ConfigError(f"sink {self.spec.name!r} has no time_column, so {what} cannot"
+                              " be limited to a time range")
+        clauses = []
+        if start is not None:
+            args.append(coerce(self.types[column], start, "start"))
+            clauses.append(f"{q(column)} >= ${len(args)}")
+        if end is not None:
+            args.append(coerce(self.types[column], end, "end"))
+            clauses.append(f"{q(column)} < ${len(args)}")
+        return clauses
+
+    @staticmethod
+    def _where(clauses: list[str]) -> str:
+        return f" WHERE {' AND '.join(clauses)}" if clauses else ""
+
+    def events(self, *, start: Any, end: Any, where: Mapping[str, Any] | None, limit: int
+               ) -> tuple[str, list[Any]]:
+        """Rows in [start, end) matching ``where``, oldest first: equality on the leading
+        columns and a range on the time column, the shape of an (agent, episode, ts)
+        index (or a time index, when only the range is given)."""
+        column = self.spec.time_column
+        if column is None:
+            raise ConfigError(f"sink {self.spec.name!r} has no time_column; events() reads"
+                              " time-ordered sinks")
+        args: list[Any] = []
+        clauses = self._equal(where or {}, args, "where")
+        clauses += self._time_range(start, end, args, "events")
+        args.append(_limit(limit))
+        return (f"SELECT {self._select()} FROM {self.spec.qualified_table}"
+                f"{self._where(clauses)} ORDER BY {q(column)} LIMIT ${len(args)}", args)
+
+    def latest(self, ids: Sequence[Any], columns: Sequence[str]) -> tuple[str, list[Any]]:
+        args: list[Any] = []
+        clauses = self._ids(ids, args)
+        return (f"SELECT {', '.join(q(c) for c in columns)} FROM {self.spec.qualified_table}"
+                f"{self._where(clauses)}", args)
+
+    def history(self, ids: Sequence[Any]) -> tuple[str, list[Any]]:
+        spec = self.spec
+        assert spec.state is not None
+        args: list[Any] = []
+        clauses = self._ids(ids, args)
+        table = f"{q(spec.db_schema)}.{q(spec.history_table)}"
+        return (f"SELECT {self._select(HISTORY_COLUMNS)} FROM {table}{self._where(clauses)}"
+                f" ORDER BY {q(spec.state.version)}, kafka_partition, kafka_offset", args)
+
+    def audit_trail(self, *, tenant: Any, actor: Any, start: Any, end: Any,
+                    where: Mapping[str, Any] | None, limit: int) -> tuple[str, list[Any]]:
+        spec = self.spec
+        assert spec.audit is not None
+        filters: dict[str, Any] = {spec.audit.tenant: tenant}
+        if actor is not None:
+            column = next((c for c in ACTOR_COLUMNS if c in self.types), None)
+            if column is None:
+                raise ConfigError(f"sink {spec.name!r} has no actor column (one of"
+                                  f" {', '.join(ACTOR_COLUMNS)}); columns:"
+                                  f" {', '.join(self.columns)}")
+            filters[column] = actor
+        filters.update(where or {})
+        args: list[Any] = []
+        clauses = self._equal(filters, args, "where")
+        clauses += self._time_range(start, end, args, "audit_trail")
+        args.append(_limit(limit))
+        return (f"SELECT {self._select(AUDIT_CHAIN_COLUMNS)} FROM {spec.qualified_table}"
+                f"{self._where(clauses)} ORDER BY chain_seq LIMIT ${len(args)}", args)
+
+
+def _limit(limit: int) -> int:
+    if not isinstance(limit, int) or limit < 1:
+        raise ConfigError(f"limit must be a positive integer, got {limit!r}")
+    return limit

@@ -1,0 +1,46 @@
+"""What a sink write changed, for the Redis caches written after the commit (pure)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One stored change of a sink with a cache.
+
+    ``append``: ``row`` is a newly stored row. ``upsert``: ``row`` is the new latest
+    version of a state id. ``delete``: ``row`` holds only the id columns (and the
+    version column, set to the deleted version).
+    """
+
+    op: Literal["append", "upsert", "delete"]
+    row: dict[str, Any]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
+
+
+def row_json(row: dict[str, Any], jsonb: frozenset[str] = frozenset()) -> str:
+    """The row as compact JSON with sorted keys; ``jsonb`` columns (JSON text) embedded.
+    Timestamps are ISO-8601 (RFC 3339), UUIDs strings, bytes hex. orjson: this runs
+    once per cached row on the worker's hot path (~4x the stdlib's speed)."""
+    if jsonb:
+        row = dict(row)
+        for key in jsonb:
+            value = row.get(key)
+            if isinstance(value, str):  # parsed: live and rebuilt rows spell it alike
+                row[key] = orjson.loads(value)
+    return orjson.dumps(row, default=_plain, option=_OPTIONS).decode()

@@ -1,0 +1,3 @@
+from tests.ops.scratch import scratch_db
+
+__all__ = ["scratch_db"]

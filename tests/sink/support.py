@@ -1,0 +1,157 @@
+"""Isolated catalogues for one family (schema, topic, sink, worker) and an in-process
+worker, for the sink-mode tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sinkfleet.cache.store import redis_client
+from sinkfleet.catalogue import Catalogue, load_catalogue
+from sinkfleet.config import Settings, load_settings
+from sinkfleet.ops.topics import apply_topics
+from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.migrate import migrate
+from sinkfleet.worker.loop import Worker
+from tests.conftest import async_wait_for
+
+
+@dataclass
+class Family:
+    root: Path
+    settings: Settings
+    catalogue: Catalogue
+    family: str
+    topic: str
+    table: str
+    group: str
+
+    @property
+    def sink(self) -> Any:
+        return self.catalogue.sinks[self.table]
+
+
+async def make_family(tmp: Path, stack: Settings, schema: dict[str, Any],
+                      topic: dict[str, Any], sink: dict[str, Any], *, partitions: int = 3,
+                      max_records: int = 500) -> Family:
+    """A catalogue holding only ``schema`` with a unique topic, table and group."""
+    suffix = uuid.uuid4().hex[:10]
+    root = tmp / f"fam-{suffix}"
+    for sub in ("schemas", "topics", "sinks", "workers"):
+        (root / sub).mkdir(parents=True)
+    family = schema["name"]
+    topic_name, table, group = f"test.{family}-{suffix}", f"{family}_{suffix}", f"t-{suffix}"
+    (root / "schemas" / f"{family}.avsc").write_text(json.dumps(schema))
+    (root / "topics" / "t.yaml").write_text(yaml.safe_dump(
+        {"name": topic_name, "schema": family, "partitions": partitions, **topic}))
+    (root / "sinks" / "s.yaml").write_text(yaml.safe_dump(
+        {"name": table, "topic": topic_name, "table": table, **sink}))
+    (root / "workers" / "w.yaml").write_text(yaml.safe_dump(
+        {"name": "w", "group": group, "sinks": [table],
+         "batch": {"max_records": max_records, "max_age_ms": 100}}))
+    settings = load_settings(home=root, state_dir=stack.state)
+    fam = Family(root, settings, load_catalogue(root), family, topic_name, table, group)
+    await apply_topics(settings, fam.catalogue, say=lambda m: None)
+    await migrate(settings, fam.catalogue, lambda m: None)
+    return fam
+
+
+async def drop_family(fam: Family) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    conn = await connect(fam.settings)
+    try:
+        await conn.execute(f'DROP TABLE IF EXISTS "{fam.table}", "{fam.table}_history"')
+        await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
+                           f"sink:{fam.table}:%")
+        await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id = $1",
+                           fam.group)
+        await conn.execute("DELETE FROM sinkfleet.workers WHERE group_id = $1", fam.group)
+    finally:
+        await conn.close()
+    client = redis_client(fam.settings)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"sinkfleet:{fam.table}:*")]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
+    admin = AIOKafkaAdminClient(bootstrap_servers=fam.settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([fam.topic, f"{fam.topic}.dlq"])
+    finally:
+        await admin.close()
+
+
+async def stored_total(fam: Family) -> int:
+    conn = await connect(fam.settings)
+    try:
+        return int(await conn.fetchval(
+            "SELECT coalesce(sum(next_offset), 0) FROM sinkfleet.consumer_offsets"
+            " WHERE group_id = $1 AND topic = $2", fam.group, fam.topic))
+    finally:
+        await conn.close()
+
+
+async def log_end_total(fam: Family) -> int:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=fam.settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(fam.topic) or set()
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(fam.topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(fam.topic, p) for p in parts])
+        return sum(ends.values())
+    finally:
+        await consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_worker(fam: Family) -> AsyncIterator[Worker]:
+    worker = Worker(fam.settings, fam.catalogue, fam.catalogue.worker("w"))
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 60)
+
+
+async def drain(fam: Family, worker: Worker, timeout: float = 60) -> None:
+    """Wait until the worker has stored everything published to the topic so far."""
+    end = await log_end_total(fam)
+
+    async def done() -> bool:
+        return await stored_total(fam) >= end
+
+    await async_wait_for(done, timeout, f"{end} offsets stored by {fam.group}")
+
+
+async def rows(fam: Family, sql: str, *args: Any) -> list[dict[str, Any]]:
+    conn = await connect(fam.settings)
+    try:
+        return [dict(r) for r in await conn.fetch(sql, *args)]
+    finally:
+        await conn.close()
+
+
+async def rewind(fam: Family) -> None:
+    """Replay everything: the group's PostgreSQL offsets (its position) back to 0."""
+    conn = await connect(fam.settings)
+    try:
+        await conn.execute("UPDATE sinkfleet.consumer_offsets SET next_offset = 0"
+                           " WHERE group_id = $1", fam.group)
+    finally:
+        await conn.close()

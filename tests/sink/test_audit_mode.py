@@ -1,0 +1,192 @@
+"""Audit sinks on real Kafka and PostgreSQL: content hashes, per-tenant chains, tamper
+detection, append-only for the workers' role."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from sinkfleet.config import Settings
+from sinkfleet.ops.audit import verify
+from sinkfleet.ops.dlq import Filter, inspect
+from sinkfleet.producer import Publisher
+from sinkfleet.sink.audit import chain_hash, content_hash
+from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.roles import worker_password
+from tests.sink.support import (
+    Family,
+    drain,
+    drop_family,
+    make_family,
+    rewind,
+    rows,
+    running_worker,
+)
+
+pytestmark = pytest.mark.integration
+
+SCHEMA = {
+    "type": "record", "name": "audit_rec", "namespace": "test.sinkfleet",
+    "fields": [
+        {"name": "entry_id", "type": "string"},
+        {"name": "tenant_id", "type": "string"},
+        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-micros"}},
+        {"name": "actor", "type": "string"},
+        {"name": "action", "type": "string"},
+        {"name": "before", "type": ["null", "string"], "sinkfleet.json": True,
+         "default": None},
+        {"name": "after", "type": "string", "sinkfleet.json": True},
+        {"name": "provenance", "type": ["null", {
+            "type": "record", "name": "Provenance", "fields": [
+                {"name": "task_id", "type": "string"},
+                {"name": "step", "type": "int"},
+                {"name": "weight", "type": "float"}]}], "default": None},
+        {"name": "content_hash", "type": {"type": "fixed", "name": "Sha256", "size": 32}},
+    ],
+}
+TOPIC = {"key": ["tenant_id"]}
+SINK = {
+    "mode": "audit", "id": ["entry_id"],
+    "audit": {"tenant": "tenant_id", "hash": "content_hash"},
+    "columns": [{"name": f["name"], "from": f["name"]} for f in SCHEMA["fields"]],
+    "indexes": [{"columns": ["tenant_id", "ts"]}, {"columns": ["actor"]}],
+}
+for _col in SINK["columns"]:
+    if _col["name"] in ("before", "after"):
+        _col["type"] = "jsonb"
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+@pytest_asyncio.fixture
+async def fam(stack: Settings, tmp_path: Path) -> AsyncIterator[Family]:
+    family = await make_family(tmp_path, stack, SCHEMA, TOPIC, SINK, max_records=50)
+    yield family
+    await drop_family(family)
+
+
+def entry(tenant: str, n: int) -> dict[str, Any]:
+    return {"entry_id": f"{tenant}-{n:04d}", "tenant_id": tenant,
+            "ts": T0 + timedelta(seconds=n), "actor": f"agent-{n % 3}",
+            "action": "update_state",
+            "before": None if n == 0 else json.dumps({"count": n - 1, "ünï": "ç"}),
+            "after": json.dumps({"count": n, "ratio": n / 7}),
+            "provenance": None if n % 2 else {"task_id": f"task-{n}", "step": n,
+                                              "weight": 0.1 * n},
+            "content_hash": None}
+
+
+async def publish(fam: Family, records: list[dict[str, Any]]) -> None:
+    async with Publisher(fam.settings, catalogue=fam.catalogue) as pub:
+        for rec in records:
+            await pub.publish(fam.family, rec)
+
+
+async def test_entries_are_chained_per_tenant_and_verify(fam: Family) -> None:
+    tenants = ["acme", "globex", "initech"]
+    published = [entry(t, n) for n in range(40) for t in tenants]
+    forged = {**entry("acme", 999), "content_hash": bytes(32)}  # a hash that does not match
+    await publish(fam, [*published[:60], forged, *published[60:]])
+    async with running_worker(fam) as worker:
+        await drain(fam, worker)
+        assert worker.stats.stored == 120 and worker.stats.dead_lettered == 1
+    stored = await rows(fam, f'SELECT * FROM "{fam.table}" ORDER BY tenant_id, chain_seq')
+    assert len(stored) == 120
+    schema = fam.catalogue.schemas[fam.family]
+    for tenant in tenants:
+        chain = [r for r in stored if r["tenant_id"] == tenant]
+        sent = [r for r in published if r["tenant_id"] == tenant]
+        assert [r["chain_seq"] for r in chain] == list(range(1, 41))
+        assert [r["entry_id"] for r in chain] == [r["entry_id"] for r in sent]  # offset order
+        prev = bytes(32)
+        for row, rec in zip(chain, sent, strict=True):
+            assert row["ts"] == rec["ts"] and row["actor"] == rec["actor"]
+            assert json.loads(row["after"]) == json.loads(rec["after"])
+            assert (row["before"] is None) == (rec["before"] is None)
+            expected = content_hash(rec, schema, "content_hash")
+            assert bytes(row["content_hash"]) == expected
+            assert bytes(row["prev_hash"]) == prev
+            assert bytes(row["chain_hash"]) == chain_hash(prev, expected)
+            prev = bytes(row["chain_hash"])
+    result = await verify(fam.settings, fam.catalogue)
+    assert result.ok and result.entries == 120 and result.tenants == 3
+    dead = await inspect(fam.settings, [f"{fam.topic}.dlq"], Filter.make())
+    assert [(d.stage, d.error_class) for d in dead.records] == [("validate", "ValidationError")]
+    assert "content_hash does not match" in dead.records[0].headers["sinkfleet.error.message"]
+
+
+async def test_replay_adds_nothing_and_tampering_is_named(fam: Family) -> None:
+    await publish(fam, [entry(t, n) for n in range(25) for t in ("acme", "globex")])
+    async with running_worker(fam) as worker:
+        await drain(fam, worker)
+    before = await rows(fam, f'SELECT * FROM "{fam.table}" ORDER BY entry_id')
+    await rewind(fam)
+    async with running_worker(fam) as worker:
+        await drain(fam, worker)
+        assert worker.stats.consumed == 50 and worker.stats.stored == 0
+    assert await rows(fam, f'SELECT * FROM "{fam.table}" ORDER BY entry_id') == before
+
+    # the workers' role may not rewrite history
+    conn = await asyncpg.connect(**{**fam.settings.pg_connect_kwargs,
+                                    "user": fam.settings.pg_worker_user,
+                                    "password": worker_password(fam.settings)})
+    try:
+        for sql in (f'UPDATE "{fam.table}" SET actor = \'x\'', f'DELETE FROM "{fam.table}"'):
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.execute(sql)
+    finally:
+        await conn.close()
+
+    # a superuser can (with triggers off); verify names exactly the edited row
+    conn = await connect(fam.settings)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute(f'UPDATE "{fam.table}" SET actor = \'mallory\''
+                               " WHERE tenant_id = 'globex' AND chain_seq = 7")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
+            await conn.execute(f'DELETE FROM "{fam.table}" WHERE chain_seq = 1')
+    finally:
+        await conn.close()
+    result = await verify(fam.settings, fam.catalogue)
+    assert not result.ok and result.entries == 50
+    [broken] = result.broken
+    assert (broken.tenant, broken.sequence, broken.what, broken.entry_id) == (
+        "globex", 7, "content_hash", "globex-0006")
+    assert broken.found == bytes(before[31]["content_hash"]).hex()  # globex-0006
+    assert (await verify(fam.settings, fam.catalogue, tenant="acme")).ok
+
+    # a removed row breaks the sequence at the row after it
+    conn = await connect(fam.settings)
+    try:
+        async with conn.transaction():
+            await conn.execute("SET LOCAL session_replication_role = replica")
+            await conn.execute(f'DELETE FROM "{fam.table}"'
+                               " WHERE tenant_id = 'acme' AND chain_seq = 3")
+    finally:
+        await conn.close()
+    result = await verify(fam.settings, fam.catalogue, tenant="acme")
+    assert [(b.tenant, b.sequence, b.what, b.expected, b.found) for b in result.broken] == [
+        ("acme", 4, "sequence", "3", "4")]
+
+    cli = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "sinkfleet", "audit", "verify", "--tenant", "globex", "--json"],
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "SINKFLEET_HOME": str(fam.root),
+             "SINKFLEET_STATE_DIR": str(fam.settings.state)})
+    assert cli.returncode == 1, cli.stderr
+    report = json.loads(cli.stdout)
+    assert report["ok"] is False and report["entries"] == 25
+    assert [(b["tenant"], b["sequence"], b["what"]) for b in report["broken"]] == [
+        ("globex", 7, "content_hash")]
