@@ -361,7 +361,7 @@ def test_compose_mounts_exist_and_grafana_provisions_the_dashboard() -> None:
 # --- Kubernetes ------------------------------------------------------------------------------
 def k8s_docs() -> list[dict[str, Any]]:
     docs = []
-    for path in sorted(K8S.glob("*.y*ml")):
+    for path in sorted(K8S.rglob("*.y*ml")):
         loaded = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
         assert loaded, f"{path} is empty"
         docs.extend(loaded)
@@ -375,8 +375,9 @@ def test_k8s_yaml_parses_and_kustomization_lists_existing_files() -> None:
         for doc in yaml.safe_load_all(path.read_text()):
             assert doc is None or isinstance(doc, dict), path
     kustomization = load_yaml(K8S / "kustomization.yaml")
-    for resource in kustomization["resources"]:
-        assert (K8S / resource).is_file(), resource
+    for resource in kustomization["resources"]:  # a file, or a directory with its own
+        assert (K8S / resource).is_file() or (K8S / resource / "kustomization.yaml").is_file(), \
+            resource
     assert "secret.example.yaml" not in kustomization["resources"]
 
 
