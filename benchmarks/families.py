@@ -42,6 +42,7 @@ from sinkfleet.cache.store import redis_client
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.catalogue.isolate import IsolatedCatalogue, isolated_copy
 from sinkfleet.config import Settings, load_settings
+from sinkfleet.ops.positions import KafkaPositions
 from sinkfleet.ops.produce import produce, produce_mixed
 from sinkfleet.ops.topics import apply_topics
 from sinkfleet.producer.synthetic import MixedLoad, synthetic_records
@@ -72,21 +73,8 @@ def pct(values: list[float], q: float) -> float:
 
 
 async def end_total(settings: Settings, topics: list[str]) -> int:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        tps = []
-        for topic in topics:
-            parts = consumer.partitions_for_topic(topic)
-            if not parts:
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic) or set()
-            tps += [TopicPartition(topic, p) for p in parts]
-        return sum((await consumer.end_offsets(tps)).values())
-    finally:
-        await consumer.stop()
+    async with KafkaPositions(settings) as kafka:
+        return sum(end for _, end in (await kafka.bounds(topics)).values())
 
 
 async def run_workers(iso: IsolatedCatalogue, settings: Settings, specs: list[str],

@@ -38,31 +38,11 @@ async def produce(settings: Settings, catalogue: Catalogue, family: str,
                   records: Iterator[Item], count: int, *, rate: float | None = None,
                   keep: bool = False, progress: Callable[[int], None] | None = None,
                   ) -> ProduceResult:
-    """Publish ``count`` records and wait until Kafka acknowledged every one."""
-    kept: list[Any] | None = [] if keep else None
-    tombstones = 0
-    started = time.monotonic()
-    async with Publisher(settings, catalogue=catalogue) as pub:
-        for i in range(count):
-            record = next(records)
-            if isinstance(record, Tombstone):
-                await pub.delete(family, *record.key)
-                tombstones += 1
-            else:
-                await pub.publish(family, record)
-            if kept is not None:
-                kept.append(record)
-            if rate:
-                ahead = (i + 1) / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-            if progress is not None and (i + 1) % 1000 == 0:
-                progress(1000)
-        await pub.flush()
-    if progress is not None and count % 1000:
-        progress(count % 1000)
-    return ProduceResult(family, count, time.monotonic() - started, kept,
-                         tombstones=tombstones)
+    """Publish ``count`` records of one family and wait until Kafka acknowledged every one."""
+    result = await produce_mixed(settings, catalogue, ((family, r) for r in records), count,
+                                 rate=rate, keep=keep, progress=progress)
+    kept = None if result.records is None else [r for _, r in result.records]
+    return ProduceResult(family, count, result.seconds, kept, tombstones=result.tombstones)
 
 
 async def produce_mixed(settings: Settings, catalogue: Catalogue,

@@ -34,8 +34,9 @@ from aiokafka.errors import KafkaError
 from sinkfleet.catalogue import Catalogue
 from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError, SinkfleetError
-from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
+from sinkfleet.kafka import kafka_client_kwargs
 from sinkfleet.ops.lag.collect import _DescribeGroupsV2
+from sinkfleet.ops.positions import KafkaPositions
 from sinkfleet.sink.postgres.connect import connect
 
 HOLD_WAIT_SECONDS = 60.0
@@ -177,26 +178,23 @@ def read_plan_csv(path: Path) -> dict[TopicPartition, int]:
     return offsets
 
 
-class _Kafka:
+class _Kafka(KafkaPositions):
     """The Kafka side of a replay: log bounds, time lookups, group state, commits."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        kw = {**kafka_client_kwargs(settings), "request_timeout_ms": 15_000}
-        self.admin = AIOKafkaAdminClient(**kw)
-        self.meta = AIOKafkaConsumer(enable_auto_commit=False, **kw)
+    @property
+    def admin(self) -> AIOKafkaAdminClient:
+        return self._admin
+
+    @property
+    def meta(self) -> AIOKafkaConsumer:
+        return self._meta
 
     async def __aenter__(self) -> _Kafka:
         try:
-            await self.admin.start()
-            await self.meta.start()
-        except KafkaError as exc:
-            raise ReplayError(await explain_kafka_error(self.settings, exc)) from None
+            await super().__aenter__()
+        except SinkfleetError as exc:
+            raise ReplayError(str(exc)) from None
         return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.meta.stop()
-        await self.admin.close()
 
     async def partitions(self, topic: str) -> list[TopicPartition]:
         parts = self.meta.partitions_for_topic(topic)
@@ -214,10 +212,6 @@ class _Kafka:
         response = await self.admin._send_request(_DescribeGroupsV2([group]), node)
         [described] = response.to_object()["groups"]
         return described["state"], len(described["members"])
-
-    async def committed(self, group: str, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-        found = await self.admin.list_consumer_group_offsets(group, partitions=tps)
-        return {tp: meta.offset for tp, meta in found.items() if meta.offset >= 0}
 
     async def commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
         """Commit for an empty group (generation -1, as Kafka's own tool does)."""
@@ -268,7 +262,9 @@ async def plan_replay(settings: Settings, catalogue: Catalogue, group: str,
         starts = await kafka.meta.beginning_offsets(tps)
         ends = await kafka.meta.end_offsets(tps)
         in_pg = await _positions(settings, group, tps)
-        in_kafka = await kafka.committed(group, [tp for tp in tps if tp not in in_pg])
+        wanted = set(tps)
+        in_kafka = {tp: off for tp, off in (await kafka.committed(group)).items()
+                    if tp in wanted and tp not in in_pg}
         by_time: dict[TopicPartition, Any] = {}
         if target.kind in ("datetime", "duration"):
             when = (target.value if target.kind == "datetime"

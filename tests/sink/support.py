@@ -17,6 +17,7 @@ import yaml
 from sinkfleet.cache.store import redis_client
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings, load_settings
+from sinkfleet.ops.positions import KafkaPositions
 from sinkfleet.ops.topics import apply_topics
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
@@ -103,19 +104,8 @@ async def stored_total(fam: Family) -> int:
 
 
 async def log_end_total(fam: Family) -> int:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=fam.settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        parts = consumer.partitions_for_topic(fam.topic) or set()
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = consumer.partitions_for_topic(fam.topic) or set()
-        ends = await consumer.end_offsets([TopicPartition(fam.topic, p) for p in parts])
-        return sum(ends.values())
-    finally:
-        await consumer.stop()
+    async with KafkaPositions(fam.settings) as kafka:
+        return sum(end for _, end in (await kafka.bounds([fam.topic])).values())
 
 
 @contextlib.asynccontextmanager
