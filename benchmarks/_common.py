@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import cProfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+from rich.console import Console
+from rich.progress import Progress
 
+from sinkfleet.cache.store import redis_client
+from sinkfleet.catalogue.isolate import IsolatedCatalogue
 from sinkfleet.config import Settings
+from sinkfleet.ops.positions import KafkaPositions
 from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.worker.loop import Worker
 
 
 @contextlib.contextmanager
@@ -46,3 +55,94 @@ class StoredOffsets:
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close()
+
+
+@dataclass
+class Rate:
+    records: int
+    seconds: float
+    stored: int = 0  # rows the workers inserted (re-read duplicates are not)
+
+    @property
+    def per_s(self) -> float:
+        return self.records / self.seconds if self.seconds else 0.0
+
+
+async def end_total(settings: Settings, topics: list[str]) -> int:
+    async with KafkaPositions(settings) as kafka:
+        return sum(end for _, end in (await kafka.bounds(topics)).values())
+
+
+async def run_workers(iso: IsolatedCatalogue, settings: Settings, specs: list[str],
+                      progress: Progress, label: str) -> Rate:
+    """Run ``specs`` in this process until their groups stored every record of their
+    topics. The rate counts from the first stored batch (joining the group, a few
+    seconds whatever the load, is left out) to the last."""
+    cat = iso.catalogue
+    groups = [cat.worker(s).group for s in specs]
+    topics = sorted({cat.sinks[n].topic.name for s in specs for n in cat.worker(s).sinks})
+    target = await end_total(settings, topics)
+    probes = [StoredOffsets(settings, g) for g in groups]
+    start_total = sum([await p() for p in probes])
+    workers = [Worker(settings, cat, cat.worker(s), worker_id=f"bench-{s}") for s in specs]
+    task = progress.add_task(label, total=target - start_total)
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    first: tuple[float, int] | None = None
+    try:
+        while True:
+            done = sum([await p() for p in probes])
+            progress.update(task, completed=done - start_total)
+            if first is None and done > start_total:
+                first = (time.monotonic(), done)
+            if done >= target:
+                break
+            for t in tasks:
+                if t.done():
+                    raise RuntimeError(f"a worker stopped early: {t.exception()}")
+            await asyncio.sleep(0.05)
+        assert first is not None
+        elapsed = time.monotonic() - first[0]
+    finally:
+        for w in workers:
+            w.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for p in probes:
+            await p.close()
+    return Rate(target - first[1], elapsed, sum(w.stats.stored for w in workers))
+
+
+async def cleanup(settings: Settings, iso: IsolatedCatalogue) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    conn = await connect(settings)
+    try:
+        for name, sink in iso.catalogue.sinks.items():
+            extra = f', "{sink.spec.history_table}"' if sink.spec.state is not None else ""
+            await conn.execute(f'DROP TABLE IF EXISTS "{name}"{extra} CASCADE')
+            await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
+                               f"sink:{name}:%")
+        groups = [w.group for w in iso.catalogue.workers.values()]
+        await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id ="
+                           " ANY($1::text[])", groups)
+        await conn.execute("DELETE FROM sinkfleet.workers WHERE group_id = ANY($1::text[])",
+                           groups)
+    finally:
+        await conn.close()
+    client = redis_client(settings)
+    try:
+        for name in iso.catalogue.sinks:
+            keys = [k async for k in client.scan_iter(match=f"sinkfleet:{name}:*",
+                                                         count=1000)]
+            for i in range(0, len(keys), 1000):
+                await client.delete(*keys[i:i + 1000])
+    finally:
+        await client.aclose()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        topics = [t.name for t in iso.catalogue.topics.values()]
+        await admin.delete_topics(topics + [t.dlq for t in iso.catalogue.topics.values()])
+    except Exception as exc:
+        Console(stderr=True).print(f"[yellow]topic cleanup: {exc}[/]")
+    finally:
+        await admin.close()

@@ -23,7 +23,6 @@ import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from pathlib import Path
@@ -36,13 +35,12 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import StoredOffsets
+from benchmarks._common import cleanup, run_workers
 from sinkfleet.cache.layout import CacheLayout
 from sinkfleet.cache.store import redis_client
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.catalogue.isolate import IsolatedCatalogue, isolated_copy
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.ops.positions import KafkaPositions
 from sinkfleet.ops.produce import produce, produce_mixed
 from sinkfleet.ops.topics import apply_topics
 from sinkfleet.producer.synthetic import MixedLoad, synthetic_records
@@ -51,68 +49,14 @@ from sinkfleet.read import Reader
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.stack import manager
-from sinkfleet.worker.loop import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console()
 
 
-@dataclass
-class Rate:
-    records: int
-    seconds: float
-
-    @property
-    def per_s(self) -> float:
-        return self.records / self.seconds if self.seconds else 0.0
-
-
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-async def end_total(settings: Settings, topics: list[str]) -> int:
-    async with KafkaPositions(settings) as kafka:
-        return sum(end for _, end in (await kafka.bounds(topics)).values())
-
-
-async def run_workers(iso: IsolatedCatalogue, settings: Settings, specs: list[str],
-                      progress: Progress, label: str) -> Rate:
-    """Run ``specs`` in this process until their groups stored every record of their
-    topics. The rate counts from the first stored batch (joining the group, a few
-    seconds whatever the load, is left out) to the last."""
-    cat = iso.catalogue
-    groups = [cat.worker(s).group for s in specs]
-    topics = sorted({cat.sinks[n].topic.name for s in specs for n in cat.worker(s).sinks})
-    target = await end_total(settings, topics)
-    probes = [StoredOffsets(settings, g) for g in groups]
-    start_total = sum([await p() for p in probes])
-    workers = [Worker(settings, cat, cat.worker(s), worker_id=f"bench-{s}") for s in specs]
-    task = progress.add_task(label, total=target - start_total)
-    tasks = [asyncio.create_task(w.run()) for w in workers]
-    first: tuple[float, int] | None = None
-    try:
-        while True:
-            done = sum([await p() for p in probes])
-            progress.update(task, completed=done - start_total)
-            if first is None and done > start_total:
-                first = (time.monotonic(), done)
-            if done >= target:
-                break
-            for t in tasks:
-                if t.done():
-                    raise RuntimeError(f"a worker stopped early: {t.exception()}")
-            await asyncio.sleep(0.05)
-        assert first is not None
-        elapsed = time.monotonic() - first[0]
-    finally:
-        for w in workers:
-            w.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for p in probes:
-            await p.close()
-    return Rate(target - first[1], elapsed)
 
 
 def append_twin(iso: IsolatedCatalogue, sink: str) -> str:
@@ -224,43 +168,6 @@ async def bytes_per_event(settings: Settings, table: str) -> dict[str, Any]:
         await conn.close()
     return {"rows": rows, "total_per_row": row["total"] / rows, "heap_per_row":
             row["heap"] / rows, "index_per_row": row["idx"] / rows}
-
-
-async def cleanup(settings: Settings, iso: IsolatedCatalogue) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    conn = await connect(settings)
-    try:
-        for name, sink in iso.catalogue.sinks.items():
-            extra = f', "{sink.spec.history_table}"' if sink.spec.state is not None else ""
-            await conn.execute(f'DROP TABLE IF EXISTS "{name}"{extra} CASCADE')
-            await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
-                               f"sink:{name}:%")
-        groups = [w.group for w in iso.catalogue.workers.values()]
-        await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id ="
-                           " ANY($1::text[])", groups)
-        await conn.execute("DELETE FROM sinkfleet.workers WHERE group_id = ANY($1::text[])",
-                           groups)
-    finally:
-        await conn.close()
-    client = redis_client(settings)
-    try:
-        for name in iso.catalogue.sinks:
-            keys = [k async for k in client.scan_iter(match=f"sinkfleet:{name}:*",
-                                                         count=1000)]
-            for i in range(0, len(keys), 1000):
-                await client.delete(*keys[i:i + 1000])
-    finally:
-        await client.aclose()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        topics = [t.name for t in iso.catalogue.topics.values()]
-        await admin.delete_topics(topics + [t.dlq for t in iso.catalogue.topics.values()])
-    except Exception as exc:
-        console.print(f"[yellow]topic cleanup: {exc}[/]")
-    finally:
-        await admin.close()
 
 
 async def main(opts: argparse.Namespace) -> dict[str, Any]:
