@@ -102,6 +102,10 @@ async def bench_queries(settings: Settings, iso: IsolatedCatalogue, rounds: int 
             got = await conn.fetch(sql, agent, lo, hi)
             raw.append((time.perf_counter() - t) * 1000)
         n_raw = len(got)
+        server = []  # the query inside PostgreSQL: index range scan, 10k rows, no transfer
+        for _ in range(rounds):
+            plan = await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", agent, lo, hi)
+            server.append(float(json.loads(plan)[0]["Execution Time"]))
         counted = []
         for _ in range(rounds):
             t = time.perf_counter()
@@ -119,7 +123,8 @@ async def bench_queries(settings: Settings, iso: IsolatedCatalogue, rounds: int 
             api.append((time.perf_counter() - t) * 1000)
     return {"rows": len(rows), "raw_rows": n_raw, "reader_p50_ms": pct(api, 0.5),
             "reader_p99_ms": pct(api, 0.99), "raw_p50_ms": pct(raw, 0.5),
-            "raw_p99_ms": pct(raw, 0.99), "count_p50_ms": pct(counted, 0.5)}
+            "raw_p99_ms": pct(raw, 0.99), "count_p50_ms": pct(counted, 0.5),
+            "server_p50_ms": pct(server, 0.5), "server_p99_ms": pct(server, 0.99)}
 
 
 async def bench_state_reads(settings: Settings, iso: IsolatedCatalogue, reads: int = 5000
@@ -251,8 +256,8 @@ def report(r: dict[str, Any]) -> None:
     q = r["query"]
     table.add_row(f"(q) time range, {q['rows']:,} events: Reader p50 / p99",
                   f"{q['reader_p50_ms']:.1f} / {q['reader_p99_ms']:.1f} ms",
-                  f"raw asyncpg p50 {q['raw_p50_ms']:.1f} ms; count(*) {q['count_p50_ms']:.2f}"
-                  " ms; goal < 10 ms")
+                  f"in PostgreSQL p50 {q['server_p50_ms']:.1f} ms; raw asyncpg p50"
+                  f" {q['raw_p50_ms']:.1f} ms; goal < 10 ms")
     sr = r["state_reads"]
     table.add_row("(r) current state via Reader p50 / p99",
                   f"{sr['reader_p50_ms']:.3f} / {sr['reader_p99_ms']:.3f} ms",
