@@ -7,11 +7,12 @@ seconds is, and what polling costs the workers.
                  every partition (assign, commit, stop), so G x P group-partitions
                  (5,000), each waiting at its own record. ``LagCollector.collect()`` is
                  timed
-                   cold   the first call: it peeks the timestamp of every
-                          first-unconsumed record (G x P of them);
+                   cold   the first call: it reads the timestamp of every
+                          first-unconsumed record (G x P of them, each partition
+                          read forward from its lowest such offset);
                    warm   the median of 5 later calls (timestamps cached);
                    moved  after every group committed G records further on: G x P new
-                          offsets to peek again, which is what every poll costs when
+                          offsets to read again, which is what every poll costs when
                           all groups are consuming;
                    full history  warm, with every partition's history full (720
                           samples: an hour at the default 5 s interval); the memory
@@ -22,8 +23,8 @@ seconds is, and what polling costs the workers.
                  how many topics the collection asks about (this topic and every
                  ``.dlq`` topic in the cluster), which is recorded. Then a
                  ``LagExporter`` in this process (port 0, no second poll) serves
-                 /metrics and /api/lag from its snapshot: median time of an HTTP GET,
-                 size, series.
+                 /metrics and /api/lag from its snapshot: the first GET (which
+                 renders the snapshot), then the median of later ones, size, series.
 (2) accuracy     For a handful of (group, partition) pairs, the collector's lag_seconds
                  against the true age, at the snapshot's time, of the first unconsumed
                  record, read independently (assign, seek to the offset the benchmark
@@ -45,8 +46,9 @@ seconds is, and what polling costs the workers.
                  (W, not counted: the first run after producing is slower). Before each
                  run PostgreSQL is checkpointed and dirty pages synced. The exporter
                  process runs ``LagExporter.run`` as ``sinkfleet lag-exporter
-                 --interval 1`` would (spawned; the CLI command fails to start, see
-                 exporter_child), and the worker starts once its first poll is done.
+                 --interval 1`` would (spawned, so that it reports its port back),
+                 and the worker starts once its first poll is done; its CPU time and
+                 resident memory (RSS, at the end of the run) are recorded.
                  events/s is N over the time from starting the process until the
                  offsets stored with the rows cover N; "steady" is the rate after the
                  first batch was stored (it leaves out process start and group join).
@@ -81,7 +83,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -108,7 +109,7 @@ from rich.table import Table
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.ops.lag.collect import LagCollector, Snapshot
 from sinkfleet.ops.lag.exporter import LagExporter
-from sinkfleet.ops.lag.model import Sample
+from sinkfleet.ops.lag.model import PartitionHistory, Sample
 from sinkfleet.ops.produce import produce
 from sinkfleet.ops.topics import apply_topics
 from sinkfleet.producer.synthetic import ExperienceLoad
@@ -422,13 +423,12 @@ class Phases:
         self.spans: dict[str, list[tuple[float, float]]] = {}
         self.rounds = 0
         self._wrap(collector, "_groups", "groups")
-        self._wrap(collector._admin, "list_consumer_group_offsets", "offsets")
-        self._wrap(collector._admin, "list_topics", "topics")
-        self._wrap(collector._admin, "describe_topics", "topics")
+        self._wrap(collector, "_committed", "offsets")
+        self._wrap(collector, "_topics", "topics")
         self._wrap(collector._meta, "end_offsets", "bounds")
         self._wrap(collector._meta, "beginning_offsets", "bounds")
         self._wrap(collector, "_timestamps", "timestamps")
-        self._wrap(collector, "_peek_round", "rounds")
+        self._wrap(collector._peek, "getmany", "rounds")  # one fetch round each, at most
 
     def _wrap(self, obj: Any, attr: str, name: str) -> None:
         fn = getattr(obj, attr)
@@ -525,20 +525,21 @@ def rss_bytes() -> int:
 
 def fill_history(collector: LagCollector) -> int:
     """Make every partition's history full: copies of its last sample, 5 s apart (an hour
-    at the default interval), each with its own ints as a real poll would make them."""
-    ats = [time.time() - HISTORY_STEP_S * k for k in range(HISTORY_FULL - 1, 0, -1)]
+    at the default interval), then the last sample itself, added as polls add them (the
+    status window is brought up to date too, as each poll does)."""
     added = 0
-    for hist in collector.history.values():
-        last = hist.samples[-1]
-        older = [Sample(at, _fresh(last.committed), _fresh(last.log_start),
-                        _fresh(last.log_end), last.first_unconsumed_ts) for at in ats]
-        hist.samples = deque([*older, last], maxlen=HISTORY_FULL)
-        added += len(older)
+    for key, old in collector.history.items():
+        last = old.last
+        assert last is not None
+        hist = PartitionHistory(old.maxlen)
+        for k in range(HISTORY_FULL - 1, 0, -1):
+            hist.add(Sample(last.at - HISTORY_STEP_S * k, last.committed, last.log_start,
+                            last.log_end, last.first_unconsumed_ts))
+        hist.add(last)
+        hist.status(collector.window_seconds, collector.stall_seconds)
+        collector.history[key] = hist
+        added += HISTORY_FULL - 1
     return added
-
-
-def _fresh(n: int | None) -> int | None:
-    return None if n is None else int(str(n))  # a new int object, as parsing makes one
 
 
 async def bench_collect(settings: Settings, run: ScaleRun, opts: Options,
@@ -600,13 +601,13 @@ async def bench_http(settings: Settings, run: ScaleRun, progress: Progress) -> d
     out: dict[str, Any] = {}
     async with running_exporter(settings, 3600.0, run.group_names) as (exporter, port):
         for path in ("/metrics", "/api/lag"):
-            await http_get(port, path)  # one to warm up
+            first, _ = await http_get(port, path)  # renders the snapshot
             times, body = [], b""
             for _ in range(GETS):
                 took, body = await http_get(port, path)
                 times.append(took)
-            out[path] = {"median_s": statistics.median(times), "max_s": max(times),
-                         "bytes": len(body), "gets": GETS}
+            out[path] = {"first_s": first, "median_s": statistics.median(times),
+                         "max_s": max(times), "bytes": len(body), "gets": GETS}
         text = (await http_get(port, "/metrics"))[1].decode()
         out["/metrics"]["series"] = series_count(text)
         out["/metrics"]["lag_seconds_series"] = len(_LAG_LINE.findall(text))
@@ -727,6 +728,12 @@ def machine_cpu() -> tuple[int, int]:
     return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # idle and iowait are not busy
 
 
+def rss_of(pid: int) -> int:
+    """Resident memory of a process, bytes."""
+    with open(f"/proc/{pid}/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
 def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
@@ -837,6 +844,7 @@ async def run_worker(settings: Settings, tc: TestCatalogue, index: int, kind: st
         _, body = await http_get(exporter[1], "/api/lag")
         snap = json.loads(body)
         result.exporter = {"cpu_seconds": cpu1 - cpu0, "cpu_share": (cpu1 - cpu0) / (now - t0),
+                           "rss_bytes": rss_of(exporter[0]),
                            "groups": len(snap["groups"]),
                            "group_partitions": sum(len(g["partitions"]) for g in snap["groups"]),
                            "last_collect_s": snap["collect_seconds"],
@@ -992,7 +1000,8 @@ def print_collect(run: ScaleRun, out: dict[str, Any]) -> None:
                   f" offsets; full = warm with {HISTORY_FULL} samples of history per"
                   " partition (median of 3). groups: list + coordinators + describe;"
                   " offsets: OffsetFetch per group; bounds: log start/end offsets; ts:"
-                  " peeking first-unconsumed timestamps, in rounds; CPU: the rest"
+                  " reading first-unconsumed timestamps; rounds: getmany() calls (a fetch"
+                  " round at most); CPU: the rest"
                   " (samples, history, statuses).", highlight=False)
     dlq = out["cluster"]["dlq_topics"]
     console.print(f"  the cold call asked for the log bounds of {dlq + 1} topics (this one"
@@ -1003,13 +1012,14 @@ def print_collect(run: ScaleRun, out: dict[str, Any]) -> None:
                   f" each); a full gc.collect() then takes {_ms(mem['full_gc_seconds'])} ms",
                   highlight=False)
     h = out["http"]
-    t = Table(title="(1) HTTP GET from the exporter's cached snapshot")
-    for col in ("GET", "median ms", "max ms", "bytes", "series"):
+    t = Table(title="(1) HTTP GET from the exporter's snapshot")
+    for col in ("GET", "first ms", "median ms", "max ms", "bytes", "series"):
         t.add_column(col, justify="left" if col == "GET" else "right")
     for path in ("/metrics", "/api/lag"):
         v = h[path]
-        t.add_row(path, f"{v['median_s'] * 1000:,.1f}", f"{v['max_s'] * 1000:,.1f}",
-                  f"{v['bytes']:,}", f"{v['series']:,}" if "series" in v else "-")
+        t.add_row(path, f"{v['first_s'] * 1000:,.1f}", f"{v['median_s'] * 1000:,.1f}",
+                  f"{v['max_s'] * 1000:,.1f}", f"{v['bytes']:,}",
+                  f"{v['series']:,}" if "series" in v else "-")
     console.print(t)
 
 
@@ -1055,7 +1065,8 @@ def print_workers(opts: Options, runs: list[WorkerRun], ws: dict[str, Any]) -> N
             console.print(f"  run {r.run}: the exporter saw {e['groups']} groups,"
                           f" {e['group_partitions']:,} group-partitions (worker's group:"
                           f" {'yes' if e['saw_worker_group'] else 'NO'}); its last"
-                          f" collection took {e['last_collect_s'] * 1000:,.0f} ms",
+                          f" collection took {e['last_collect_s'] * 1000:,.0f} ms; RSS"
+                          f" {e['rss_bytes'] / 2**20:,.0f} MiB",
                           highlight=False)
     console.print(f"B/A = {_f(ws['ratio_b_a'], '.3f')} (events/s),"
                   f" {_f(ws['ratio_b_a_steady'], '.3f')} (steady), medians of"
