@@ -112,7 +112,8 @@ def test_libpq_env_keeps_the_password_in_a_private_pgpass(tmp_path: Path,
                                                           ) -> None:
     monkeypatch.setenv("PGPASSWORD", "from-the-environment")
     settings = load_settings(home=tmp_path, pg_password=SecretStr("p:a\\ss"),
-                             pg_user="u:1", pg_database="d")
+                             pg_user="u:1", pg_database="d", pg_host="127.0.0.1",
+                             pg_port=15432)  # not the environment's (CI may use others)
     with libpq_env(settings) as env:
         passfile = Path(env["PGPASSFILE"])
         assert oct(passfile.stat().st_mode)[-3:] == "600"
