@@ -14,7 +14,7 @@ import asyncpg
 from rich.console import Console
 from rich.progress import Progress
 
-from sinkfleet.cache.store import redis_client
+from sinkfleet.cache.store import forget_sink, redis_client
 from sinkfleet.catalogue.isolate import IsolatedCatalogue
 from sinkfleet.config import Settings
 from sinkfleet.ops.positions import KafkaPositions
@@ -131,10 +131,7 @@ async def cleanup(settings: Settings, iso: IsolatedCatalogue) -> None:
     client = redis_client(settings)
     try:
         for name in iso.catalogue.sinks:
-            keys = [k async for k in client.scan_iter(match=f"sinkfleet:{name}:*",
-                                                         count=1000)]
-            for i in range(0, len(keys), 1000):
-                await client.delete(*keys[i:i + 1000])
+            await forget_sink(client, name)
     finally:
         await client.aclose()
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)

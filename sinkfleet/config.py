@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_controller_port: int = 19093
     kafka_heap: str = "512m"
+    # A worker that dies without leaving its group (kill -9, a lost node) holds its
+    # partitions this long. 6 s is the broker's default minimum; heartbeats every sixth.
+    kafka_session_timeout_ms: int = Field(6_000, ge=1_000, le=300_000)
     schema_registry_url: str | None = None
     # Kafka security (every client is built by sinkfleet.kafka.kafka_client_kwargs)
     kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"

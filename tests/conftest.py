@@ -222,14 +222,12 @@ async def _cleanup(made: list[TestCatalogue]) -> None:
         return
     settings = made[0].settings
     await drop_catalogues(settings, made)
-    from sinkfleet.cache.store import redis_client
+    from sinkfleet.cache.store import forget_sink, redis_client
 
     client = redis_client(settings)  # the sinks' caches (recent rows, latest states)
     try:
         for tc in made:
-            keys = [k async for k in client.scan_iter(match=f"sinkfleet:{tc.table}:*")]
-            if keys:
-                await client.delete(*keys)
+            await forget_sink(client, tc.table)
     finally:
         await client.aclose()
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)

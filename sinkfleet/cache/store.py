@@ -11,7 +11,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
 
-from sinkfleet.cache.layout import CacheLayout
+from sinkfleet.cache.layout import PREFIX, CacheLayout
 from sinkfleet.config import Settings
 from sinkfleet.errors import SinkfleetError, StorageRefused, StorageUnavailable
 from sinkfleet.sink.changes import Change
@@ -145,3 +145,9 @@ async def delete_prefix(client: aioredis.Redis, prefix: str) -> int:
     async for chunk in scan_keys(client, prefix):
         deleted += int(await client.unlink(*chunk))
     return deleted
+
+
+async def forget_sink(client: aioredis.Redis, sink: str) -> int:
+    """Delete every cache key of ``sink`` and its ``filled`` marker (a dropped sink)."""
+    deleted = await delete_prefix(client, f"{PREFIX}:{sink}:")
+    return deleted + int(await client.unlink(f"{PREFIX}:-filled:{sink}"))

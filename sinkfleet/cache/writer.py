@@ -12,7 +12,9 @@ persistence, an eviction): what it holds then is right but incomplete — a ``re
 would hold only the rows written since. Every write pipeline therefore first claims the
 sink's ``filled`` key (SET NX with an expiry); getting it means the key was gone, and
 this writer fills the sink from PostgreSQL (keeping what is there), then marks it filled.
-One worker of a fleet wins the claim; if it dies filling, the claim expires.
+One worker of a fleet wins the claim; if it dies filling, the claim expires. An idle
+writer makes the same claim every ``FILLED_CHECK_SECONDS`` (and once at start), so a
+loss is repaired even when nothing is written.
 
     writer = CacheWriter(settings, sinks, group="events")
     await writer.start()                       # never raises, never waits for Redis
@@ -49,6 +51,7 @@ log = logging.getLogger("sinkfleet.cache")
 Key = tuple[Any, ...]
 PIPELINE_CHANGES = 5000  # changes per Redis round trip
 FILL_CLAIM_SECONDS = 600  # a writer that dies while filling a sink gives it up after this
+FILLED_CHECK_SECONDS = 5.0  # an idle writer checks this often whether Redis lost the caches
 
 
 def backoff(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:
@@ -232,6 +235,7 @@ class CacheWriter:
     # --- background: live writes --------------------------------------------------------
     async def _write_loop(self) -> None:
         attempt = 0
+        await self._check_filled()
         while True:
             if self._failing:
                 self._queue_to_dirty()
@@ -252,7 +256,35 @@ class CacheWriter:
             if self._closing:
                 return
             self._wake.clear()
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), FILLED_CHECK_SECONDS)
+            if not self._wake.is_set():
+                await self._check_filled()
+
+    async def _check_filled(self) -> None:
+        """Claim the ``filled`` key of every sink (see the module's docstring)."""
+        sinks = sorted(self.layouts)
+        self._writing = True  # for ``idle``: a fill may be about to start
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for sink in sinks:
+                    self._claim_filled(pipe, sink)
+                self._claimed(sinks, await pipe.execute())
+        except REDIS_ERRORS as exc:
+            self._fail(exc)
+        finally:
+            self._writing = False
+
+    def _claim_filled(self, pipe: Any, sink: str) -> None:
+        pipe.set(self.layouts[sink].filled_key(), "filling", nx=True, ex=FILL_CLAIM_SECONDS)
+
+    def _claimed(self, sinks: Sequence[str], results: Sequence[Any]) -> None:
+        for sink, lost in zip(sinks, results, strict=True):
+            if lost:
+                log.warning("cache: Redis does not hold the caches of %s (new, flushed,"
+                            " restarted or evicted); filling them from PostgreSQL", sink)
+                self._fill.add(sink)
+                self._dirty_event.set()
 
     async def _write_some(self) -> None:
         assert self._store is not None
@@ -269,8 +301,7 @@ class CacheWriter:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for sink in by_sink:  # first: did Redis lose this sink's caches?
-                    pipe.set(self.layouts[sink].filled_key(), "filling", nx=True,
-                             ex=FILL_CLAIM_SECONDS)
+                    self._claim_filled(pipe, sink)
                 counts = {s: await self._store.queue_changes(pipe, self.layouts[s], c)
                           for s, c in by_sink.items()}
                 claimed = (await pipe.execute())[:len(by_sink)]
@@ -288,12 +319,7 @@ class CacheWriter:
             for cache, n in per_cache.items():
                 if n:
                     self.writes.labels(self.group, sink, cache).inc(n)
-        for sink, lost in zip(by_sink, claimed, strict=True):
-            if lost:
-                log.warning("cache: Redis does not hold the caches of %s (new, flushed,"
-                            " restarted or evicted); filling them from PostgreSQL", sink)
-                self._fill.add(sink)
-                self._dirty_event.set()
+        self._claimed(list(by_sink), claimed)
 
     def _queue_to_dirty(self) -> None:
         while self._queue:

@@ -276,8 +276,8 @@ class Worker:
             auto_offset_reset="earliest",
             fetch_max_bytes=self.spec.fetch_max_bytes,
             max_partition_fetch_bytes=4 * 1024 * 1024,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=2_000,
+            session_timeout_ms=self.settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=max(100, self.settings.kafka_session_timeout_ms // 6),
         )
         self._consumer = consumer
         self._dlq = AIOKafkaProducer(**kafka_client_kwargs(self.settings),

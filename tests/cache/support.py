@@ -17,7 +17,7 @@ import fastavro
 import pytest_asyncio
 
 from sinkfleet.cache import CacheWriter
-from sinkfleet.cache.store import redis_client
+from sinkfleet.cache.store import forget_sink, redis_client
 from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.keys import join_key
@@ -107,9 +107,7 @@ async def drop_cache_catalogue(cc: CacheCatalogue) -> None:
     client = redis_client(cc.settings)
     try:
         for name in cc.catalogue.sinks:
-            keys = [k async for k in client.scan_iter(match=f"sinkfleet:{name}:*")]
-            if keys:
-                await client.delete(*keys)
+            await forget_sink(client, name)
     finally:
         await client.aclose()
 

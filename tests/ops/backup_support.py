@@ -119,14 +119,12 @@ async def contents(settings: Settings, sc: Scenario) -> dict[str, list[dict[str,
 async def drop_scenario(sc: Scenario) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
-    from sinkfleet.cache.store import redis_client
+    from sinkfleet.cache.store import forget_sink, redis_client
 
     client = redis_client(sc.settings)
     try:
         for table in (sc.events.table, sc.state_table):
-            keys = [k async for k in client.scan_iter(match=f"sinkfleet:{table}:*")]
-            if keys:
-                await client.delete(*keys)
+            await forget_sink(client, table)
     finally:
         await client.aclose()
     admin = AIOKafkaAdminClient(bootstrap_servers=sc.settings.kafka_bootstrap)

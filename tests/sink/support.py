@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from sinkfleet.cache.store import redis_client
+from sinkfleet.cache.store import forget_sink, redis_client
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.ops.positions import KafkaPositions
@@ -80,9 +80,7 @@ async def drop_family(fam: Family) -> None:
         await conn.close()
     client = redis_client(fam.settings)
     try:
-        keys = [k async for k in client.scan_iter(match=f"sinkfleet:{fam.table}:*")]
-        if keys:
-            await client.delete(*keys)
+        await forget_sink(client, fam.table)
     finally:
         await client.aclose()
     admin = AIOKafkaAdminClient(bootstrap_servers=fam.settings.kafka_bootstrap)

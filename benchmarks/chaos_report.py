@@ -1,0 +1,232 @@
+"""Chaos report: the LONG chaos profile at scale, as the table kept in the README.
+
+Every fault of ``tests/chaos/scenarios.py`` runs on its own fresh catalogue (experience
+events, workflow states and audit entries under unique names, one worker group), with
+``--records / 8`` records each (default 200,000 in all) published at ``--rate`` (at most
+a tenth of them per second, so that every fault lands while records flow):
+
+  kill -9 storm            two workers, one killed (SIGKILL) and restarted every 1-2 s
+  rebalance storm          workers join and leave (SIGTERM) every ~2 s, then two finish
+  PostgreSQL restart       the stack's PostgreSQL stopped (fast shutdown) for 1 s
+  Kafka broker restart     the stack's broker stopped for 1 s
+  Redis restart            the stack's Redis stopped for 1 s (no persistence: emptied)
+  Redis flush              FLUSHALL under load
+  1 % poison               undecodable bytes and rows no column takes, among good records
+  PostgreSQL cut mid-COPY  every PostgreSQL connection cut three times by a TCP proxy
+
+and the table says, per fault: records acknowledged (all topics, tombstones and poison
+included), lost (acknowledged, not stored), duplicated (stored twice, or stored without
+being acknowledged), dead letters expected/actual, and recovery: seconds from the heal
+until every partition that had records waiting was stored again ("-": no outage). A
+fault passes ("ok") when nothing is lost or doubled, every state id is at its newest
+undeleted version, every audit chain verifies, the stored offsets equal the log end,
+every stopped worker exited 0 and, for Redis faults, the caches equal PostgreSQL again.
+
+The faults restart servers and FLUSHALL Redis, so by default the report starts a
+private stack (free ports, a temporary SINKFLEET_STATE_DIR) and stops it at the end;
+``--env-stack`` uses the stack the environment points to instead — never a shared one.
+
+Usage::
+
+    .venv/bin/python benchmarks/chaos_report.py [--records 200000] [--rate 2500]
+        [--only FAULT ...] [--env-stack] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import platform
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # the scenarios live in the test suite
+    sys.path.insert(0, str(ROOT))
+
+from sinkfleet.config import Settings, load_settings  # noqa: E402
+from sinkfleet.stack import manager  # noqa: E402
+from tests.chaos import scenarios  # noqa: E402
+from tests.chaos.scenarios import FaultResult  # noqa: E402
+from tests.chaos.support import drop_chaos_catalogue, open_chaos_catalogue  # noqa: E402
+
+console = Console()
+FAULTS = ("kill9", "rebalance", "pg-restart", "kafka-restart", "redis-restart",
+          "redis-flush", "poison", "pg-cut")
+
+Run = Callable[..., Awaitable[FaultResult]]
+
+
+def plan(stack: Settings, private: bool, n: int, rate: float
+         ) -> dict[str, tuple[Run, dict[str, Any]]]:
+    """Each fault's scenario and its arguments, scaled to ``n`` records at ``rate``."""
+    publish_s = n / rate
+    return {
+        "kill9": (scenarios.kill9_storm, {"kills": max(5, round(publish_s / 1.5))}),
+        "rebalance": (scenarios.rebalance_storm, {"storm_s": max(12.0, publish_s)}),
+        "pg-restart": (scenarios.restart, {"stack": stack, "service": "postgres"}),
+        "kafka-restart": (scenarios.restart, {"stack": stack, "service": "kafka"}),
+        "redis-restart": (scenarios.restart, {"stack": stack, "service": "redis"}),
+        "redis-flush": (scenarios.redis_flush, {"flushall": private}),
+        "poison": (scenarios.poison, {"share": 0.01}),
+        "pg-cut": (scenarios.pg_cut, {"cuts": 3}),
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def private_env(state: Path) -> dict[str, str]:
+    return {"SINKFLEET_STATE_DIR": str(state),
+            "SINKFLEET_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+            "SINKFLEET_KAFKA_CONTROLLER_PORT": str(free_port()),
+            "SINKFLEET_PG_PORT": str(free_port()), "SINKFLEET_REDIS_PORT": str(free_port())}
+
+
+async def run_faults(stack: Settings, faults: list[str], opts: argparse.Namespace,
+                     private: bool, workdir: Path) -> list[FaultResult]:
+    n = opts.records // len(FAULTS)
+    rate = min(opts.rate, n / 10)  # the load lasts >= 10 s: every fault lands mid-run
+    steps = plan(stack, private, n, rate)
+    results: list[FaultResult] = []
+    with Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[status]}"), TimeElapsedColumn(),
+                  console=console) as bar:
+        tasks = {f: bar.add_task(f, total=n, start=False, status="waiting") for f in faults}
+        for i, fault in enumerate(faults):
+            task = tasks[fault]
+            bar.start_task(task)
+            bar.update(task, status="setting up")
+            logdir = workdir / fault
+            cc = await open_chaos_catalogue(logdir, stack, max_records=opts.max_records)
+            run, kwargs = steps[fault]
+            bar.update(task, status="running")
+            try:
+                result = await run(cc, logdir, n, rate=rate, seed=opts.seed + i,
+                                   progress=lambda k, t=task: bar.advance(t, k), **kwargs)
+            finally:
+                await drop_chaos_catalogue(cc)
+            results.append(result)
+            bar.update(task, completed=n, status="[green]ok[/]" if result.ok else
+                       "[red]FAILED[/]")
+            if not result.ok:
+                console.print(result.explain()[-4000:], highlight=False, markup=False)
+    return results
+
+
+def print_table(results: list[FaultResult]) -> None:
+    table = Table(title="chaos report (LONG profile)")
+    for col in ("fault", "records", "lost", "duplicated", "DLQ exp/act", "recovery s",
+                "verdict"):
+        table.add_column(col, justify="left" if col in ("fault", "verdict") else "right")
+    for r in results:
+        t = r.tally
+        table.add_row(r.fault, f"{t.records:,}", str(t.lost), str(t.duplicated),
+                      f"{t.dlq_expected}/{t.dlq_actual}",
+                      "-" if r.recovery is None else f"{r.recovery:.1f}",
+                      "ok" if r.ok else "FAILED")
+    console.print(table)
+    for r in results:
+        console.print(f"[bold]{r.fault}[/]: {'; '.join(r.notes) or '-'}"
+                      f" ({r.seconds:.0f} s)", highlight=False)
+
+
+def markdown(results: list[FaultResult]) -> str:
+    lines = ["| fault | records | lost | duplicated | DLQ expected / actual | recovery s |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for r in results:
+        t = r.tally
+        rec = "-" if r.recovery is None else f"{r.recovery:.1f}"
+        lines.append(f"| {r.fault} | {t.records:,} | {t.lost} | {t.duplicated} |"
+                     f" {t.dlq_expected} / {t.dlq_actual} | {rec} |")
+    return "\n".join(lines)
+
+
+def write_json(path: Path, results: list[FaultResult], opts: argparse.Namespace) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    doc: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d"), "records": opts.records, "rate": opts.rate,
+        "seed": opts.seed, "platform": platform.platform(), "cpus": os.cpu_count(),
+        "python": sys.version.split()[0], "loadavg_after": os.getloadavg(),
+        "results": [{"fault": r.fault, "ok": r.ok, "recovery_s": r.recovery,
+                     "seconds": r.seconds, "codes": r.codes, "notes": r.notes,
+                     "problems": r.problems, "tally": {
+                         k: v for k, v in vars(r.tally).items()}} for r in results]}
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+    console.print(f"wrote {path}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--records", type=int, default=200_000,
+                   help="records in all, split evenly over the faults (default 200000)")
+    p.add_argument("--rate", type=float, default=2500.0,
+                   help="records/s published during each fault (default 2500; lower when"
+                        " a fault's share would take under 10 s)")
+    p.add_argument("--max-records", type=int, default=500, help="worker batch size")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--only", action="append", choices=FAULTS, help="run only these faults")
+    p.add_argument("--env-stack", action="store_true",
+                   help="use the stack of the environment (it is restarted and flushed!)")
+    p.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/chaos_report.json")
+    a = p.parse_args(argv)
+    if a.records < len(FAULTS) * 1000:
+        p.error(f"--records must be at least {len(FAULTS) * 1000}")
+    return a
+
+
+async def main_async(opts: argparse.Namespace, workdir: Path) -> list[FaultResult]:
+    faults = [f for f in FAULTS if not opts.only or f in opts.only]
+    if not opts.env_stack:
+        os.environ.update(private_env(workdir / "stack"))
+    os.environ.setdefault("SINKFLEET_HOME", str(ROOT))
+    stack = load_settings()
+    console.print(f"stack: Kafka {stack.kafka_bootstrap}, PostgreSQL :{stack.pg_port},"
+                  f" Redis :{stack.redis_port} (state {stack.state})", highlight=False)
+    try:
+        await manager.up(stack, None, lambda m: console.print(f"[dim]{m}[/]"))
+        stack = load_settings()  # `up` may have generated the secrets
+        return await run_faults(stack, faults, opts, not opts.env_stack, workdir)
+    finally:
+        if not opts.env_stack:  # all of it is ours
+            manager.down(stack, None, lambda m: console.print(f"[dim]{m}[/]"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    opts = parse_args(argv)
+    # The publisher's client complains while the broker is down (the Kafka restart):
+    # expected, and it would tear the progress display.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    load = os.getloadavg()[0]
+    if load > 1.0:
+        console.print(f"[yellow]note:[/] load average {load:.2f} before the run;"
+                      " recovery times may be noisy")
+    with tempfile.TemporaryDirectory(prefix="sinkfleet-chaos-") as tmp:
+        workdir = Path(tmp)
+        workdir.chmod(0o755)  # PostgreSQL's own user must reach its data directory
+        for fault in FAULTS:
+            (workdir / fault).mkdir()
+        results = asyncio.run(main_async(opts, workdir))
+    print_table(results)
+    console.print(markdown(results), highlight=False, markup=False)
+    write_json(opts.json, results, opts)
+    raise SystemExit(0 if all(r.ok for r in results) else 1)
+
+
+if __name__ == "__main__":
+    main()
