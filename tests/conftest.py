@@ -92,6 +92,23 @@ def stack() -> Iterator[Settings]:
         manager.down(settings, started, lambda m: print(f"[stack] {m}"))
 
 
+def catalogue_env(root: Path, settings: Settings) -> dict[str, str]:
+    """The environment of a sinkfleet process using the catalogue at ``root``."""
+    return {**os.environ, "SINKFLEET_HOME": str(root),
+            "SINKFLEET_STATE_DIR": str(settings.state)}
+
+
+def start_worker_process(root: Path, settings: Settings, spec: str, log: Path,
+                         extra_env: dict[str, str] | None = None
+                         ) -> subprocess.Popen[bytes]:
+    """`sinkfleet worker --spec SPEC` as a process, appending its output to ``log``."""
+    with open(log, "ab") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "sinkfleet", "worker", "--spec", spec],
+            stdout=fh, stderr=subprocess.STDOUT,
+            env={**catalogue_env(root, settings), **(extra_env or {})}, cwd=root)
+
+
 @dataclass
 class TestCatalogue:
     __test__ = False  # not a test class, despite the name
@@ -109,16 +126,12 @@ class TestCatalogue:
     family: str = "experience_event"
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "SINKFLEET_HOME": str(self.root),
-                "SINKFLEET_STATE_DIR": str(self.settings.state)}
+        return catalogue_env(self.root, self.settings)
 
     def start_worker(self, log: Path, extra_env: dict[str, str] | None = None
                      ) -> subprocess.Popen[bytes]:
-        with open(log, "ab") as fh:
-            return subprocess.Popen(
-                [sys.executable, "-m", "sinkfleet", "worker", "--spec", self.worker_spec],
-                stdout=fh, stderr=subprocess.STDOUT, env={**self.env(), **(extra_env or {})},
-                cwd=self.root)
+        return start_worker_process(self.root, self.settings, self.worker_spec, log,
+                                    extra_env)
 
 
 def _copy_family(root: Path, family: str, suffix: str, partitions: int) -> tuple[str, str]:

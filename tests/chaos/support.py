@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections import Counter
@@ -35,7 +34,7 @@ from sinkfleet.producer.synthetic import ExperienceLoad, MixedLoad
 from sinkfleet.producer.synthetic_base import Tombstone
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
-from tests.conftest import async_wait_for
+from tests.conftest import async_wait_for, catalogue_env, start_worker_process
 from tests.worker.test_signals import catches
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,16 +67,12 @@ class ChaosCatalogue:
         return self.catalogue.sinks[self.sinks[family]]
 
     def env(self) -> dict[str, str]:
-        return {**os.environ, "SINKFLEET_HOME": str(self.root),
-                "SINKFLEET_STATE_DIR": str(self.settings.state)}
+        return catalogue_env(self.root, self.settings)
 
     def start_worker(self, log: Path, extra_env: dict[str, str] | None = None
                      ) -> subprocess.Popen[bytes]:
-        with open(log, "ab") as fh:
-            return subprocess.Popen(
-                [sys.executable, "-m", "sinkfleet", "worker", "--spec", self.worker_spec],
-                stdout=fh, stderr=subprocess.STDOUT, env={**self.env(), **(extra_env or {})},
-                cwd=self.root)
+        return start_worker_process(self.root, self.settings, self.worker_spec, log,
+                                    extra_env)
 
 
 def make_chaos_catalogue(tmp: Path, stack: Settings, *, max_records: int = 200,
