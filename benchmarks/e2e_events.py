@@ -76,9 +76,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import yaml
-from _common import StoredOffsets, profiled  # benchmarks/ is on sys.path when run as a script
+from _common import (  # benchmarks/ is on sys.path when run as a script
+    StoredOffsets,
+    profiled,
+    settle,
+)
 from aiokafka.admin import AIOKafkaAdminClient
 from psycopg2 import sql
 from psycopg2.extras import execute_values
@@ -293,15 +296,6 @@ async def teardown(settings: Settings, run: BenchRun, keep: bool) -> None:
         await reset_database(settings)
 
 
-async def settle(settings: Settings) -> None:
-    """Checkpoint PostgreSQL so the previous stage's dirty pages are not the next's cost."""
-    conn = await connect(settings)
-    try:
-        with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
-            await conn.execute("CHECKPOINT")
-    finally:
-        await conn.close()
-    await asyncio.sleep(1.0)
 
 
 # --- polling until stored -----------------------------------------------------------------

@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import json
 import random
-import sys
 import tempfile
 import time
 import uuid
@@ -29,13 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _common import cleanup, run_workers  # benchmarks/ is on sys.path when run as a script
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._common import cleanup, run_workers
 from sinkfleet.cache.layout import CacheLayout
 from sinkfleet.cache.store import redis_client
 from sinkfleet.catalogue import load_catalogue

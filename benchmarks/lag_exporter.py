@@ -89,8 +89,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import asyncpg
-from _common import StoredOffsets, profiled  # benchmarks/ is on sys.path when run as a script
+from _common import (  # benchmarks/ is on sys.path when run as a script
+    StoredOffsets,
+    profiled,
+    settle,
+)
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
@@ -305,17 +308,6 @@ async def leftovers(settings: Settings) -> tuple[list[str], list[str]]:
     return topics, groups
 
 
-async def settle(settings: Settings) -> None:
-    """Checkpoint PostgreSQL and write dirty pages out (Kafka's log of the backlogs), so
-    one run's writes are not the next run's cost."""
-    conn = await connect(settings)
-    try:
-        with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
-            await conn.execute("CHECKPOINT")
-    finally:
-        await conn.close()
-    await asyncio.to_thread(os.sync)
-    await asyncio.sleep(1.0)
 
 
 async def disable_autovacuum(settings: Settings, table: str) -> None:

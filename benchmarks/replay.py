@@ -13,20 +13,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from _common import cleanup, run_workers  # benchmarks/ is on sys.path when run as a script
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._common import cleanup, run_workers
 from sinkfleet.catalogue.isolate import isolated_copy
 from sinkfleet.config import load_settings
 from sinkfleet.ops.produce import produce

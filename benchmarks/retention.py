@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import io
 import json
 import os
@@ -46,9 +45,8 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import fastavro
-from _common import StoredOffsets  # benchmarks/ is on sys.path when run as a script
+from _common import StoredOffsets, settle  # benchmarks/ is on sys.path when run as a script
 from aiokafka.admin import AIOKafkaAdminClient
 from backports import zstd
 from rich.console import Console
@@ -124,15 +122,6 @@ async def fill_old(tc: TestCatalogue, rows: int) -> float:
     return time.monotonic() - t0
 
 
-async def settle(settings: Settings) -> None:
-    conn = await connect(settings)
-    try:
-        with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
-            await conn.execute("CHECKPOINT")
-    finally:
-        await conn.close()
-    await asyncio.to_thread(os.sync)
-    await asyncio.sleep(1.0)
 
 
 # --- (1) retire and restore ---------------------------------------------------------------
