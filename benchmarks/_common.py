@@ -6,16 +6,15 @@ import asyncio
 import contextlib
 import cProfile
 import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
-from rich.console import Console
 from rich.progress import Progress
 
-from sinkfleet.cache.store import forget_sink, redis_client
 from sinkfleet.catalogue.isolate import IsolatedCatalogue
 from sinkfleet.config import Settings
 from sinkfleet.ops.positions import KafkaPositions
@@ -56,6 +55,9 @@ class StoredOffsets:
     async def close(self) -> None:
         if self._conn is not None:
             await self._conn.close()
+
+
+ROOT = str(Path(__file__).resolve().parents[1])
 
 
 async def settle(settings: Settings) -> None:
@@ -129,34 +131,11 @@ async def run_workers(iso: IsolatedCatalogue, settings: Settings, specs: list[st
 
 
 async def cleanup(settings: Settings, iso: IsolatedCatalogue) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
+    """Drop the isolated catalogue's tables, caches, groups and topics."""
+    if ROOT not in sys.path:  # the clean-up helper lives beside the tests
+        sys.path.insert(0, ROOT)
+    from tests.conftest import forget
 
-    conn = await connect(settings)
-    try:
-        for name, sink in iso.catalogue.sinks.items():
-            extra = f', "{sink.spec.history_table}"' if sink.spec.state is not None else ""
-            await conn.execute(f'DROP TABLE IF EXISTS "{name}"{extra} CASCADE')
-            await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
-                               f"sink:{name}:%")
-        groups = [w.group for w in iso.catalogue.workers.values()]
-        await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id ="
-                           " ANY($1::text[])", groups)
-        await conn.execute("DELETE FROM sinkfleet.workers WHERE group_id = ANY($1::text[])",
-                           groups)
-    finally:
-        await conn.close()
-    client = redis_client(settings)
-    try:
-        for name in iso.catalogue.sinks:
-            await forget_sink(client, name)
-    finally:
-        await client.aclose()
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        topics = [t.name for t in iso.catalogue.topics.values()]
-        await admin.delete_topics(topics + [t.dlq for t in iso.catalogue.topics.values()])
-    except Exception as exc:
-        Console(stderr=True).print(f"[yellow]topic cleanup: {exc}[/]")
-    finally:
-        await admin.close()
+    await forget(settings, tables=list(iso.catalogue.sinks),
+                 groups=[w.group for w in iso.catalogue.workers.values()],
+                 topics=[t.name for t in iso.catalogue.topics.values()])

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -209,46 +209,57 @@ async def catalogue_factory(stack: Settings, tmp_path: Path
     await _cleanup(made)
 
 
-async def drop_catalogues(settings: Settings, made: list[TestCatalogue]) -> None:
-    """Drop the tables and bookkeeping rows of test catalogues (tests and benchmarks)."""
-    from sinkfleet.sink.postgres.connect import connect
-
-    conn = await connect(settings)
-    try:
-        for tc in made:
-            await conn.execute(f'DROP TABLE IF EXISTS "{tc.table}",'
-                               f' "{tc.table}_history" CASCADE')
-            await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
-                               f"sink:{tc.table}:%")
-            await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id = $1",
-                               tc.group)
-            await conn.execute("DELETE FROM sinkfleet.workers WHERE group_id = $1", tc.group)
-    finally:
-        await conn.close()
-
-
-async def _cleanup(made: list[TestCatalogue]) -> None:
+async def forget(settings: Settings, *, tables: Iterable[str] = (),
+                 groups: Iterable[str] = (), topics: Iterable[str] = ()) -> None:
+    """Drop what a test or benchmark made: sink tables (with a state sink's history),
+    their migration rows and Redis caches; groups' offsets and heartbeats; topics and
+    their dead-letter topics (those that exist)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-
-    if not made:
-        return
-    settings = made[0].settings
-    await drop_catalogues(settings, made)
     from sinkfleet.cache.store import forget_sink, redis_client
+    from sinkfleet.sink.postgres.connect import connect
 
-    client = redis_client(settings)  # the sinks' caches (recent rows, latest states)
+    tables, groups, topics = list(tables), list(groups), list(topics)
+    conn = await connect(settings)
     try:
-        for tc in made:
-            await forget_sink(client, tc.table)
+        for table in tables:
+            await conn.execute(f'DROP TABLE IF EXISTS "{table}", "{table}_history" CASCADE')
+            await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
+                               f"sink:{table}:%")
+        await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id ="
+                           " ANY($1::text[])", groups)
+        await conn.execute("DELETE FROM sinkfleet.workers WHERE group_id = ANY($1::text[])",
+                           groups)
+    finally:
+        await conn.close()
+    client = redis_client(settings)
+    try:
+        for table in tables:
+            await forget_sink(client, table)
     finally:
         await client.aclose()
+    if not topics:
+        return
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()
     try:
-        await admin.delete_topics([n for tc in made for n in (tc.topic, f"{tc.topic}.dlq")])
+        existing = set(await admin.list_topics())
+        doomed = [t for topic in topics for t in (topic, f"{topic}.dlq") if t in existing]
+        if doomed:
+            await admin.delete_topics(doomed)
     finally:
         await admin.close()
+
+
+async def drop_catalogues(settings: Settings, made: list[TestCatalogue]) -> None:
+    """Drop the tables, caches and bookkeeping rows of test catalogues (not topics)."""
+    await forget(settings, tables=[tc.table for tc in made], groups=[tc.group for tc in made])
+
+
+async def _cleanup(made: list[TestCatalogue]) -> None:
+    if made:
+        await forget(made[0].settings, tables=[tc.table for tc in made],
+                     groups=[tc.group for tc in made], topics=[tc.topic for tc in made])
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ from typing import Any
 
 import yaml
 
-from sinkfleet.cache.store import forget_sink, redis_client
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.ops.positions import KafkaPositions
@@ -22,7 +21,7 @@ from sinkfleet.ops.topics import apply_topics
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.loop import Worker
-from tests.conftest import async_wait_for
+from tests.conftest import async_wait_for, forget
 
 
 @dataclass
@@ -66,29 +65,7 @@ async def make_family(tmp: Path, stack: Settings, schema: dict[str, Any],
 
 
 async def drop_family(fam: Family) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient
-
-    conn = await connect(fam.settings)
-    try:
-        await conn.execute(f'DROP TABLE IF EXISTS "{fam.table}", "{fam.table}_history"')
-        await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
-                           f"sink:{fam.table}:%")
-        await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id = $1",
-                           fam.group)
-        await conn.execute("DELETE FROM sinkfleet.workers WHERE group_id = $1", fam.group)
-    finally:
-        await conn.close()
-    client = redis_client(fam.settings)
-    try:
-        await forget_sink(client, fam.table)
-    finally:
-        await client.aclose()
-    admin = AIOKafkaAdminClient(bootstrap_servers=fam.settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([fam.topic, f"{fam.topic}.dlq"])
-    finally:
-        await admin.close()
+    await forget(fam.settings, tables=[fam.table], groups=[fam.group], topics=[fam.topic])
 
 
 async def stored_total(fam: Family) -> int:
