@@ -36,14 +36,17 @@ def split_key(key: bytes, count: int) -> list[str]:
     return [_unquote(p) for p in parts]
 
 
-def record_key(topic: TopicSpec, record: dict[str, Any]) -> bytes | None:
-    """The partitioning key of ``record`` on ``topic`` (None if the topic has no key)."""
-    if not topic.key:
-        return None
+def key_values(topic: TopicSpec, record: dict[str, Any]) -> list[Any]:
+    """The values of ``topic``'s key fields in ``record`` (None where a field is absent)."""
     parts = []
     for path in topic.key:
         value: Any = record
         for name in path.split("."):
             value = value.get(name) if isinstance(value, dict) else None
         parts.append(value)
-    return join_key(parts)
+    return parts
+
+
+def record_key(topic: TopicSpec, record: dict[str, Any]) -> bytes | None:
+    """The partitioning key of ``record`` on ``topic`` (None if the topic has no key)."""
+    return join_key(key_values(topic, record)) if topic.key else None

@@ -23,6 +23,7 @@ from rich.table import Table
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings
 from sinkfleet.kafka import kafka_client_kwargs
+from sinkfleet.keys import key_values
 from sinkfleet.ops.produce import produce_mixed
 from sinkfleet.ops.topics import apply_topics
 from sinkfleet.ops.verify_load import FamilyCheck, check_load
@@ -158,7 +159,7 @@ async def cache_reads(settings: Settings, catalogue: Catalogue,
         if sink is None:
             continue
         if isinstance(item, dict):
-            key = tuple(str(item[k.split(".")[-1]]) for k in sink.topic.key)
+            key = tuple(str(v) for v in key_values(sink.topic, item))
             last[(sink.spec.name, key)] = True
         else:
             last[(sink.spec.name, tuple(str(k) for k in item.key))] = False

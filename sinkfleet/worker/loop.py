@@ -45,6 +45,8 @@ from sinkfleet.worker.rows import RowBuilder
 from sinkfleet.worker.schemas import WriterSchemas
 
 log = logging.getLogger("sinkfleet.worker")
+WRITERS: dict[str, type[AppendWriter | StateWriter | AuditWriter]] = {
+    "append": AppendWriter, "state": StateWriter, "audit": AuditWriter}  # by sink mode
 
 
 @dataclass
@@ -126,11 +128,9 @@ class Worker:
                 self.routes[topic.name] = route
             builder = RowBuilder(sink)
             route.sinks.append((sink_name, builder))
-            writers: dict[str, type[AppendWriter | StateWriter | AuditWriter]] = {
-                "append": AppendWriter, "state": StateWriter, "audit": AuditWriter}
-            self.writers[sink_name] = writers[sink.spec.mode](sink, builder.names)
+            self.writers[sink_name] = WRITERS[sink.spec.mode](sink, builder.names)
         for route in self.routes.values():
-            route.tombstones = all(self.writers[name].__class__ is StateWriter
+            route.tombstones = all(catalogue.sinks[name].spec.mode == "state"
                                    for name, _ in route.sinks)
         self.writer_schemas = WriterSchemas(  # registered versions, looked up when unknown
             settings, store, {catalogue.sinks[n].topic.schema_ for n in spec.sinks})
