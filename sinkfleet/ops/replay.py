@@ -225,8 +225,9 @@ class _Kafka(KafkaPositions):
             await consumer.stop()
 
 
-async def _positions(settings: Settings, group: str, tps: list[TopicPartition]
-                     ) -> dict[TopicPartition, int]:
+async def stored_positions(settings: Settings, group: str, tps: list[TopicPartition]
+                           ) -> dict[TopicPartition, int]:
+    """The group's PostgreSQL offsets (its position) for the topics of ``tps``."""
     conn = await connect(settings)
     try:
         rows = await conn.fetch(
@@ -261,7 +262,7 @@ async def plan_replay(settings: Settings, catalogue: Catalogue, group: str,
             raise ConfigError(f"none of partitions {partitions} exist in {', '.join(topics)}")
         starts = await kafka.meta.beginning_offsets(tps)
         ends = await kafka.meta.end_offsets(tps)
-        in_pg = await _positions(settings, group, tps)
+        in_pg = await stored_positions(settings, group, tps)
         wanted = set(tps)
         in_kafka = {tp: off for tp, off in (await kafka.committed(group)).items()
                     if tp in wanted and tp not in in_pg}
@@ -359,7 +360,7 @@ async def apply_replay(settings: Settings, group: str, offsets: dict[TopicPartit
             if unknown:
                 raise ReplayError(f"the plan names partitions {unknown} of {topic}, which"
                                   f" has {len(known)}")
-        current = await _positions(settings, group, tps)
+        current = await stored_positions(settings, group, tps)
         records = sum(current.get(tp, off) - off for tp, off in offsets.items())
         result = Applied(group, len(tps), records, execute)
         state, members = await kafka.members(group)

@@ -29,7 +29,7 @@ from sinkfleet.catalogue import Catalogue, Sink
 from sinkfleet.catalogue.models import IDENT_RE, WorkerSpec
 from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError
-from sinkfleet.ops.replay import ReplayError, Target, plan_replay
+from sinkfleet.ops.replay import ReplayError, Target, plan_replay, stored_positions
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS, create_table_sql, quote_ident
 from sinkfleet.sink.postgres.migrate import ensure_partitions
@@ -138,7 +138,7 @@ async def run_shadow(settings: Settings, catalogue: Catalogue, sink_names: list[
     task = asyncio.create_task(worker.run())
     try:
         while True:
-            done = await _stored(settings, group)
+            done = await stored_positions(settings, group, list(end))
             if all(done.get(tp, begin[tp]) >= end[tp] for tp in end):
                 break
             if task.done():
@@ -160,16 +160,6 @@ async def run_shadow(settings: Settings, catalogue: Catalogue, sink_names: list[
                            for d in worker.dead[:SAMPLES]]
     await _forget_group(settings, group)
     return result
-
-
-async def _stored(settings: Settings, group: str) -> dict[TopicPartition, int]:
-    conn = await connect(settings)
-    try:
-        rows = await conn.fetch("SELECT topic, partition, next_offset FROM"
-                                " sinkfleet.consumer_offsets WHERE group_id = $1", group)
-    finally:
-        await conn.close()
-    return {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
 
 async def _forget_group(settings: Settings, group: str) -> None:
