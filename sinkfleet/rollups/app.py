@@ -29,6 +29,7 @@ from sinkfleet.config import Settings
 from sinkfleet.errors import DecodeError
 from sinkfleet.kafka import kafka_ssl_context
 from sinkfleet.rollups.families import Family, Unusable
+from sinkfleet.rollups.ordering import InOrder
 from sinkfleet.rollups.store import SummaryWriter
 from sinkfleet.rollups.windows import (
     CLOSED,
@@ -112,12 +113,15 @@ class TopicRollup:
             name, default=None, partitions=self.topic.partitions,  # keys and values: JSON
             help=f"{self.family.name} windows of {self.topic.name}")
         self.table.on_recover(self.recovered)
+        self.order = InOrder(self.app, self.writer.settings, self.topic.name)
         self.app.agent(self.source, name=name)(self.process)
 
     # --- the stream --------------------------------------------------------------------
     async def process(self, stream: faust.StreamT[bytes]) -> None:
         async for event in stream.events():
             msg = event.message
+            if not await self.order.admit(msg):
+                continue  # records before it were skipped: it comes again, in order
             value = event.value or b""
             if ((value[:2] == b"\xc3\x01" and not self.codec.store.knows(value[2:10]))
                     or value[:1] == b"\x00"):  # an unknown fingerprint, or a registry id:
@@ -197,6 +201,7 @@ class TopicRollup:
         self.dirty.clear()
         self.horizon.clear()
         self.watermark = {p: t for p, t in self.watermark.items() if p in active}
+        await self.order.start_at_committed(active)
         for key, value in list(self.table.items()):
             if not isinstance(key, tuple) or key[0] not in active:
                 continue
@@ -225,6 +230,7 @@ class TopicRollup:
     def log_stats(self) -> None:
         s = self.stats
         log.info("%s: absorbed=%d duplicates=%d closed=%d unusable=%d windows_closed=%d"
-                 " open=%d rows_written=%d", self.topic.name, s.absorbed, s.duplicates,
-                 s.closed, s.unusable, s.windows_closed,
-                 sum(len(o) for o in self.open.values()), self.writer.rows_written)
+                 " open=%d rows_written=%d rewinds=%d", self.topic.name, s.absorbed,
+                 s.duplicates, s.closed, s.unusable, s.windows_closed,
+                 sum(len(o) for o in self.open.values()), self.writer.rows_written,
+                 self.order.rewinds)

@@ -17,6 +17,7 @@ from sinkfleet.errors import ConfigError, DecodeError, MigrationError, Sinkfleet
 from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
 from sinkfleet.rollups.app import RollupOptions, TopicRollup, broker_settings
 from sinkfleet.rollups.families import FAMILIES
+from sinkfleet.rollups.ordering import keep_order
 from sinkfleet.rollups.store import SummaryWriter
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.schema_versions import registered_versions
@@ -150,6 +151,7 @@ def build_app(settings: Settings, catalogue: Catalogue, topics: list[TopicSpec],
                           max_depth=settings.avro_max_depth),
                     writer, schemas, int(options.grace_seconds * 1_000_000))
         for topic in topics]
+    keep_order(app, [rollup.order for rollup in rollups])
 
     @app.timer(options.flush_interval, name="rollups-flush")
     async def flush() -> None:
