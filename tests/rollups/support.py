@@ -21,13 +21,15 @@ Row = tuple[int, Decimal | None, Decimal | None, Decimal | None]
 SIZES = "(VALUES ('minute'), ('hour')) AS sizes(size)"
 
 
-def start_rollups(tc: TestCatalogue, app_id: str, log: Path, *extra: str
-                  ) -> subprocess.Popen[bytes]:
+def start_rollups(tc: TestCatalogue, app_id: str, log: Path, *extra: str,
+                  instance: str | None = "1") -> subprocess.Popen[bytes]:
+    """The app as a process; ``instance`` None: dynamic membership (a SIGTERM leaves the
+    group at once, so another instance takes the partitions over without waiting)."""
+    member = ["--instance-id", f"{app_id}-{instance}"] if instance else []
     with open(log, "ab") as fh:
         return subprocess.Popen(
             [sys.executable, "-m", "sinkfleet", "rollups", "--app-id", app_id,
-             "--flush-interval", "0.3", "--grace-seconds", "120",
-             "--instance-id", f"{app_id}-1", *extra],
+             "--flush-interval", "0.3", "--grace-seconds", "120", *member, *extra],
             stdout=fh, stderr=subprocess.STDOUT, env=tc.env(), cwd=tc.root)
 
 

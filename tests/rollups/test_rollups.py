@@ -141,6 +141,47 @@ async def test_worker_events_survive_kill_9_exactly(rollup_env: Any, tmp_path: P
     assert duplicates_skipped(log) > 0
 
 
+async def test_two_instances_share_and_hand_over_partitions_exactly(rollup_env: Any,
+                                                                    tmp_path: Path) -> None:
+    """A second instance joins mid-stream (partitions split), then the first stops (the
+    second takes them all over): every window still equals the detail GROUP BY."""
+    tc, app_id = await rollup_env("worker_event")
+    n = 3000
+    start, step = event_times(n, 3.0)
+    records = spread(iter(WorkerEventLoad(seed=5, prefix=f"h{tc.suffix}")), n,
+                     "occurred_at", start, step)
+    worker = tc.start_worker(tmp_path / "worker.log")
+    log_a, log_b = tmp_path / "rollups-a.log", tmp_path / "rollups-b.log"
+    family = ("--family", "worker_event")
+    a = b = None
+    try:
+        a = start_rollups(tc, app_id, log_a, *family, instance=None)
+        publishing = asyncio.create_task(publish(tc, records, rate=200))  # ~15 s
+        await async_wait_for(lambda: _at_least(tc, "rollup_worker_events", 300), 120,
+                             "the first instance moving")
+        b = start_rollups(tc, app_id, log_b, *family, instance=None)
+        await async_wait_for(lambda: _assigned(log_b), 60, "partitions for the second")
+        joined = await rolled_up(tc, "rollup_worker_events", "minute")
+        await async_wait_for(lambda: _at_least(tc, "rollup_worker_events", joined + 300),
+                             120, "both instances rolling up")
+        assert stop(a, signal.SIGTERM) == 0
+        assert not publishing.done(), "the hand-over must happen mid-stream"
+        await publishing
+        got, want = await _settled(tc, "rollup_worker_events", n, worker_event_rollups,
+                                   worker_event_group_by)
+        assert stop(b, signal.SIGTERM) == 0
+    finally:
+        for p in (worker, a, b):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait(30)
+    assert got == want
+
+
+async def _assigned(log: Path) -> bool:
+    return re.search(r"recovered \d+ open windows of partitions \[\d", log_text(log)) is not None
+
+
 async def _settled(tc: TestCatalogue, view: str, n: int, rollups: Any, group_by: Any
                    ) -> tuple[Any, Any]:
     """Roll-ups and GROUP BY once all ``n`` records are rolled up and stored; on a timeout,
