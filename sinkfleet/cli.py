@@ -211,12 +211,17 @@ def worker(
         help="port of /metrics, /healthz, /readyz (default SINKFLEET_METRICS_PORT, else a"
              " free port)", min=0, max=65535)] = None,
     log_level: Annotated[str, typer.Option()] = "INFO",
+    instance_id: Annotated[str | None, typer.Option(
+        envvar="SINKFLEET_WORKER_INSTANCE_ID",
+        help="static group membership: a restart with the same id gets its partitions back"
+             " at once (unique per worker of a group; a clean stop then keeps them for the"
+             " session timeout)")] = None,
 ) -> None:
     """Run one worker process of a group until SIGTERM/SIGINT (then drain and exit 0)."""
     stops = _defer_stop_signals()  # first: a stop during start-up is a clean stop too
     from aiokafka.errors import KafkaConnectionError
 
-    from sinkfleet.kafka import explain_kafka_error
+    from sinkfleet.kafka import check_instance_id, explain_kafka_error
     from sinkfleet.worker.loop import Worker
     from sinkfleet.worker.progress import report_progress
 
@@ -225,7 +230,8 @@ def worker(
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     settings, cat = settings_and_catalogue()
     port = metrics_port if metrics_port is not None else settings.metrics_port
-    w = Worker(settings, cat, cat.worker(spec), metrics_port=port if port is not None else 0)
+    w = Worker(settings, cat, cat.worker(spec), metrics_port=port if port is not None else 0,
+               instance_id=check_instance_id(instance_id))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -364,16 +370,22 @@ def fleet(
     restart_window: Annotated[float, typer.Option(min=1, help="seconds")] = 60.0,
     stop_timeout: Annotated[float, typer.Option(
         min=0, help="seconds to wait for each worker after SIGTERM, then SIGKILL")] = 60.0,
+    static_membership: Annotated[bool, typer.Option(
+        "--static-membership/--dynamic-membership",
+        help="give each slot a static group member id, so a restarted worker gets its"
+             " partitions back at once (no rebalance); with --dynamic-membership every"
+             " start rebalances the group")] = True,
 ) -> None:
     """Run N workers of a spec: restart crashed ones (back-off, crash-loop guard); on
     SIGTERM/SIGINT stop them all (exit 0 iff all exited 0)."""
     from sinkfleet.ops.fleet_run import run_fleet
 
     settings, cat = settings_and_catalogue()
-    cat.worker(spec)
+    group = cat.worker(spec).group
     code = run_fleet(settings, spec, workers, metrics_base_port=metrics_base_port,
                      max_restarts=max_restarts, restart_window=restart_window,
-                     stop_timeout=stop_timeout, console=console, err=err)
+                     stop_timeout=stop_timeout, console=console, err=err,
+                     group=group if static_membership else None)
     if code:
         raise typer.Exit(code)
 
@@ -441,6 +453,7 @@ def rollups(
 ) -> None:
     """Per-minute and per-hour roll-ups (faust) into PostgreSQL summary tables; exactly once
     in effect across restarts (docs/rollups.md). Runs until SIGTERM/SIGINT."""
+    from sinkfleet.kafka import check_instance_id
     from sinkfleet.rollups.app import RollupOptions
     from sinkfleet.rollups.run import run_rollups
 
@@ -448,7 +461,7 @@ def rollups(
     options = RollupOptions(app_id=app_id, families=tuple(family or RollupOptions.families),
                             grace_seconds=grace_seconds, flush_interval=flush_interval,
                             commit_interval=commit_interval, web_port=web_port,
-                            instance_id=instance_id)
+                            instance_id=check_instance_id(instance_id))
     run_rollups(settings, cat, options, explicit=bool(family), log_level=log_level)
 
 

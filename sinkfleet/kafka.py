@@ -10,6 +10,7 @@ to ``AIOKafkaProducer``, ``AIOKafkaConsumer`` and ``AIOKafkaAdminClient``.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from typing import Any
 
@@ -23,6 +24,16 @@ from aiokafka.helpers import create_ssl_context
 
 from sinkfleet.config import Settings, env_name
 from sinkfleet.errors import ConfigError
+
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def check_instance_id(value: str | None, option: str = "--instance-id") -> str | None:
+    """A static group member's id as Kafka accepts it (the rules of topic names)."""
+    if value is not None and not _INSTANCE_ID.fullmatch(value):
+        raise ConfigError(f"{option} {value!r} is not a Kafka group instance id: use 1 to"
+                          " 249 of the characters A-Z a-z 0-9 . _ -")
+    return value
 
 
 def _file(settings: Settings, field: str) -> str | None:

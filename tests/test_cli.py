@@ -23,6 +23,9 @@ def sinkfleet(*args: str, home: Path = ROOT) -> subprocess.CompletedProcess[str]
     (("worker", "--spec", "nope"), "no worker spec 'nope' in workers/"),
     (("produce", "--family", "nope", "--count", "1"), "no topic carries family 'nope'"),
     (("stack", "up", "--only", "zookeeper"), "unknown service"),
+    (("worker", "--spec", "events", "--instance-id", "slot 1"),
+     "--instance-id 'slot 1' is not a Kafka group instance id"),
+    (("rollups", "--instance-id", "a/b"), "--instance-id 'a/b' is not a Kafka group instance id"),
 ])
 def test_user_mistakes_are_one_clear_line(args: tuple[str, ...], message: str) -> None:
     out = sinkfleet(*args)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,9 +60,11 @@ def _alive(pid: int, marker: bytes) -> bool:
 class ProcessLauncher:
     """Starts `python -m sinkfleet worker --spec NAME` per slot; keeps pid files and logs."""
 
-    def __init__(self, settings: Settings, spec: str) -> None:
+    def __init__(self, settings: Settings, spec: str, instance_prefix: str | None = None
+                 ) -> None:
         self.settings = settings
         self.spec = spec
+        self.instance_prefix = instance_prefix  # None: dynamic group membership
         (settings.state / "logs").mkdir(parents=True, exist_ok=True)
         (settings.state / "run").mkdir(parents=True, exist_ok=True)
 
@@ -68,6 +72,9 @@ class ProcessLauncher:
         env = {**os.environ, "SINKFLEET_HOME": str(self.settings.home),
                "SINKFLEET_STATE_DIR": str(self.settings.state),
                "SINKFLEET_METRICS_PORT": str(slot.metrics_port or 0)}
+        env.pop("SINKFLEET_WORKER_INSTANCE_ID", None)  # one id per slot, never shared
+        if self.instance_prefix is not None:
+            env["SINKFLEET_WORKER_INSTANCE_ID"] = f"{self.instance_prefix}-{slot.index}"
         log = log_path(self.settings, self.spec, slot.index)
         with open(log, "ab") as fh:
             fh.write(f"==== {datetime.now().isoformat(timespec='seconds')} sinkfleet fleet:"
@@ -117,9 +124,16 @@ def _supervisor_pidfile(settings: Settings, spec: str) -> Iterator[None]:
         path.unlink(missing_ok=True)
 
 
+def instance_prefix(group: str) -> str:
+    """Static member ids of this fleet's slots: ``<group>-<host>-<fleet pid>-<slot>``. A
+    restarted worker reuses its slot's id; another fleet (even on this host) never does."""
+    host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname())[:120]
+    return f"{group[:100]}-{host}-{os.getpid()}"
+
+
 def run_fleet(settings: Settings, spec: str, workers: int, *, metrics_base_port: int,
               max_restarts: int, restart_window: float, stop_timeout: float,
-              console: Console, err: Console) -> int:
+              console: Console, err: Console, group: str | None = None) -> int:
     """Supervise until SIGTERM/SIGINT (or until every slot stopped or gave up)."""
     if metrics_base_port and metrics_base_port + workers - 1 > 65535:
         raise ConfigError(f"metrics ports {metrics_base_port}..{metrics_base_port + workers - 1}"
@@ -140,7 +154,8 @@ def run_fleet(settings: Settings, spec: str, workers: int, *, metrics_base_port:
                   RestartPolicy(max_restarts, restart_window),
                   log=str(log_path(settings, spec, i))) for i in range(workers)]
     with _supervisor_pidfile(settings, spec):
-        sup = Supervisor(slots, ProcessLauncher(settings, spec), time.monotonic, say,
+        prefix = instance_prefix(group) if group is not None else None
+        sup = Supervisor(slots, ProcessLauncher(settings, spec, prefix), time.monotonic, say,
                          stop_timeout=stop_timeout)
         signals: list[int] = []
 
@@ -149,7 +164,8 @@ def run_fleet(settings: Settings, spec: str, workers: int, *, metrics_base_port:
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            say(f"supervising {workers} worker(s) of spec {spec}; logs in"
+            member = (f"static members {prefix}-<slot>" if prefix else "dynamic members")
+            say(f"supervising {workers} worker(s) of spec {spec} ({member}); logs in"
                 f" {settings.state / 'logs'}, pids in {settings.state / 'run'}", "info")
             sup.start()
             with contextlib.ExitStack() as stack:

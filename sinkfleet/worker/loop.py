@@ -107,9 +107,13 @@ class Worker:
 
     def __init__(self, settings: Settings, catalogue: Catalogue, spec: WorkerSpec, *,
                  worker_id: str | None = None, metrics_port: int | None = None,
-                 registry: CollectorRegistry | None = None) -> None:
+                 registry: CollectorRegistry | None = None,
+                 instance_id: str | None = None) -> None:
         self.settings = settings
         self.spec = spec
+        # Static group membership (KIP-345): a restart with the same id gets the same
+        # partitions back at once, without a rebalance or waiting out the session.
+        self.instance_id = instance_id
         self.worker_id = worker_id or f"{spec.name}-{socket.gethostname()}-{os.getpid()}"
         self.policy = BatchPolicy(spec.batch.max_records, spec.batch.max_bytes,
                                   spec.batch.max_age_ms)
@@ -278,11 +282,14 @@ class Worker:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             session_timeout_ms=self.settings.kafka_session_timeout_ms,
             heartbeat_interval_ms=max(100, self.settings.kafka_session_timeout_ms // 6),
+            group_instance_id=self.instance_id,
         )
         self._consumer = consumer
         self._dlq = AIOKafkaProducer(**kafka_client_kwargs(self.settings),
                                      acks="all", enable_idempotence=True)
         consumer.subscribe(list(self.routes), listener=_Rebalance(self))
+        log.info("joining group %s as %s", self.spec.group,
+                 f"static member {self.instance_id}" if self.instance_id else "a dynamic member")
         await consumer.start()
         await self._dlq.start()
         try:

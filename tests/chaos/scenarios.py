@@ -75,9 +75,10 @@ async def _finish(name: str, cc: ChaosCatalogue, fleet: Fleet,
 
 async def kill9_storm(cc: ChaosCatalogue, logdir: Path, n: int, *, rate: float, seed: int,
                       kills: int = 5, progress: Progress = None) -> FaultResult:
-    """Two workers; every 1-2 s one of them is killed with SIGKILL and restarted at once."""
+    """Two workers; every 1-2 s one of them is killed with SIGKILL and restarted at once,
+    in its slot (static group membership, as `sinkfleet fleet` runs them)."""
     rng = random.Random(seed)
-    fleet, started = Fleet(cc, logdir), time.monotonic()
+    fleet, started = Fleet(cc, logdir, static=True), time.monotonic()
     try:
         fleet.start()
         fleet.start()

@@ -157,13 +157,17 @@ def free_port() -> int:
 
 class Fleet:
     """Worker processes of one group; every incarnation logs to its own file and serves
-    its metrics on its own port."""
+    its metrics on its own port. ``static``: each worker takes the lowest free slot and
+    that slot's group instance id, as `sinkfleet fleet` does, so a worker started after
+    a kill -9 gets the dead one's partitions back at once."""
 
     def __init__(self, cc: ChaosCatalogue, logdir: Path,
-                 extra_env: dict[str, str] | None = None) -> None:
+                 extra_env: dict[str, str] | None = None, *, static: bool = False) -> None:
         self.cc = cc
         self.logdir = logdir
         self.extra_env = extra_env or {}
+        self.static = static
+        self.slot_of: dict[int, int] = {}  # pid -> slot (static only)
         self.live: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
         self.log_of: dict[int, Path] = {}
@@ -181,8 +185,15 @@ class Fleet:
         log = self.logdir / f"worker-{len(self.logs):02d}.log"
         self.logs.append(log)
         port = free_port()
-        proc = self.cc.start_worker(log, extra_env={**self.extra_env,
-                                                    "SINKFLEET_METRICS_PORT": str(port)})
+        env = {**self.extra_env, "SINKFLEET_METRICS_PORT": str(port)}
+        slot = None
+        if self.static:
+            taken = {self.slot_of[p.pid] for p in self.live}
+            slot = min(set(range(len(taken) + 1)) - taken)
+            env["SINKFLEET_WORKER_INSTANCE_ID"] = f"{self.cc.group}-slot-{slot}"
+        proc = self.cc.start_worker(log, extra_env=env)
+        if slot is not None:
+            self.slot_of[proc.pid] = slot
         self.live.append(proc)
         self.log_of[proc.pid] = log
         self.port_of[proc.pid] = port

@@ -8,6 +8,7 @@ The test finds the workers' pids in the fleet's pid files
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -127,9 +128,13 @@ async def test_fleet_restarts_a_killed_worker_and_stops_cleanly(
         assert f"metrics port {base}" in text and f"metrics port {base + 1}" in text
         await publish(tc, 4000, seed=11)
         await wait_all_stored(tc, 4000)
-        # The new worker rejoined the group (once the dead member's session expired).
+        # The new worker took slot 0's static member id back, and its partitions.
         wait_for(lambda: "assigned" in logs[0].read_text().rsplit("==== ", 1)[1], 60,
                  "the restarted worker to be assigned partitions")
+        ids = [re.findall(r"joining group \S+ as static member (\S+)", log.read_text())
+               for log in logs]
+        assert len(ids[0]) == 2 and ids[0][0] == ids[0][1] and ids[0][0].endswith("-0"), ids
+        assert len(ids[1]) == 1 and ids[1][0].endswith("-1"), ids
         assert await count_rows(tc) == (4000, 4000)
     finally:
         if fleet.poll() is None:

@@ -106,13 +106,15 @@ async def test_plan_targets_on_a_real_topic(fam: Family) -> None:
     assert p0.warning is not None and "deleted by retention" in p0.warning
 
 
-async def test_replay_into_live_tables_changes_nothing(fam: Family) -> None:
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static-member"])
+async def test_replay_into_live_tables_changes_nothing(fam: Family, static: bool) -> None:
     published = [state("t", f"w{i % 30}", v, f"s{v}") for v in (1, 2, 3) for i in range(30)]
     published += [("t", f"w{i}") for i in range(5)]  # and a few deletions
     await publish(fam, published)  # type: ignore[arg-type]
     latest_sql = f'SELECT * FROM "{fam.table}" ORDER BY workflow_id'
     history_sql = f'SELECT * FROM "{fam.table}_history" ORDER BY workflow_id, version, op'
-    async with running_worker(fam) as worker:
+    # a static member (as `sinkfleet fleet` runs them) does not leave the group by itself
+    async with running_worker(fam, f"{fam.group}-0" if static else None) as worker:
         await drain(fam, worker)
         before = (await rows(fam, latest_sql), await rows(fam, history_sql))
         assert len(before[0]) == 25 and len(before[1]) == 95

@@ -84,8 +84,10 @@ async def log_end_total(fam: Family) -> int:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(fam: Family) -> AsyncIterator[Worker]:
-    worker = Worker(fam.settings, fam.catalogue, fam.catalogue.worker("w"))
+async def running_worker(fam: Family, instance_id: str | None = None
+                         ) -> AsyncIterator[Worker]:
+    worker = Worker(fam.settings, fam.catalogue, fam.catalogue.worker("w"),
+                    instance_id=instance_id)
     task = asyncio.create_task(worker.run())
     try:
         yield worker

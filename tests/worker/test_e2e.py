@@ -9,6 +9,7 @@ import json
 import os
 import re
 import signal
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,37 @@ async def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(
     finally:
         await conn.close()
     assert ids == {e["event_id"] for e in events}
+
+
+async def test_a_static_member_killed_and_restarted_waits_for_no_session_expiry(
+        catalogue_factory: Any, tmp_path: Path) -> None:
+    """The session is 45 s: a dynamic member restarted after kill -9 would wait for the dead
+    one to expire; a static member (same instance id) gets its partitions back at once."""
+    tc: TestCatalogue = await catalogue_factory(max_records=300, max_age_ms=50)
+    env = {"SINKFLEET_KAFKA_SESSION_TIMEOUT_MS": "45000",
+           "SINKFLEET_WORKER_INSTANCE_ID": f"{tc.group}-slot-0"}
+    log = tmp_path / "worker.log"
+    first = await publish(tc, 2000, seed=4)
+    worker = tc.start_worker(log, env)
+    await wait_all_stored(tc, 2000)
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(30)
+    second = await publish(tc, 2000, seed=5)
+    restarted = time.monotonic()
+    worker = tc.start_worker(log, env)
+    try:
+        await wait_all_stored(tc, 4000)
+        took = time.monotonic() - restarted
+    finally:
+        assert stop(worker) == 0
+    assert took < 20, f"{took:.1f}s: the restarted static member waited out the session"
+    assert await count_rows(tc) == (4000, 4000)
+    conn = await connect(tc.settings)
+    try:
+        ids = {bytes(r[0]) for r in await conn.fetch(f'SELECT event_id FROM "{tc.table}"')}
+    finally:
+        await conn.close()
+    assert ids == {e["event_id"] for e in first + second}
 
 
 def _last_assignment(log: Path) -> set[str]:
