@@ -417,6 +417,9 @@ def test_worker_deployment_probes_and_metrics_port_agree() -> None:
     assert env["SINKFLEET_METRICS_HOST"]["value"] == "0.0.0.0"
     for secret in ("SINKFLEET_PG_PASSWORD", "SINKFLEET_REDIS_PASSWORD"):
         assert "secretKeyRef" in env[secret]["valueFrom"]
+    # static membership per pod: unique names, kept across container restarts
+    member = env["SINKFLEET_WORKER_INSTANCE_ID"]["valueFrom"]["fieldRef"]
+    assert member["fieldPath"] == "metadata.name"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["metrics"] == port
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
