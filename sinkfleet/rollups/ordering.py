@@ -64,7 +64,8 @@ class InOrder:
         self.topic = topic
         self.next: dict[int, int] = {}  # partition -> next offset to roll up
         self.assigned: set[int] | None = None  # None: unknown (admit every partition)
-        self._rewinding: dict[int, tuple[int, float, int]] = {}  # p -> (to, at, seeks)
+        # p -> (when last sought, seeks) back to next[p]; cleared whenever next[p] moves
+        self._rewinding: dict[int, tuple[float, int]] = {}
         self.rewinds = 0
         self.holes = 0
 
@@ -113,8 +114,8 @@ class InOrder:
         return False
 
     def _hole(self, p: int, expected: int, offset: int) -> bool:
-        to, _, seeks = self._rewinding.get(p, (expected, 0.0, 0))
-        if to != expected or seeks < MAX_SEEKS:
+        _, seeks = self._rewinding.get(p, (0.0, 0))
+        if seeks < MAX_SEEKS:
             return False
         self.holes += 1
         log.warning("%s[%d]: offsets %d to %d did not come back after %d rewinds: taken as a"
@@ -123,13 +124,11 @@ class InOrder:
         return True
 
     async def _rewind(self, p: int, to: int) -> None:
-        was, at, seeks = self._rewinding.get(p, (to, 0.0, 0))
-        if was != to:
-            seeks = 0
+        at, seeks = self._rewinding.get(p, (0.0, 0))
         now = time.monotonic()
         if seeks and now - at < SEEK_INTERVAL:
             return  # sought already: the records before it are on their way
-        self._rewinding[p] = (to, now, seeks + 1)
+        self._rewinding[p] = (now, seeks + 1)
         self.rewinds += 1
         log.info("%s[%d]: records before the one at hand were skipped; reading again from"
                  " %d", self.topic, p, to)
