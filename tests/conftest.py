@@ -109,11 +109,28 @@ def start_worker_process(root: Path, settings: Settings, spec: str, log: Path,
             env={**catalogue_env(root, settings), **(extra_env or {})}, cwd=root)
 
 
-@dataclass
-class TestCatalogue:
-    __test__ = False  # not a test class, despite the name
+class RunsWorkers:
+    """An isolated catalogue on disk whose worker spec runs as `sinkfleet worker`
+    processes (mixed into the dataclasses that carry these attributes)."""
 
+    root: Path
+    settings: Settings
+    worker_spec: str
+
+    def env(self) -> dict[str, str]:
+        return catalogue_env(self.root, self.settings)
+
+    def start_worker(self, log: Path, extra_env: dict[str, str] | None = None
+                     ) -> subprocess.Popen[bytes]:
+        return start_worker_process(self.root, self.settings, self.worker_spec, log,
+                                    extra_env)
+
+
+@dataclass
+class TestCatalogue(RunsWorkers):
     """An isolated copy of the catalogue: unique topic, table, group per test."""
+
+    __test__ = False  # not a test class, despite the name
 
     root: Path
     suffix: str
@@ -124,14 +141,6 @@ class TestCatalogue:
     group: str
     worker_spec: str = "events"
     family: str = "experience_event"
-
-    def env(self) -> dict[str, str]:
-        return catalogue_env(self.root, self.settings)
-
-    def start_worker(self, log: Path, extra_env: dict[str, str] | None = None
-                     ) -> subprocess.Popen[bytes]:
-        return start_worker_process(self.root, self.settings, self.worker_spec, log,
-                                    extra_env)
 
 
 def _copy_family(root: Path, family: str, suffix: str, partitions: int) -> tuple[str, str]:

@@ -34,6 +34,31 @@ class ProduceResult:
         return self.count / self.seconds if self.seconds > 0 else 0.0
 
 
+class Pacing:
+    """Holds a publishing loop to ``rate`` records/s (None: as fast as it goes) and reports
+    ``progress`` every 1,000 records; ``finish`` reports the rest."""
+
+    STEP = 1000
+
+    def __init__(self, rate: float | None, progress: Callable[[int], None] | None) -> None:
+        self.rate = rate
+        self.progress = progress
+        self.started = time.monotonic()
+
+    async def after(self, done: int) -> None:
+        """Call after each record, with the number published so far."""
+        if self.rate:
+            ahead = done / self.rate - (time.monotonic() - self.started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        if self.progress is not None and done % self.STEP == 0:
+            self.progress(self.STEP)
+
+    def finish(self, count: int) -> None:
+        if self.progress is not None and count % self.STEP:
+            self.progress(count % self.STEP)
+
+
 async def produce(settings: Settings, catalogue: Catalogue, family: str,
                   records: Iterator[Item], count: int, *, rate: float | None = None,
                   keep: bool = False, progress: Callable[[int], None] | None = None,
@@ -54,7 +79,7 @@ async def produce_mixed(settings: Settings, catalogue: Catalogue,
     kept: list[Any] | None = [] if keep else None
     by_family: dict[str, int] = {}
     tombstones = 0
-    started = time.monotonic()
+    pacing = Pacing(rate, progress)
     async with Publisher(settings, catalogue=catalogue) as pub:
         for i in range(count):
             family, record = next(items)
@@ -66,16 +91,10 @@ async def produce_mixed(settings: Settings, catalogue: Catalogue,
             by_family[family] = by_family.get(family, 0) + 1
             if kept is not None:
                 kept.append((family, record))
-            if rate:
-                ahead = (i + 1) / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-            if progress is not None and (i + 1) % 1000 == 0:
-                progress(1000)
+            await pacing.after(i + 1)
         await pub.flush()
-    if progress is not None and count % 1000:
-        progress(count % 1000)
-    return ProduceResult("mixed", count, time.monotonic() - started, kept, by_family,
+    pacing.finish(count)
+    return ProduceResult("mixed", count, time.monotonic() - pacing.started, kept, by_family,
                          tombstones)
 
 

@@ -178,6 +178,20 @@ def read_plan_csv(path: Path) -> dict[TopicPartition, int]:
     return offsets
 
 
+async def commit_empty_group(settings: Settings, group: str,
+                             offsets: dict[TopicPartition, int]) -> None:
+    """Commit ``offsets`` for a group with no live members (generation -1, as Kafka's own
+    tool does)."""
+    consumer = AIOKafkaConsumer(**kafka_client_kwargs(settings), group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(offsets)
+    finally:
+        await consumer.stop()
+
+
 class _Kafka(KafkaPositions):
     """The Kafka side of a replay: log bounds, time lookups, group state, commits."""
 
@@ -214,15 +228,7 @@ class _Kafka(KafkaPositions):
         return described["state"], len(described["members"])
 
     async def commit(self, group: str, offsets: dict[TopicPartition, int]) -> None:
-        """Commit for an empty group (generation -1, as Kafka's own tool does)."""
-        consumer = AIOKafkaConsumer(**kafka_client_kwargs(self.settings), group_id=group,
-                                    enable_auto_commit=False)
-        await consumer.start()
-        try:
-            consumer.assign(list(offsets))
-            await consumer.commit(offsets)
-        finally:
-            await consumer.stop()
+        await commit_empty_group(self.settings, group, offsets)
 
 
 async def stored_positions(settings: Settings, group: str, tps: list[TopicPartition]

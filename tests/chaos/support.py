@@ -28,13 +28,14 @@ from sinkfleet.cache import CacheLayout
 from sinkfleet.cache.store import delete_prefix, redis_client
 from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
 from sinkfleet.config import Settings, load_settings
+from sinkfleet.ops.produce import Pacing
 from sinkfleet.ops.topics import apply_topics
 from sinkfleet.producer import Publisher
 from sinkfleet.producer.synthetic import ExperienceLoad, MixedLoad
 from sinkfleet.producer.synthetic_base import Tombstone
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
-from tests.conftest import async_wait_for, catalogue_env, start_worker_process
+from tests.conftest import RunsWorkers, async_wait_for
 from tests.worker.test_signals import catches
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ Tp = tuple[str, int]  # (topic, partition)
 
 
 @dataclass
-class ChaosCatalogue:
+class ChaosCatalogue(RunsWorkers):
     """The project's events, workflow-state and audit families under unique topic, table
     and group names, carried by one worker spec (``chaos``)."""
 
@@ -65,14 +66,6 @@ class ChaosCatalogue:
 
     def sink(self, family: str) -> Sink:
         return self.catalogue.sinks[self.sinks[family]]
-
-    def env(self) -> dict[str, str]:
-        return catalogue_env(self.root, self.settings)
-
-    def start_worker(self, log: Path, extra_env: dict[str, str] | None = None
-                     ) -> subprocess.Popen[bytes]:
-        return start_worker_process(self.root, self.settings, self.worker_spec, log,
-                                    extra_env)
 
 
 def make_chaos_catalogue(tmp: Path, stack: Settings, *, max_records: int = 200,
@@ -301,7 +294,7 @@ async def publish_mixed(cc: ChaosCatalogue, n: int, seed: int, *, rate: float | 
     load = MixedLoad(seed, agents=16, prefix=f"c{cc.suffix}-", mix=MIX)
     too_wide = ExperienceLoad(seed=seed, agents=4, agent_prefix=f"c{cc.suffix}-poison")
     expected = Expected()
-    started = time.monotonic()
+    pacing = Pacing(rate, progress)
     async with Publisher(cc.settings, catalogue=cc.catalogue) as pub:
         for i in range(n):
             family, item = next(load)
@@ -320,15 +313,9 @@ async def publish_mixed(cc: ChaosCatalogue, n: int, seed: int, *, rate: float | 
                     expected.poison["validate"] += 1
                     await pub.publish("experience_event",
                                       next(too_wide) | {"event_type": 70_000})
-            if rate:
-                ahead = (i + 1) / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-            if progress is not None and (i + 1) % 1000 == 0:
-                progress(1000)
+            await pacing.after(i + 1)
         await pub.flush()
-    if progress is not None and n % 1000:
-        progress(n % 1000)
+    pacing.finish(n)
     return expected
 
 

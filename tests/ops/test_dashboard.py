@@ -20,6 +20,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sinkfleet.ops.lag.exporter import LagExporter
+from sinkfleet.ops.replay import commit_empty_group
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.worker.heartbeat import UPSERT
 from tests.conftest import ROOT, TestCatalogue, async_wait_for
@@ -88,14 +89,7 @@ async def get_json(url: str) -> Any:
 
 
 async def commit_offsets(tc: TestCatalogue, offsets: dict[TopicPartition, int]) -> None:
-    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap,
-                                group_id=tc.group, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        consumer.assign(list(offsets))
-        await consumer.commit(offsets)
-    finally:
-        await consumer.stop()
+    await commit_empty_group(tc.settings, tc.group, offsets)
 
 
 async def end_offsets(tc: TestCatalogue, partitions: int) -> dict[TopicPartition, int]:

@@ -133,6 +133,14 @@ async def cleanup(tc: TestCatalogue, app_id: str) -> None:
         await admin.close()
 
 
+def kill_left(*procs: subprocess.Popen[bytes] | None) -> None:
+    """The clean-up after a test, passed or failed: nothing of it keeps running."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
 def stop(proc: subprocess.Popen[bytes], sig: int) -> int:
     proc.send_signal(sig)
     return proc.wait(60)

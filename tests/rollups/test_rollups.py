@@ -22,6 +22,7 @@ from tests.rollups.support import (
     cleanup,
     detail_rows,
     finals,
+    kill_left,
     log_text,
     metric_group_by,
     metric_rollups,
@@ -97,10 +98,7 @@ async def test_learning_metrics_survive_kill_9_exactly(rollup_env: Any, tmp_path
         got, want = await _settled(tc, "rollup_metrics", n, metric_rollups, metric_group_by)
         assert stop(proc, signal.SIGTERM) == 0
     finally:
-        for p in (worker, locals().get("proc")):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait(30)
+        kill_left(worker, locals().get("proc"))
     assert half < killed_at < n, "the second kill must land mid-stream"
     assert got.keys() == want.keys()
     for key in sorted(want, key=str):
@@ -133,10 +131,7 @@ async def test_worker_events_survive_kill_9_exactly(rollup_env: Any, tmp_path: P
                                    worker_event_group_by)
         assert stop(proc, signal.SIGTERM) == 0
     finally:
-        for p in (worker, locals().get("proc")):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait(30)
+        kill_left(worker, locals().get("proc"))
     assert got == want
     assert duplicates_skipped(log) > 0
 
@@ -171,10 +166,7 @@ async def test_two_instances_share_and_hand_over_partitions_exactly(rollup_env: 
                                    worker_event_group_by)
         assert stop(b, signal.SIGTERM) == 0
     finally:
-        for p in (worker, a, b):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.wait(30)
+        kill_left(worker, a, b)
     assert got == want
 
 

@@ -42,6 +42,14 @@ async def count_rows(tc: TestCatalogue) -> tuple[int, int]:
         await conn.close()
 
 
+async def stored_ids(tc: TestCatalogue) -> set[bytes]:
+    conn = await connect(tc.settings)
+    try:
+        return {bytes(r[0]) for r in await conn.fetch(f'SELECT event_id FROM "{tc.table}"')}
+    finally:
+        await conn.close()
+
+
 async def stored_offsets(tc: TestCatalogue) -> dict[int, int]:
     conn = await connect(tc.settings)
     try:
@@ -140,12 +148,7 @@ async def test_kill_9_mid_run_then_restart_loses_and_duplicates_nothing(
     # The restarted worker resumed from PostgreSQL's offsets: nothing was re-inserted
     # beyond the batch in flight at the kill, and its log says where it resumed.
     assert re.search(r"resuming \d+ from PostgreSQL offsets", log.read_text())
-    conn = await connect(tc.settings)
-    try:
-        ids = {bytes(r[0]) for r in await conn.fetch(f'SELECT event_id FROM "{tc.table}"')}
-    finally:
-        await conn.close()
-    assert ids == {e["event_id"] for e in events}
+    assert await stored_ids(tc) == {e["event_id"] for e in events}
 
 
 async def test_a_static_member_killed_and_restarted_waits_for_no_session_expiry(
@@ -171,12 +174,7 @@ async def test_a_static_member_killed_and_restarted_waits_for_no_session_expiry(
         assert stop(worker) == 0
     assert took < 20, f"{took:.1f}s: the restarted static member waited out the session"
     assert await count_rows(tc) == (4000, 4000)
-    conn = await connect(tc.settings)
-    try:
-        ids = {bytes(r[0]) for r in await conn.fetch(f'SELECT event_id FROM "{tc.table}"')}
-    finally:
-        await conn.close()
-    assert ids == {e["event_id"] for e in first + second}
+    assert await stored_ids(tc) == {e["event_id"] for e in first + second}
 
 
 def _last_assignment(log: Path) -> set[str]:
