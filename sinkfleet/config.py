@@ -2,14 +2,14 @@
 
 Passwords are ``SecretStr``: they never appear in ``repr``, logs or CLI output.
 When no password is set, the local stack's generated secrets under
-``.sinkfleet/secrets/`` are used, so a developer never types one.
+``.sinkfleet/secrets/`` are used, so a developer never types one; they are read when
+a connection is made (``Settings.secret``), never when settings are built.
 """
 
 from __future__ import annotations
 
 import os
 import ssl
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +26,7 @@ from sinkfleet.errors import ConfigError
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+SecretName = Literal["pg_password", "pg_worker_password", "redis_password"]
 PgSslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
 
@@ -123,19 +124,27 @@ class Settings(BaseSettings):
     def model_post_init(self, __context: Any) -> None:
         if self.state_dir is None:
             self.state_dir = self.home / ".sinkfleet"
-        secrets = self.state / "secrets"
-        if (self.pg_worker_password is None
-                and (secrets / "pg_worker_password").is_file()):
-            self.pg_worker_password = SecretStr(
-                (secrets / "pg_worker_password").read_text().strip())
-        if self.pg_password is None:
-            if self.pg_user == self.pg_worker_user:  # running as the workers' login role
-                self.pg_password = self.pg_worker_password
-            elif (secrets / "pg_password").is_file():
-                self.pg_password = SecretStr((secrets / "pg_password").read_text().strip())
-        if self.redis_password is None and (secrets / "redis_password").is_file():
-            self.redis_password = SecretStr((secrets / "redis_password").read_text().strip())
         self._check_security()
+
+    def secret(self, name: SecretName) -> SecretStr | None:
+        """The password ``name`` as configured, else the local stack's generated one as
+        it is on disk *now*.
+
+        Never snapshotted when settings are built: a command that loads settings before
+        `stack up` generates the secrets must still use them (the first `make demo` on a
+        fresh machine did not, and failed at migrations).
+        """
+        configured: SecretStr | None = getattr(self, name)
+        if configured is not None:
+            return configured
+        if name == "pg_password" and self.pg_user == self.pg_worker_user:
+            name = "pg_worker_password"  # running as the workers' login role
+            if self.pg_worker_password is not None:
+                return self.pg_worker_password
+        path = self.state / "secrets" / name
+        if path.is_file():
+            return SecretStr(path.read_text().strip())
+        return None
 
     def _check_security(self) -> None:
         """Refuse combinations that would silently connect less securely than asked."""
@@ -191,17 +200,19 @@ class Settings(BaseSettings):
         host, _, port = first.rpartition(":")
         return host or "127.0.0.1", int(port)
 
-    @cached_property
+    @property
     def pg_connect_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``asyncpg.connect`` / ``create_pool``."""
+        """Keyword arguments for ``asyncpg.connect`` / ``create_pool``, with the password
+        as it is at the time of the call."""
         kwargs: dict[str, Any] = {
             "host": self.pg_host,
             "port": self.pg_port,
             "user": self.pg_user,
             "database": self.pg_database,
         }
-        if self.pg_password is not None:
-            kwargs["password"] = self.pg_password.get_secret_value()
+        password = self.secret("pg_password")
+        if password is not None:
+            kwargs["password"] = password.get_secret_value()
         ssl_arg = self.pg_ssl()
         if ssl_arg != "prefer":
             kwargs["ssl"] = ssl_arg
@@ -245,8 +256,9 @@ class Settings(BaseSettings):
         kwargs: dict[str, Any] = {"host": self.redis_host, "port": self.redis_port}
         if self.redis_username is not None:
             kwargs["username"] = self.redis_username
-        if self.redis_password is not None:
-            kwargs["password"] = self.redis_password.get_secret_value()
+        password = self.secret("redis_password")
+        if password is not None:
+            kwargs["password"] = password.get_secret_value()
         if self.redis_tls:
             kwargs.update(ssl=True, ssl_cert_reqs="required", ssl_check_hostname=True)
             if self.redis_ssl_ca_certs is not None:

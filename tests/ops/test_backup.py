@@ -76,8 +76,9 @@ async def test_backup_change_drop_restore_into_a_fresh_database(
     monkeypatch.setattr(backup_module, "run_tool", spy)
     result = await run_backup(sc.settings, sc.catalogue, tmp_path / "backups")
     # The password reaches pg_dump only through a 0600 .pgpass, deleted afterwards.
-    assert sc.settings.pg_password is not None
-    secret = sc.settings.pg_password.get_secret_value()
+    password = sc.settings.secret("pg_password")
+    assert password is not None
+    secret = password.get_secret_value()
     assert [Path(argv[0]).name for argv, _, _ in runs] == ["pg_dump", "pg_restore"]
     for argv, env, mode in runs:
         assert secret not in " ".join(argv) and "PGPASSWORD" not in env and mode == "600"
@@ -160,7 +161,7 @@ async def test_cli_backup_tar_and_restore_refuse_damage(
     out = tmp_path / "bk"
     made = cli(sc, sc.db, "backup", "--out", str(out), "--tar")
     assert made.returncode == 0, made.stderr + made.stdout
-    password = sc.settings.pg_password
+    password = sc.settings.secret("pg_password")
     assert password is not None and password.get_secret_value() not in made.stdout + made.stderr
     [tar] = list(out.iterdir())
     assert tar.suffix == ".tar" and oct(tar.stat().st_mode)[-3:] == "600"

@@ -161,12 +161,13 @@ async def test_worker_over_sasl_as_the_least_privilege_role(
     await apply_topics(settings, tc.catalogue, say=lambda m: None)
     events = await publish(settings, tc, 300, seed=3)
     owner = tc.settings
-    assert owner.pg_password is not None and owner.pg_worker_password is not None
-    worker_pw = owner.pg_worker_password.get_secret_value()
+    owner_pw, worker_secret = owner.secret("pg_password"), owner.secret("pg_worker_password")
+    assert owner_pw is not None and worker_secret is not None
+    worker_pw = worker_secret.get_secret_value()
     kafka_pw = sasl_kafka.users.plain["alice"]
     env = {**sasl_kafka.env(), "SINKFLEET_PG_USER": owner.pg_worker_user,
            "SINKFLEET_PG_PASSWORD": worker_pw}
-    secrets = [kafka_pw, worker_pw, owner.pg_password.get_secret_value()]
+    secrets = [kafka_pw, worker_pw, owner_pw.get_secret_value()]
 
     wrong = {**env, "SINKFLEET_KAFKA_SASL_PASSWORD": "wrong-" + os.urandom(6).hex()}
     failed = _worker(tc, wrong, tmp_path / "wrong.log")

@@ -42,7 +42,8 @@ async def test_worker_role_can_do_the_worker_path(catalogue_factory: Any) -> Non
     tc: TestCatalogue = await catalogue_factory()
     settings = worker_settings(tc)
     assert settings.pg_user == "sinkfleet_worker_login"
-    assert settings.pg_password is not None and settings.pg_password == settings.pg_worker_password
+    password = settings.secret("pg_password")
+    assert password is not None and password == settings.secret("pg_worker_password")
     sink = tc.catalogue.sinks[tc.table]
     build = RowBuilder(sink)
     writer = AppendWriter(sink, build.names)

@@ -53,9 +53,10 @@ def start_worker(tc: TestCatalogue, env: dict[str, str], log: Path
 
 
 def real_secrets(stack: Settings) -> dict[str, str]:
-    assert stack.pg_password is not None and stack.redis_password is not None
-    return {"SINKFLEET_PG_PASSWORD": stack.pg_password.get_secret_value(),
-            "SINKFLEET_REDIS_PASSWORD": stack.redis_password.get_secret_value()}
+    pg, redis = stack.secret("pg_password"), stack.secret("redis_password")
+    assert pg is not None and redis is not None
+    return {"SINKFLEET_PG_PASSWORD": pg.get_secret_value(),
+            "SINKFLEET_REDIS_PASSWORD": redis.get_secret_value()}
 
 
 def base_env(stack: Settings, root: Path) -> dict[str, str]:

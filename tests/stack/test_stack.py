@@ -41,11 +41,12 @@ def test_port_taken_by_a_stranger_is_a_clear_error(stack: Settings, tmp_path: Pa
 
 def test_env_never_prints_passwords(stack: Settings) -> None:
     text = "\n".join(manager.env_lines(stack))
-    assert stack.pg_password is not None and stack.redis_password is not None
-    assert stack.pg_password.get_secret_value() not in text
-    assert stack.redis_password.get_secret_value() not in text
+    pg, redis = stack.secret("pg_password"), stack.secret("redis_password")
+    assert pg is not None and redis is not None
+    assert pg.get_secret_value() not in text
+    assert redis.get_secret_value() not in text
     assert f"SINKFLEET_KAFKA_BOOTSTRAP={stack.kafka_bootstrap}" in text
-    assert "**********" in repr(stack.pg_password)
+    assert "**********" in repr(pg)
 
 
 def test_unknown_service_name_is_refused(stack: Settings) -> None:

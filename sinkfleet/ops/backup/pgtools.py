@@ -95,13 +95,14 @@ def libpq_env(settings: Settings, database: str | None = None) -> Iterator[dict[
             env[var] = str(value)
     private = tempfile.mkdtemp(prefix="sinkfleet-pg-")  # mode 0700
     try:
-        if settings.pg_password is not None:
+        password = settings.secret("pg_password")
+        if password is not None:
             passfile = Path(private) / ".pgpass"
             fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as fh:
                 fh.write(":".join([_pgpass_field(settings.pg_host), str(settings.pg_port),
                                    "*", _pgpass_field(settings.pg_user),
-                                   _pgpass_field(settings.pg_password.get_secret_value())])
+                                   _pgpass_field(password.get_secret_value())])
                          + "\n")
             env["PGPASSFILE"] = str(passfile)
         else:
