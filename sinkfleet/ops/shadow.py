@@ -34,6 +34,7 @@ from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS, create_table_sql, quote_ident
 from sinkfleet.sink.postgres.migrate import ensure_partitions
 from sinkfleet.worker.batching import DeadLetter
+from sinkfleet.worker.dlq import DeadLetterQueue
 from sinkfleet.worker.loop import Worker
 
 DEFAULT_SCHEMA = "sinkfleet_shadow"
@@ -64,6 +65,7 @@ class ShadowWorker(Worker):
         self.cache = None  # the live caches are the live fleet's
         self.stop_at = stop_at
         self.dead: list[DeadLetter] = []
+        self.dead_letters = self.store.dead_letters = _Kept(self)
 
     def _absorb(self, data: dict[TopicPartition, list[Any]]) -> None:
         bounded = {}
@@ -75,8 +77,18 @@ class ShadowWorker(Worker):
         if bounded:
             super()._absorb(bounded)
 
-    async def _send_dead(self, dead: list[DeadLetter]) -> None:
-        self.dead += dead
+
+
+class _Kept(DeadLetterQueue):
+    """A shadow run's dead letters stay with it (reported, never sent)."""
+
+    def __init__(self, worker: ShadowWorker) -> None:
+        super().__init__(worker.settings, {}, worker.worker_id, worker.health,
+                         worker.metrics, worker.spec.group)
+        self.worker = worker
+
+    async def send(self, dead: list[DeadLetter]) -> None:
+        self.worker.dead += dead
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -20,6 +20,21 @@ class Change:
 
     op: Literal["append", "upsert", "delete"]
     row: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Written:
+    """What one write of a sink did: rows newly stored, and the changes its caches need
+    (empty for a sink without a cache). Writers return it; the worker's store step
+    hands the changes to Redis only once the transaction has committed."""
+
+    inserted: int = 0
+    changes: list[Change] = field(default_factory=list)
+
+    def __iadd__(self, other: Written) -> Written:
+        self.inserted += other.inserted
+        self.changes += other.changes
+        return self
 
 
 def _plain(value: Any) -> Any:

@@ -45,9 +45,12 @@ HOLD = "SELECT reason FROM sinkfleet.group_holds WHERE group_id = $1"
 
 async def heartbeat(worker: Worker, every: float = 5.0, hold_every: float = 1.0) -> None:
     """Report until cancelled, and watch for a hold on the group (`replay apply
-    --stop-fleet`); PostgreSQL outages are the store path's business."""
+    --stop-fleet`). Never ends on an error: any failure (PostgreSQL down, a revoked
+    grant, a bug) is shown at once as the ``heartbeat`` component of the worker's health
+    and retried with back-off; the hold last seen stays in force meanwhile."""
     conn: asyncpg.Connection | None = None
     last_beat = -every
+    delay = hold_every
     try:
         while True:
             try:
@@ -60,13 +63,21 @@ async def heartbeat(worker: Worker, every: float = 5.0, hold_every: float = 1.0)
                     worker.hold_reason = await conn.fetchval(HOLD, worker.spec.group)
                 except asyncpg.UndefinedTableError:  # a database not migrated to 0005 yet
                     worker.hold_reason = None
-            except RETRIABLE_STORAGE as exc:
-                log.debug("heartbeat skipped: %s", exc)
+            except Exception as exc:
+                retriable = isinstance(exc, RETRIABLE_STORAGE)
+                worker.health.degrade("heartbeat", f"{type(exc).__name__}: {exc}" + (
+                    "" if retriable else "; holds and the workers table are not updated"))
+                if conn is not None:
+                    conn.terminate()
                 conn = None
-            await asyncio.sleep(hold_every)
+                delay = min(delay * 2, every * 2)
+            else:
+                worker.health.recover("heartbeat")
+                delay = hold_every
+            await asyncio.sleep(delay)
     finally:
         if conn is not None and not conn.is_closed():
-            with contextlib.suppress(*RETRIABLE_STORAGE):
+            with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.execute(UPSERT, *_row(worker, "stopped")), 5)
             conn.terminate()  # never wait on a close handshake while shutting down
 

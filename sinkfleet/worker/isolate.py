@@ -12,30 +12,33 @@ from typing import Any
 
 import asyncpg
 
+from sinkfleet.sink.changes import Written
+
 ROW_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.DataError,
     asyncpg.IntegrityConstraintViolationError,
     asyncpg.ProgramLimitExceededError,
 )
 
-Write = Callable[[asyncpg.Connection, list[tuple[Any, ...]], Sequence[Any]], Awaitable[int]]
+Write = Callable[[asyncpg.Connection, list[tuple[Any, ...]], Sequence[Any]], Awaitable[Written]]
 
 
 async def write_isolating(conn: asyncpg.Connection, write: Write,
                           rows: list[tuple[Any, ...]], sources: Sequence[Any],
-                          ) -> tuple[int, list[tuple[Any, BaseException]]]:
+                          ) -> tuple[Written, list[tuple[Any, BaseException]]]:
     """Write ``rows`` under savepoints, bisecting on data errors.
 
-    Returns (rows inserted, [(source of a refused row, its error)]). Every good
-    row is stored; about 2·log2(n) extra statements per bad row.
+    Returns (what the good rows wrote, [(source of a refused row, its error)]). Every
+    good row is stored; about 2·log2(n) extra statements per bad row.
     """
     try:
         async with conn.transaction():  # a savepoint inside the caller's transaction
             return await write(conn, rows, sources), []
     except ROW_ERRORS as exc:
         if len(rows) == 1:
-            return 0, [(sources[0], exc)]
+            return Written(), [(sources[0], exc)]
     mid = len(rows) // 2
-    left = await write_isolating(conn, write, rows[:mid], sources[:mid])
-    right = await write_isolating(conn, write, rows[mid:], sources[mid:])
-    return left[0] + right[0], left[1] + right[1]
+    written, refused = await write_isolating(conn, write, rows[:mid], sources[:mid])
+    right, refused_right = await write_isolating(conn, write, rows[mid:], sources[mid:])
+    written += right
+    return written, refused + refused_right

@@ -12,14 +12,14 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import socket
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
@@ -28,21 +28,21 @@ from sinkfleet.cache import CacheWriter
 from sinkfleet.catalogue import Catalogue
 from sinkfleet.catalogue.models import WorkerSpec
 from sinkfleet.config import Settings
-from sinkfleet.errors import DecodeError, ValidationError
-from sinkfleet.http import Health, route, serve
+from sinkfleet.errors import DecodeError, SinkfleetError, ValidationError
+from sinkfleet.http import Health, Phase, route, serve
 from sinkfleet.kafka import kafka_client_kwargs
 from sinkfleet.sink.postgres.audit_writer import AuditWriter
-from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
-from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
+from sinkfleet.sink.postgres.offsets import load_offsets
 from sinkfleet.sink.postgres.state_writer import StateWriter
 from sinkfleet.sink.postgres.writer import AppendWriter, SinkWriter
-from sinkfleet.worker.batching import Batch, BatchPolicy, DeadLetter
-from sinkfleet.worker.deadletter import CARRIED_HEADERS, dead_letter_headers
+from sinkfleet.worker.batching import Batch, BatchPolicy
+from sinkfleet.worker.dlq import DeadLetterQueue
 from sinkfleet.worker.heartbeat import heartbeat
-from sinkfleet.worker.isolate import ROW_ERRORS, write_isolating
 from sinkfleet.worker.metrics import WorkerMetrics
 from sinkfleet.worker.rows import RowBuilder
 from sinkfleet.worker.schemas import WriterSchemas
+from sinkfleet.worker.storage import Storage
+from sinkfleet.worker.store import KafkaMirror, Stored, StoreStep, dead_letter
 
 log = logging.getLogger("sinkfleet.worker")
 WRITERS: dict[str, type[AppendWriter | StateWriter | AuditWriter]] = {
@@ -71,26 +71,23 @@ class WorkerStats:
     started: float = field(default_factory=time.monotonic)
 
 
+class WorkerFailed(SinkfleetError):
+    """A failure inside the worker that retrying will not fix (a missing grant, say):
+    the worker stops and says where and why."""
+
+
 class _Rebalance(ConsumerRebalanceListener):
+    """aiokafka logs and swallows what a listener raises; these hand every failure to
+    the loop instead, which raises it (as Kafka Connect's WorkerSinkTask does)."""
+
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        # Flush what we hold before another worker takes these partitions over, and
-        # the cache writes behind it: a late write of ours must not land after the new
-        # owner's (a tombstone's delete, say).
-        await self.worker.checkpoint()
-        if self.worker.cache is not None:
-            await self.worker.cache.drain(timeout=5.0)
+        await self.worker.guard("revoking partitions", self.worker.on_revoked())
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self.worker.on_assigned(assigned)
-
-
-def _dead(msg: Any, stage: str, exc: BaseException) -> DeadLetter:
-    carried = tuple((k, v) for k, v in (msg.headers or ()) if k in CARRIED_HEADERS)
-    return DeadLetter(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key, msg.value,
-                      stage, exc, carried)
+        await self.worker.guard("assigning partitions", self.worker.on_assigned(assigned))
 
 
 def format_partitions(tps: set[TopicPartition]) -> str:
@@ -141,71 +138,99 @@ class Worker:
         self.batch = Batch()
         self.stats = WorkerStats()
         self.metrics = WorkerMetrics(spec.group, registry)
+        self.health = Health()
+        self.metrics.watch(self.health)
         cached = [catalogue.sinks[name] for name in spec.sinks
                   if catalogue.sinks[name].spec.cache is not None]
         # Redis is written after each commit, in the background: never instead of it.
         self.cache = (CacheWriter(settings, cached, group=spec.group,
                                   registry=self.metrics.registry) if cached else None)
-        self.health = Health()
+        if self.cache is not None:
+            cache = self.cache
+            self.health.probes["cache"] = lambda: cache.degraded
+        self.storage = Storage(settings, self.writers.values(), self.health, self.metrics,
+                               spec.group)
+        self.dead_letters = DeadLetterQueue(
+            settings, {t: r.dlq for t, r in self.routes.items()}, self.worker_id,
+            self.health, self.metrics, spec.group)
+        self.mirror = KafkaMirror()
+        self.store = StoreStep(spec.group, self.writers, self.storage, self.dead_letters,
+                               self.mirror)
         self.metrics_port = metrics_port
         self.metrics_bound: int | None = None
         self.assignment: set[TopicPartition] = set()
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
-        self._conn: asyncpg.Connection | None = None
         self._inflight: asyncio.Task[None] | None = None
-        self._stored_offsets: dict[TopicPartition, int] = {}  # last stored, per partition
         self._paused = False
         self._seeking: set[TopicPartition] = set()  # paused until sought to PG offsets
         self.stop_timeout = 30.0
+        # A revoke waits this long for the batches held to be stored; then they are
+        # dropped (the next owner re-reads them from PostgreSQL's offsets) rather than
+        # holding up the whole group's rebalance while PostgreSQL is down.
+        self.revoke_timeout = max(5.0, settings.kafka_session_timeout_ms / 1000)
         self.undrained = False  # stopped before everything consumed was stored
         self._consumer: AIOKafkaConsumer | None = None
         self.hold_reason: str | None = None  # set by the heartbeat: leave the group
-        self._dlq: AIOKafkaProducer | None = None
+        self._failure: WorkerFailed | None = None  # raised by the loop at its next turn
 
     def stop(self) -> None:
         """Ask the loop to drain, store what it holds, commit, and leave the group."""
-        self.health.state = "stopping"
-        self.health.ready = False
+        self.health.phase = Phase.STOPPING
         self._stop.set()
 
-    # --- PostgreSQL -------------------------------------------------------------------
-    async def _connection(self) -> asyncpg.Connection:
-        if self._conn is None or self._conn.is_closed():
-            conn = await connect(self.settings)
-            for writer in self.writers.values():
-                await writer.prepare(conn)
-            self._conn = conn
-        return self._conn
+    # --- failures anywhere reach the loop -----------------------------------------------
+    async def guard(self, where: str, work: Awaitable[None]) -> None:
+        """Run ``work`` (a rebalance callback); keep what it raises for the loop."""
+        try:
+            await work
+        except Exception as exc:
+            self.fail(where, exc)
 
-    async def _drop_connection(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            conn.terminate()
+    def fail(self, where: str, exc: BaseException) -> None:
+        """Record a failure the worker cannot retry its way out of; the loop raises it."""
+        if self._failure is not None:
+            return
+        hint = ""
+        if isinstance(exc, asyncpg.InsufficientPrivilegeError):
+            hint = (f"; the PostgreSQL role {self.settings.pg_user} lacks a grant: run"
+                    " `sinkfleet db migrate` (it grants what workers need) or check"
+                    " SINKFLEET_PG_USER")
+        self._failure = WorkerFailed(f"group {self.spec.group}: {where} failed:"
+                                     f" {type(exc).__name__}: {exc}{hint}")
+        self._failure.__cause__ = exc
+        self.health.phase, self.health.detail = Phase.FAILED, str(self._failure)
+        self.metrics.failures.labels(self.spec.group, where).inc()
+        log.error("%s", self._failure)
 
-    async def _with_retry(self, what: str, fn: Any) -> Any:
-        """Run ``fn(conn)``, reconnecting with jittered back-off while PostgreSQL is down."""
-        delay = 0.2
-        while True:
-            try:
-                result = await fn(await self._connection())
-            except RETRIABLE_STORAGE as exc:
-                await self._drop_connection()
-                self.health.state = f"degraded: PostgreSQL unavailable ({type(exc).__name__})"
-                self.health.ready = False
-                self.metrics.storage_retries.labels(self.spec.group).inc()
-                log.warning("%s: PostgreSQL unavailable (%s); retrying in %.1fs", what,
-                            type(exc).__name__, delay)
-                await asyncio.sleep(delay * (0.5 + random.random()))
-                delay = min(delay * 2, 10.0)
-            else:
-                if self.health.state.startswith("degraded"):
-                    log.info("%s: PostgreSQL is back", what)
-                if self.health.state != "stopping":
-                    self.health.state, self.health.ready = "ok", True
-                return result
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise self._failure
 
     # --- rebalance --------------------------------------------------------------------
+    async def on_revoked(self) -> None:
+        """Store what we hold before another worker takes these partitions over, and
+        the cache writes behind it: a late write of ours must not land after the new
+        owner's (a tombstone's delete, say). Bounded: see ``revoke_timeout``."""
+        try:
+            await asyncio.wait_for(self.checkpoint(), self.revoke_timeout)
+        except TimeoutError:
+            self._abandon(f"could not store within {self.revoke_timeout:.0f}s of a revoke")
+        if self.cache is not None:
+            await self.cache.drain(timeout=5.0)
+
+    def _abandon(self, why: str) -> None:
+        """Forget every batch held (PostgreSQL's offsets are the truth): all partitions
+        are revoked together and sought to those offsets when assigned again."""
+        held = self.batch.records
+        self.batch = Batch()
+        if self._inflight is not None:
+            self._inflight.cancel()
+            self._inflight = None
+        self.storage.drop()
+        log.warning("%s: dropped %d+ consumed record(s) not yet stored; they are read again"
+                    " from the offsets in PostgreSQL", why, held)
+
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.stats.rebalances += 1
         self.assignment = set(assigned)
@@ -216,16 +241,20 @@ class Worker:
         self._seeking = set(assigned)
         self._consumer.pause(*assigned)
         try:
-            offsets = await self._with_retry(
+            offsets = await self.storage.run(
                 "loading offsets", lambda conn: load_offsets(conn, self.spec.group, assigned))
         finally:
             self._seeking = set()
-        self._stored_offsets = dict(offsets)  # another worker may have moved them since
+        # another worker may have moved them since
+        self.mirror.stored = {tp: o for tp, o in self.mirror.stored.items() if tp in offsets}
+        self.mirror.stored.update(offsets)
         for tp, offset in offsets.items():
             self._consumer.seek(tp, offset)
         if not self._paused:
             self._consumer.resume(*assigned)
         await self._mark_unconsumed(assigned - offsets.keys())
+        if self.health.phase is Phase.JOINING:
+            self.health.phase = Phase.RUNNING
         log.info("assigned %d partition(s): %s; resuming %d from PostgreSQL offsets",
                  len(assigned), format_partitions(assigned), len(offsets))
 
@@ -239,7 +268,7 @@ class Worker:
             starts = await self._consumer.beginning_offsets(fresh) if fresh else {}
             for tp, start in starts.items():
                 # setdefault: a batch stored while we asked has the real position
-                self._stored_offsets.setdefault(tp, start)
+                self.mirror.stored.setdefault(tp, start)
         except KafkaError as exc:
             log.info("could not read log starts (%s); lag tools may miss idle partitions", exc)
 
@@ -250,19 +279,27 @@ class Worker:
             registry, health = self.metrics.registry, self.health
             server = await serve(self.settings.metrics_host, self.metrics_port,
                                  lambda path, _: route(path, registry, health), self._bound)
-        beat = asyncio.create_task(heartbeat(self))
+        beat = asyncio.create_task(heartbeat(self), name="sinkfleet-heartbeat")
+        beat.add_done_callback(self._background_ended)
         if self.cache is not None:
             await self.cache.start()
         try:
             return await self._run()
         finally:
+            beat.remove_done_callback(self._background_ended)
             beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beat
+            await asyncio.gather(beat, return_exceptions=True)
             if self.cache is not None:
                 await self.cache.close()
             if server is not None:
                 server.close()
+
+    def _background_ended(self, task: asyncio.Task[None]) -> None:
+        """A background task must run until the worker stops: its end is a failure."""
+        if task.cancelled() or self._stop.is_set():
+            return
+        exc = task.exception()
+        self.fail(task.get_name(), exc or RuntimeError("ended unexpectedly"))
 
     def _bound(self, port: int) -> None:
         self.metrics_bound = port
@@ -270,8 +307,8 @@ class Worker:
                  self.settings.metrics_host, port)
 
     async def _run(self) -> WorkerStats:
-        await self._with_retry("connecting", lambda conn: asyncio.sleep(0))
-        await self._with_retry("loading writer schemas", self.writer_schemas.load)
+        await self.storage.run("connecting", self.storage.ping)
+        await self.storage.run("loading writer schemas", self.writer_schemas.load)
         consumer = AIOKafkaConsumer(
             **kafka_client_kwargs(self.settings),
             group_id=self.spec.group,
@@ -284,24 +321,24 @@ class Worker:
             heartbeat_interval_ms=max(100, self.settings.kafka_session_timeout_ms // 6),
             group_instance_id=self.instance_id,
         )
-        self._consumer = consumer
-        self._dlq = AIOKafkaProducer(**kafka_client_kwargs(self.settings),
-                                     acks="all", enable_idempotence=True)
+        self._consumer = self.mirror.consumer = consumer
         consumer.subscribe(list(self.routes), listener=_Rebalance(self))
         log.info("joining group %s as %s", self.spec.group,
                  f"static member {self.instance_id}" if self.instance_id else "a dynamic member")
+        if self.health.phase is Phase.STARTING:
+            self.health.phase = Phase.JOINING
         await consumer.start()
-        await self._dlq.start()
         try:
             while not self._stop.is_set():
+                self._raise_failure()
                 if self.hold_reason is not None:
                     await self._held(consumer)
                     continue
                 batch = self.batch
                 full = self.policy.should_flush(batch.records, batch.nbytes, batch.age())
                 if full and self._inflight is not None and not self._inflight.done():
-                    # Storage is behind (or down): stop fetching but keep polling, so
-                    # the group keeps us and nothing piles up in memory.
+                    # Storage (or the dead-letter topic) is behind or down: stop fetching
+                    # but keep polling, so the group keeps us and nothing piles up.
                     self._pause(consumer)
                     await asyncio.wait({self._inflight}, timeout=0.5)
                     await consumer.getmany(timeout_ms=0)
@@ -319,16 +356,17 @@ class Worker:
                     async with self._lock:
                         await self.writer_schemas.prepare(data)
                         self._absorb(data)
+            self._raise_failure()
             await self._final_checkpoint()
         finally:
             if self._inflight is not None:  # only when failing: PostgreSQL keeps the truth
                 self._inflight.cancel()
-            for what, closing in (("consumer", consumer.stop()), ("producer", self._dlq.stop())):
-                try:
-                    await asyncio.wait_for(closing, 15)
-                except TimeoutError:
-                    log.warning("closing the Kafka %s timed out", what)
-            await self._drop_connection()
+            try:
+                await asyncio.wait_for(consumer.stop(), 15)
+            except TimeoutError:
+                log.warning("closing the Kafka consumer timed out")
+            await self.dead_letters.close()
+            self.storage.drop()
             await self.writer_schemas.close()
         return self.stats
 
@@ -339,18 +377,18 @@ class Worker:
         log.info("group %s is held (%s): storing what was consumed and leaving the group",
                  self.spec.group, self.hold_reason)
         await self.checkpoint()
-        await self._commit_kafka({})
+        await self.mirror.commit({})
         consumer.unsubscribe()
         self.assignment = set()
         self.metrics.on_assigned(self.assignment)
         self._resume(consumer)
-        self.health.state, self.health.ready = f"held: {self.hold_reason}", False
+        self.health.phase, self.health.detail = Phase.HELD, str(self.hold_reason)
         while self.hold_reason is not None and not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), 0.2)
         if not self._stop.is_set():
             consumer.subscribe(list(self.routes), listener=_Rebalance(self))
-            self.health.state, self.health.ready = "ok", True
+            self.health.phase = Phase.JOINING
             log.info("hold released: rejoining group %s", self.spec.group)
 
     def _pause(self, consumer: AIOKafkaConsumer) -> None:
@@ -378,7 +416,7 @@ class Worker:
             log.warning("stopping without storing the last batch (storage unavailable for"
                         " %.0fs); its records will be consumed again", self.stop_timeout)
             return
-        await self._commit_kafka({})  # repair any commit refused along the way
+        await self.mirror.commit({})  # repair any commit refused along the way
 
     def _absorb(self, data: dict[TopicPartition, list[Any]]) -> None:
         batch = self.batch
@@ -398,7 +436,7 @@ class Worker:
                         built = [(name, build(record)) for name, build in route.sinks]
                 except (DecodeError, ValidationError) as exc:
                     stage = "decode" if isinstance(exc, DecodeError) else "validate"
-                    batch.dead.append(_dead(msg, stage, exc))
+                    batch.dead.append(dead_letter(msg, stage, exc))
                 else:
                     for name, row in built:
                         rows.setdefault(name, []).append(row)
@@ -408,17 +446,6 @@ class Worker:
             self.metrics.consumed.labels(self.spec.group, tp.topic).inc(len(messages))
             batch.offsets[tp] = messages[-1].offset + 1
             batch.last_timestamp[tp] = messages[-1].timestamp
-
-    async def _send_dead(self, dead: list[DeadLetter]) -> None:
-        assert self._dlq is not None
-        futures = []
-        for dl in dead:
-            futures.append(await self._dlq.send(
-                self.routes[dl.topic].dlq, dl.value, key=dl.key,
-                headers=dead_letter_headers(dl, self.worker_id)))
-            log.warning("dead letter %s[%d]@%d (%s): %s", dl.topic, dl.partition, dl.offset,
-                        dl.stage, dl.error)
-        await asyncio.gather(*futures)
 
     async def checkpoint(self) -> None:
         """Store everything consumed so far, including the batch in flight."""
@@ -445,81 +472,25 @@ class Worker:
             await task  # re-raises a failure that is not retriable
 
     async def _store(self, batch: Batch) -> None:
-        """Dead letters first, then rows and offsets in one transaction, then Kafka."""
-        started = time.monotonic()
-        if batch.dead:
-            await self._send_dead(batch.dead)
-
-        isolate = False
-
-        async def store(conn: asyncpg.Connection
-                        ) -> tuple[dict[str, tuple[int, int]], list[DeadLetter]]:
-            counts: dict[str, tuple[int, int]] = {}  # sink -> (inserted, written)
-            refused: list[DeadLetter] = []
-            for writer in self.writers.values():
-                writer.changes = []  # a retried transaction starts over
-            async with conn.transaction():
-                for name, rows in batch.rows.items():
-                    write, sources = self.writers[name].write, batch.sources[name]
-                    if isolate:
-                        n, bad = await write_isolating(conn, write, rows, sources)
-                        refused += [_dead(msg, "write", exc) for msg, exc in bad]
-                        counts[name] = (n, len(rows) - len(bad))
-                    else:
-                        counts[name] = (await write(conn, rows, sources), len(rows))
-                await save_offsets(conn, self.spec.group, batch.offsets)
-                if refused:  # acknowledged by Kafka before the offsets move past them
-                    await self._send_dead(refused)
-            return counts, refused
-
-        try:
-            counts, refused = await self._with_retry("storing batch", store)
-        except ROW_ERRORS as exc:
-            # Fast path refused: store again, isolating the records PostgreSQL refuses.
-            log.warning("PostgreSQL refused a batch (%s); isolating the bad records", exc)
-            isolate = True
-            counts, refused = await self._with_retry("storing batch", store)
-        self._account(batch, counts, refused, time.monotonic() - started)
+        stored = await self.store.store(batch)
+        self._account(batch, stored)
         if self.cache is not None:
-            for name, writer in self.writers.items():
-                if writer.changes:
-                    self.cache.submit(name, writer.changes)
-                    writer.changes = []
-        committed = time.monotonic()
-        await self._commit_kafka(batch.offsets)
-        self.metrics.commit_seconds.labels(self.spec.group).observe(time.monotonic() - committed)
+            for name, changes in stored.changes.items():
+                self.cache.submit(name, changes)
 
-    def _account(self, batch: Batch, counts: dict[str, tuple[int, int]],
-                 refused: list[DeadLetter], seconds: float) -> None:
+    def _account(self, batch: Batch, stored: Stored) -> None:
         st, m, group = self.stats, self.metrics, self.spec.group
-        for name, (inserted, written) in counts.items():
+        for name, (inserted, written) in stored.counts.items():
             st.stored += inserted
             st.duplicates_skipped += written - inserted
             m.stored.labels(group, name).inc(inserted)
             m.duplicates.labels(group, name).inc(written - inserted)
-        for dl in batch.dead + refused:
+        for dl in batch.dead + stored.refused:
             m.dead.labels(group, dl.topic, dl.stage).inc()
         st.consumed += batch.records
-        st.dead_lettered += len(batch.dead) + len(refused)
+        st.dead_lettered += len(batch.dead) + len(stored.refused)
         st.batches += 1
-        st.flush_seconds += seconds
+        st.flush_seconds += stored.seconds
         m.batch_records.labels(group).observe(batch.records)
-        m.flush_seconds.labels(group).observe(seconds)
+        m.flush_seconds.labels(group).observe(stored.seconds)
         m.on_stored(batch.offsets, batch.last_timestamp)
-
-    async def _commit_kafka(self, offsets: dict[TopicPartition, int]) -> None:
-        """Mirror the stored offsets to Kafka, for lag tools.
-
-        PostgreSQL already holds them, so a commit refused during a rebalance loses
-        nothing; every later commit carries all owned partitions' stored offsets, so a
-        refused one is repaired by the next (and by the one at shutdown)."""
-        assert self._consumer is not None
-        self._stored_offsets.update(offsets)
-        assigned = self._consumer.assignment()
-        owned = {tp: off for tp, off in self._stored_offsets.items() if tp in assigned}
-        if not owned:
-            return
-        try:
-            await self._consumer.commit(owned)
-        except (KafkaError, AssertionError) as exc:
-            log.info("Kafka commit skipped (%s); PostgreSQL has the offsets", exc)

@@ -12,7 +12,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from sinkfleet.http import Health, Phase
+
 BATCH_BUCKETS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10_000, 50_000)
+KNOWN_COMPONENTS = ("storage", "dead-letters", "cache", "heartbeat", "rebalance")
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -32,6 +35,28 @@ class _EventTimeLag(Collector):
             family.add_metric([self.metrics.group, tp.topic, str(tp.partition)],
                               max(0.0, (now_ms - ts_ms) / 1000))
         yield family
+
+
+class _Health(Collector):
+    """The worker's health at scrape time: the same words as /healthz."""
+
+    def __init__(self, group: str, health: Health) -> None:
+        self.group, self.health = group, health
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        problems = GaugeMetricFamily(
+            "sinkfleet_worker_degraded", "1 while a part of the worker fails and is being"
+            " retried (component: storage, dead-letters, cache, heartbeat, rebalance)",
+            labels=["group", "component"])
+        current = self.health.current_problems()
+        for component in sorted({*KNOWN_COMPONENTS, *current}):
+            problems.add_metric([self.group, component], 1.0 if component in current else 0.0)
+        yield problems
+        phase = GaugeMetricFamily("sinkfleet_worker_phase", "1 for the worker's phase",
+                                  labels=["group", "phase"])
+        for p in Phase:
+            phase.add_metric([self.group, p.value], 1.0 if self.health.phase is p else 0.0)
+        yield phase
 
 
 class WorkerMetrics:
@@ -64,6 +89,12 @@ class WorkerMetrics:
         self.storage_retries = Counter("sinkfleet_storage_retries", "Store attempts retried"
                                        " because PostgreSQL was unavailable", ["group"],
                                        registry=r)
+        self.dlq_send_failures = Counter("sinkfleet_dead_letter_send_failures", "Attempts"
+                                         " to send dead letters that Kafka did not"
+                                         " acknowledge (retried)", ["group"], registry=r)
+        self.failures = Counter("sinkfleet_worker_failures", "Failures inside the worker,"
+                                " by where they happened (also on /healthz and in the log)",
+                                ["group", "where"], registry=r)
         self.assigned = Gauge("sinkfleet_assigned_partitions", "Partitions assigned",
                               ["group"], registry=r)
         self.paused = Gauge("sinkfleet_paused_partitions", "Partitions paused by back-off",
@@ -72,6 +103,10 @@ class WorkerMetrics:
                                " rows", ["group", "topic", "partition"], registry=r)
         self.last_committed_ts: dict[TopicPartition, float] = {}
         r.register(_EventTimeLag(self))
+
+    def watch(self, health: Health) -> None:
+        """Export ``health`` (read at each scrape)."""
+        self.registry.register(_Health(self.group, health))
 
     def on_assigned(self, assigned: set[TopicPartition]) -> None:
         self.rebalances.labels(self.group).inc()

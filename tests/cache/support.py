@@ -153,10 +153,10 @@ async def store(cc: CacheCatalogue, real: str, items: Iterable[dict[str, Any] | 
     try:
         await pg_writer.prepare(conn)
         async with conn.transaction():
-            await pg_writer.write(conn, rows, sources)
+            written = await pg_writer.write(conn, rows, sources)
     finally:
         await conn.close()
-    changes: list[Change] = list(pg_writer.changes)
+    changes: list[Change] = list(written.changes)
     if writer is not None:
         writer.submit(sink.spec.name, changes)
     return changes

@@ -58,10 +58,10 @@ async def test_worker_role_can_do_the_worker_path(catalogue_factory: Any) -> Non
                                         " FROM pg_roles WHERE rolname = current_user")
         await writer.prepare(conn)  # CREATE TEMP TABLE … (LIKE sink): needs TEMPORARY
         async with conn.transaction():
-            assert await writer.write(conn, rows) == 50  # COPY straight into the table
+            assert (await writer.write(conn, rows)).inserted == 50  # COPY straight into the table
             await save_offsets(conn, tc.group, {tp: 50})
         async with conn.transaction():  # a re-delivery: staging table + ON CONFLICT
-            assert await writer.write(conn, rows[:10]) == 0
+            assert (await writer.write(conn, rows[:10])).inserted == 0
             assert writer.direct is False
             await save_offsets(conn, tc.group, {tp: 60})  # the upsert's UPDATE branch
         assert await load_offsets(conn, tc.group, [tp]) == {tp: 60}

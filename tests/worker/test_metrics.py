@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sinkfleet.http import Health, route
+from sinkfleet.http import Health, Phase, route
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.worker.heartbeat import list_workers
 from tests.conftest import TestCatalogue, async_wait_for, wait_for
@@ -43,14 +43,35 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def test_health_routes_without_a_server() -> None:
+def _status(path: str, health: Health) -> tuple[int, str]:
+    head, _, body = route(path, None, health).partition(b"\r\n\r\n")  # type: ignore[arg-type]
+    return int(head.split()[1]), body.decode()
+
+
+def test_health_routes_follow_phase_and_problems() -> None:
     health = Health()
-    assert route("/readyz", None, health).startswith(b"HTTP/1.1 503")  # type: ignore[arg-type]
-    health.state, health.ready = "ok", True
-    assert route("/readyz", None, health).startswith(b"HTTP/1.1 200")  # type: ignore[arg-type]
-    health.state = "stopping"
-    assert route("/healthz", None, health).startswith(b"HTTP/1.1 503")  # type: ignore[arg-type]
-    assert route("/nope", None, health).startswith(b"HTTP/1.1 404")  # type: ignore[arg-type]
+    assert _status("/readyz", health) == (503, "starting")
+    health.phase = Phase.JOINING  # connected, but no partitions yet: not ready
+    assert _status("/healthz", health) == (200, "joining")
+    assert _status("/readyz", health)[0] == 503
+    health.phase = Phase.RUNNING
+    assert _status("/readyz", health) == (200, "ready")
+    assert _status("/healthz", health) == (200, "ok")
+    health.degrade("dead-letters", "cannot send")  # the data path waits: not ready
+    assert _status("/healthz", health) == (200, "degraded: dead-letters: cannot send")
+    assert _status("/readyz", health)[0] == 503
+    health.recover("dead-letters")
+    cache_says: list[str | None] = ["cache: Redis down"]
+    health.probes["cache"] = lambda: cache_says[0]  # polled: the cache writer's own flag
+    assert _status("/healthz", health) == (200, "degraded: cache: cache: Redis down")
+    assert _status("/readyz", health) == (200, "ready")  # Redis is a cache: still storing
+    cache_says[0] = None
+    assert _status("/healthz", health) == (200, "ok")
+    health.phase, health.detail = Phase.FAILED, "assigning partitions failed: boom"
+    assert _status("/healthz", health) == (503, "failed: assigning partitions failed: boom")
+    health.phase = Phase.STOPPING
+    assert _status("/healthz", health) == (503, "stopping")
+    assert _status("/nope", health)[0] == 404
 
 
 @pytest.mark.integration

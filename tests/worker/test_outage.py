@@ -72,4 +72,4 @@ async def test_postgres_outage_pauses_then_resumes_without_loss(
     assert code == 0
     assert await count_rows(tc) == (n, n)
     log = (tmp_path / "w.log").read_text()
-    assert "PostgreSQL unavailable" in log and "PostgreSQL is back" in log
+    assert "degraded: storage: PostgreSQL unavailable" in log and "recovered: storage" in log

@@ -19,7 +19,7 @@ import asyncpg
 from sinkfleet.catalogue import Sink
 from sinkfleet.errors import StorageUnavailable
 from sinkfleet.sink.audit import ZERO_HASH, chain_hash
-from sinkfleet.sink.changes import Change
+from sinkfleet.sink.changes import Written
 from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS, quote_ident
 
 
@@ -33,7 +33,6 @@ class AuditWriter:
         assert spec.audit is not None
         self.sink = sink
         self.columns = list(columns)
-        self.changes: list[Change] = []  # audit sinks have no cache (yet)
         self._id_at = [self.columns.index(c) for c in spec.id]
         self._tenant_at = self.columns.index(spec.audit.tenant)
         self._hash_at = self.columns.index(spec.audit.hash)
@@ -56,10 +55,11 @@ class AuditWriter:
         return None
 
     async def write(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]],
-                    sources: Sequence[Any] = ()) -> int:
-        """Chain and store the entries not stored yet; return how many were new."""
+                    sources: Sequence[Any] = ()) -> Written:
+        """Chain and store the entries not stored yet; say how many were new (audit
+        sinks have no cache)."""
         if not rows:
-            return 0
+            return Written()
         ids = [tuple(row[i] for i in self._id_at) for row in rows]
         n = len(self._id_at)
         stored = {tuple(r) for r in await conn.fetch(
@@ -70,7 +70,7 @@ class AuditWriter:
                 stored.add(key)
                 fresh.append(row)
         if not fresh:
-            return 0
+            return Written()
         tenants = list({row[self._tenant_at] for row in fresh})
         heads = {r[0]: (r[1], bytes(r[2])) for r in await conn.fetch(self._heads, tenants)}
         chained = []
@@ -89,4 +89,4 @@ class AuditWriter:
             raise ChainConflict(f"audit sink {self.sink.spec.name}: another writer extended"
                                 f" a chain or stored an entry meanwhile ({exc}); retrying"
                                 " on fresh chain heads") from None
-        return len(chained)
+        return Written(len(chained))

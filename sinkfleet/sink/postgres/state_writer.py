@@ -24,7 +24,7 @@ from typing import Any
 import asyncpg
 
 from sinkfleet.catalogue import Sink
-from sinkfleet.sink.changes import Change
+from sinkfleet.sink.changes import Change, Written
 from sinkfleet.sink.postgres.ddl import derived_name, quote_ident
 from sinkfleet.worker.rows import Tombstone
 
@@ -35,7 +35,6 @@ class StateWriter:
         assert spec.state is not None
         self.sink = sink
         self.columns = list(columns)
-        self.changes: list[Change] = []
         self._cached = spec.cache is not None and spec.cache.latest
         self.ids = list(spec.id)
         self.version = spec.state.version
@@ -106,10 +105,11 @@ class StateWriter:
         await conn.execute(self._create_stage)
 
     async def write(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]],
-                    sources: Sequence[Any]) -> int:
-        """Apply updates and tombstones in offset order; return the versions recorded."""
+                    sources: Sequence[Any]) -> Written:
+        """Apply updates and tombstones in offset order; say how many versions were
+        recorded, and what became the latest (for the caches)."""
         if not rows:
-            return 0
+            return Written()
         updates, tombstones = [], []
         for row, msg in zip(rows, sources, strict=True):
             if isinstance(row, Tombstone):
@@ -132,11 +132,12 @@ class StateWriter:
             n = len(self.ids)
             await conn.execute(self._delete, *[[d[i] for d in deleted] for i in range(n)],
                                [d[n] for d in deleted])
+        written = Written(recorded)
         if self._cached:
-            self.changes += [Change("delete", dict(zip((*self.ids, self.version), d,
-                                                       strict=True))) for d in deleted]
-            self.changes += [Change("upsert", dict(r)) for r in upserted]
-        return recorded
+            written.changes = [Change("delete", dict(zip((*self.ids, self.version), d,
+                                                         strict=True))) for d in deleted]
+            written.changes += [Change("upsert", dict(r)) for r in upserted]
+        return written
 
     async def _record_tombstones(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]],
                                  sources: Sequence[Any]) -> list[tuple[Any, ...]]:

@@ -18,19 +18,17 @@ from typing import Any, Protocol
 import asyncpg
 
 from sinkfleet.catalogue import Sink
-from sinkfleet.sink.changes import Change
+from sinkfleet.sink.changes import Change, Written
 from sinkfleet.sink.postgres.ddl import derived_name, quote_ident
 
 
 class SinkWriter(Protocol):
     """What the worker needs of a sink's writer, whatever its mode."""
 
-    changes: list[Change]  # for the caches: what this transaction stored (reset per try)
-
     async def prepare(self, conn: asyncpg.Connection) -> None: ...
 
     async def write(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]],
-                    sources: Sequence[Any]) -> int: ...
+                    sources: Sequence[Any]) -> Written: ...
 
 
 class AppendWriter:
@@ -38,7 +36,6 @@ class AppendWriter:
         spec = sink.spec
         self.sink = sink
         self.columns = list(columns)
-        self.changes: list[Change] = []
         self._cached = spec.cache is not None and spec.cache.recent is not None
         self.stage = derived_name("sinkfleet_stage", spec.name)
         self.direct = True  # False while re-deliveries are being absorbed
@@ -54,16 +51,16 @@ class AppendWriter:
         await conn.execute(self._create_stage)
 
     async def write(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]],
-                    sources: Sequence[Any] = ()) -> int:
-        """Write ``rows`` inside the caller's transaction; return how many were new."""
+                    sources: Sequence[Any] = ()) -> Written:
+        """Write ``rows`` inside the caller's transaction; say how many were new."""
         if not rows:
-            return 0
-        inserted = await self._write(conn, rows)
+            return Written()
+        written = Written(await self._write(conn, rows))
         if self._cached:  # re-delivered rows too: the recent cache is a set
             names = self.columns
-            self.changes += [Change("append", dict(zip(names, row, strict=True)))
-                             for row in rows]
-        return inserted
+            written.changes = [Change("append", dict(zip(names, row, strict=True)))
+                               for row in rows]
+        return written
 
     async def _write(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> int:
         if self.direct:
