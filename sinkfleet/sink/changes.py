@@ -8,6 +8,10 @@ from typing import Any, Literal
 
 import orjson
 
+# An upsert's rank (sinkfleet.sink.state_conflicts.rank_text), beside the row's columns:
+# the latest cache decides a write at the same version by it. Not a column: not cached.
+RANK_FIELD = "_sinkfleet_rank"
+
 
 @dataclass(frozen=True, slots=True)
 class Change:

@@ -458,6 +458,8 @@ class Worker:
             refused: list[DeadLetter] = []
             for writer in self.writers.values():
                 writer.changes = []  # a retried transaction starts over
+                if isinstance(writer, StateWriter):
+                    writer.conflicts = 0
             async with conn.transaction():
                 for name, rows in batch.rows.items():
                     write, sources = self.writers[name].write, batch.sources[name]
@@ -497,6 +499,9 @@ class Worker:
             st.duplicates_skipped += written - inserted
             m.stored.labels(group, name).inc(inserted)
             m.duplicates.labels(group, name).inc(written - inserted)
+            writer = self.writers[name]
+            if isinstance(writer, StateWriter) and writer.conflicts:
+                m.state_conflicts.labels(group, name).inc(writer.conflicts)
         for dl in batch.dead + refused:
             m.dead.labels(group, dl.topic, dl.stage).inc()
         st.consumed += batch.records
