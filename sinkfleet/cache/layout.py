@@ -22,7 +22,11 @@ from typing import Any
 from sinkfleet.catalogue import Catalogue, Sink
 from sinkfleet.errors import CatalogueError
 from sinkfleet.keys import join_key
-from sinkfleet.sink.changes import row_json
+from sinkfleet.sink.changes import RANK_FIELD, row_json
+from sinkfleet.sink.state_conflicts import content_hash, millis, rank_text
+
+# The history's rank columns, read beside a latest row by rebuilds and repairs.
+PRODUCED_FIELD, HASH_FIELD = "_sinkfleet_produced_at", "_sinkfleet_content_hash"
 
 PREFIX = "sinkfleet"
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -141,6 +145,16 @@ class CacheLayout:
 
     def row_json(self, row: dict[str, Any], cache: str) -> str:
         return row_json(self.project(row, cache), self.jsonb)
+
+    def rank(self, row: dict[str, Any]) -> str:
+        """A latest row's same-version rank: the writer's, or from the history's rank
+        columns read beside the row (rebuilds, repairs), else from its content."""
+        if RANK_FIELD in row:
+            return str(row[RANK_FIELD])
+        digest = row.get(HASH_FIELD)
+        if digest is None:
+            digest = content_hash(self.project(row, "recent"), self.jsonb)
+        return rank_text(millis(row.get(PRODUCED_FIELD)), bytes(digest))
 
     def score(self, row: dict[str, Any]) -> float:
         assert self.recent is not None

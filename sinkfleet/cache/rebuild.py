@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 import redis.asyncio as aioredis
 
-from sinkfleet.cache.layout import CacheLayout
+from sinkfleet.cache.layout import HASH_FIELD, PRODUCED_FIELD, CacheLayout
 from sinkfleet.cache.store import CacheStore, delete_prefix
 from sinkfleet.catalogue import Sink
 from sinkfleet.config import Settings
@@ -57,10 +57,17 @@ class PgSource:
             types = ", ".join(f"${i + 1}::{lay.types[c]}[]" for i, c in enumerate(ids))
             k_names = ", ".join(f"k{i}" for i in range(len(ids)))
             joined = " AND ".join(f"t.{q(c)} = k.k{i}" for i, c in enumerate(ids))
-            cols = ", ".join(q(c) for c in lay.latest_columns)
-            self.latest_all = f"SELECT {cols} FROM {table}"
-            self.latest_some = (f"SELECT {', '.join(f't.{q(c)}' for c in lay.latest_columns)}"
-                                f" FROM {table} t JOIN unnest({types}) AS k({k_names})"
+            assert spec.state is not None
+            # the rank of each latest row: its history row's (same-version conflicts)
+            hist = f"{q(spec.db_schema)}.{q(spec.history_table)}"
+            ver = q(spec.state.version)
+            ranked = (f"SELECT {', '.join(f't.{q(c)}' for c in lay.latest_columns)},"
+                      f" h.produced_at AS {PRODUCED_FIELD}, h.content_hash AS {HASH_FIELD}"
+                      f" FROM {table} t LEFT JOIN {hist} h ON "
+                      + " AND ".join(f"h.{q(c)} = t.{q(c)}" for c in ids)
+                      + f" AND h.{ver} = t.{ver} AND h.op = 'upsert'")
+            self.latest_all = ranked
+            self.latest_some = (f"{ranked} JOIN unnest({types}) AS k({k_names})"
                                 f" ON {joined}")
         if lay.recent is not None:
             rec = lay.recent

@@ -19,9 +19,10 @@ from sinkfleet.sink.changes import Change
 # Everything that means "Redis did not do it"; OSError covers refused/reset sockets.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
 
-# KEYS: latest keys; ARGV: per key, 'set' | 'del', version, row JSON (in that order, so
-# one call applies a whole chunk, a key appearing twice included).
-# 'set' writes only if the version is newer than the cached one; 'del' deletes only if
+# KEYS: latest keys; ARGV: per key, 'set' | 'del', version, row JSON, rank (in that order,
+# so one call applies a whole chunk, a key appearing twice included).
+# 'set' writes only if the version is newer than the cached one, or equal with a greater
+# rank (a same-version conflict's winner, docs/sink-modes.md); 'del' deletes only if
 # the cached version is not newer than the deleted one. Versions are decimal integers,
 # compared as strings: Lua numbers are doubles and a bigint would lose digits.
 CAS_SCRIPT = """
@@ -36,11 +37,15 @@ local function newer(a, b)
 end
 local applied = 0
 for i = 1, #KEYS do
-  local op, v = ARGV[3 * i - 2], ARGV[3 * i - 1]
+  local op, v, r = ARGV[4 * i - 3], ARGV[4 * i - 2], ARGV[4 * i]
   local cur = redis.call('HGET', KEYS[i], 'v')
   if op == 'set' then
-    if not cur or newer(v, cur) then
-      redis.call('HSET', KEYS[i], 'v', v, 'd', ARGV[3 * i])
+    local take = not cur or newer(v, cur)
+    if not take and v == cur then
+      take = r > (redis.call('HGET', KEYS[i], 'r') or '')
+    end
+    if take then
+      redis.call('HSET', KEYS[i], 'v', v, 'd', ARGV[4 * i - 1], 'r', r)
       applied = applied + 1
     end
   elseif not cur or not newer(cur, v) then
@@ -87,10 +92,11 @@ class CacheStore:
         for op, row in ops:
             keys.append(lay.latest_key(lay.id_of(row)))
             args += [op, str(int(row[lay.version])),
-                     lay.row_json(row, "latest") if op == "set" else ""]
+                     lay.row_json(row, "latest") if op == "set" else "",
+                     lay.rank(row) if op == "set" else ""]
         for i in range(0, len(keys), CAS_CHUNK):
             await self.cas(keys=keys[i:i + CAS_CHUNK],
-                           args=args[3 * i:3 * (i + CAS_CHUNK)], client=pipe)
+                           args=args[4 * i:4 * (i + CAS_CHUNK)], client=pipe)
         return len(keys)
 
     @staticmethod

@@ -8,6 +8,10 @@ from typing import Any, Literal
 
 import orjson
 
+# An upsert's rank (sinkfleet.sink.state_conflicts.rank_text), beside the row's columns:
+# the latest cache decides a write at the same version by it. Not a column: not cached.
+RANK_FIELD = "_sinkfleet_rank"
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -30,10 +34,12 @@ class Written:
 
     inserted: int = 0
     changes: list[Change] = field(default_factory=list)
+    conflicts: int = 0  # state sinks: same-version conflicts newly recorded
 
     def __iadd__(self, other: Written) -> Written:
         self.inserted += other.inserted
         self.changes += other.changes
+        self.conflicts += other.conflicts
         return self
 
 

@@ -485,6 +485,8 @@ class Worker:
             st.duplicates_skipped += written - inserted
             m.stored.labels(group, name).inc(inserted)
             m.duplicates.labels(group, name).inc(written - inserted)
+        for name, conflicts in stored.conflicts.items():
+            m.state_conflicts.labels(group, name).inc(conflicts)
         for dl in batch.dead + stored.refused:
             m.dead.labels(group, dl.topic, dl.stage).inc()
         st.consumed += batch.records
@@ -493,4 +495,5 @@ class Worker:
         st.flush_seconds += stored.seconds
         m.batch_records.labels(group).observe(batch.records)
         m.flush_seconds.labels(group).observe(stored.seconds)
+        m.commit_seconds.labels(group).observe(stored.commit_seconds)
         m.on_stored(batch.offsets, batch.last_timestamp)

@@ -74,6 +74,10 @@ class WorkerMetrics:
         self.duplicates = Counter("sinkfleet_records_duplicate", "Rows already stored"
                                   " (re-deliveries absorbed by the idempotent sink)",
                                   ["group", "sink"], registry=r)
+        self.state_conflicts = Counter(
+            "sinkfleet_state_conflicts", "Same-version conflicts of state sinks newly"
+            " recorded in sinkfleet.state_conflicts (two contents at one version)",
+            ["group", "sink"], registry=r)
         self.dead = Counter("sinkfleet_records_dead_lettered", "Records sent to the"
                             " dead-letter topic", ["group", "topic", "stage"], registry=r)
         self.batch_records = Histogram("sinkfleet_batch_records", "Records per stored batch",

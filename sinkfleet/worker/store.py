@@ -50,7 +50,9 @@ class Stored:
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)
     changes: dict[str, list[Any]] = field(default_factory=dict)
     refused: list[DeadLetter] = field(default_factory=list)  # dead-lettered at step 2
-    seconds: float = 0.0
+    conflicts: dict[str, int] = field(default_factory=dict)  # state sinks: newly recorded
+    seconds: float = 0.0  # steps 1 and 2
+    commit_seconds: float = 0.0  # the Kafka commit of step 3
 
 
 class KafkaMirror:
@@ -110,8 +112,11 @@ class StoreStep:
             stored.counts[name] = (w.inserted, total)
             if w.changes:
                 stored.changes[name] = w.changes
+            if w.conflicts:
+                stored.conflicts[name] = w.conflicts
         stored.seconds = time.monotonic() - started
         await self.mirror.commit(batch.offsets)                                        # 3
+        stored.commit_seconds = time.monotonic() - started - stored.seconds
         return stored
 
     def _rows(self, batch: Batch, name: str, skip: dict[str, set[int]]

@@ -107,14 +107,20 @@ async def test_cas_script_compares_big_and_negative_versions(
         big = 2**62
         for version, expected in [(9, 9), (10, 10), (9, 10), (big + 1, big + 1), (big, big + 1),
                                   (-5, big + 1)]:
-            await cas(keys=[key], args=["set", str(version), "{}"])
+            await cas(keys=[key], args=["set", str(version), "{}", ""])
             assert await client.hget(key, "v") == str(expected)
         await client.delete(key)
-        await cas(keys=[key], args=["set", "-5", "{}"])
-        await cas(keys=[key], args=["set", "-10", "{}"])
+        await cas(keys=[key], args=["set", "-5", "{}", ""])
+        await cas(keys=[key], args=["set", "-10", "{}", ""])
         assert await client.hget(key, "v") == "-5"
-        assert await cas(keys=[key], args=["del", "-6", ""]) == 0  # cached -5 is newer
-        assert await cas(keys=[key], args=["del", str(big), ""]) == 1
+        assert await cas(keys=[key], args=["del", "-6", "", ""]) == 0  # cached -5 is newer
+        assert await cas(keys=[key], args=["del", str(big), "", ""]) == 1
+        # the same version: only a greater rank replaces (a same-version conflict's winner)
+        assert await cas(keys=[key], args=["set", "7", '"a"', "0002ff"]) == 1
+        assert await cas(keys=[key], args=["set", "7", '"b"', "0001ff"]) == 0
+        assert await cas(keys=[key], args=["set", "7", '"c"', "0002ff"]) == 0
+        assert await cas(keys=[key], args=["set", "7", '"d"', "0003aa"]) == 1
+        assert await client.hget(key, "d") == '"d"'
     finally:
         await client.delete(key)
         await client.aclose()

@@ -123,8 +123,10 @@ async def test_latest_is_guarded_by_version_and_history_keeps_every_version(
                          " workflow_id, version")
     assert [(h["tenant_id"], h["workflow_id"], h["version"], h["parent_version"], h["status"])
             for h in history] == [
-        # lineage follows offset order: v3 arrived when only v1 existed
-        ("t1", "wf:a", 1, None, "queued"), ("t1", "wf:a", 2, 1, "running"),
+        # lineage follows offset order: v3 arrived when only v1 existed; "stale" is a
+        # second content of v2 published later: it wins v2 (tests/hostile/
+        # test_state_conflicts.py), "running" is kept in sinkfleet.state_conflicts
+        ("t1", "wf:a", 1, None, "queued"), ("t1", "wf:a", 2, 1, "stale"),
         ("t1", "wf:a", 3, 1, "done"),
         ("t1", "wf:b", 5, None, "failed"), ("t1", "wf:b", 6, 5, "retry"),
         ("t2", "wf:a", 1, None, "queued")]

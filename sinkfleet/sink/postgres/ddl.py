@@ -63,6 +63,21 @@ def history_table_sql(sink: Sink) -> list[str]:
     return [f"CREATE TABLE {table} (\n" + ",\n".join(lines) + "\n)"]
 
 
+# Added to every history table by the sink's second migration (a separate migration:
+# the first one's text, hence its checksum, must not change for deployed tables).
+HISTORY_RANK_COLUMNS = ("produced_at", "content_hash")
+
+
+def history_rank_sql(sink: Sink) -> str:
+    """What same-version conflicts are decided by: the stored content's latest producer
+    timestamp and its SHA-256 (NULL on rows recorded before: computed when needed)."""
+    spec = sink.spec
+    assert spec.state is not None
+    table = f"{quote_ident(spec.db_schema)}.{quote_ident(spec.history_table)}"
+    return (f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS produced_at timestamptz,"
+            " ADD COLUMN IF NOT EXISTS content_hash bytea;\n")
+
+
 def audit_guard_sql(sink: Sink) -> list[str]:
     """Append-only, enforced by the database: no UPDATE, DELETE or TRUNCATE."""
     spec = sink.spec

@@ -19,7 +19,13 @@ from sinkfleet.catalogue import Catalogue, Sink
 from sinkfleet.config import Settings
 from sinkfleet.errors import MigrationError
 from sinkfleet.sink.postgres.connect import connect
-from sinkfleet.sink.postgres.ddl import create_table_sql, derived_name, partition_plan, quote_ident
+from sinkfleet.sink.postgres.ddl import (
+    create_table_sql,
+    derived_name,
+    history_rank_sql,
+    partition_plan,
+    quote_ident,
+)
 from sinkfleet.sink.postgres.roles import WORKER_ROLE, ensure_worker_login, grant_sink_access
 from sinkfleet.sink.postgres.schema_versions import check_before_migrate, register_catalogue
 
@@ -48,6 +54,9 @@ def planned_migrations(catalogue: Catalogue) -> list[Migration]:
         sink = catalogue.sinks[name]
         plan.append(Migration(f"sink:{name}:0001", f"create {sink.spec.qualified_table}",
                               create_table_sql(sink)))
+        if sink.spec.state is not None:
+            plan.append(Migration(f"sink:{name}:0002", f"rank columns of {sink.spec.history_table}"
+                                  " (same-version conflicts)", history_rank_sql(sink)))
     return plan
 
 

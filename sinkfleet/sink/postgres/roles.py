@@ -29,7 +29,7 @@ import asyncpg
 from sinkfleet.catalogue import Sink
 from sinkfleet.config import Settings, env_name
 from sinkfleet.errors import ConfigError, MigrationError
-from sinkfleet.sink.postgres.ddl import quote_ident
+from sinkfleet.sink.postgres.ddl import HISTORY_RANK_COLUMNS, quote_ident
 
 WORKER_ROLE = "sinkfleet_worker"
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default scram_iterations
@@ -85,12 +85,19 @@ async def grant_sink_access(conn: asyncpg.Connection, sink: Sink) -> None:
     async with conn.transaction():
         await conn.execute(f"GRANT USAGE ON SCHEMA {schema} TO {WORKER_ROLE}")
         # state: the latest row is updated in place and deleted by tombstones; its
-        # history, audit tables and events are insert-only.
+        # history is insert-only but for a same-version conflict's winner (the loser
+        # moves to sinkfleet.state_conflicts); audit tables and events are insert-only.
         latest = "SELECT, INSERT, UPDATE, DELETE" if spec.state is not None else "SELECT, INSERT"
         await conn.execute(f"GRANT {latest} ON {spec.qualified_table} TO {WORKER_ROLE}")
         if spec.state is not None:
             history = f"{schema}.{quote_ident(spec.history_table)}"
             await conn.execute(f"GRANT SELECT, INSERT ON {history} TO {WORKER_ROLE}")
+            keep = {*spec.id, spec.state.version}  # the id, version and lineage never change
+            updatable = [c.name for c in sink.columns if c.name not in keep]
+            updatable += [*HISTORY_RANK_COLUMNS, "kafka_partition", "kafka_offset",
+                          "recorded_at"]
+            await conn.execute(f"GRANT UPDATE ({', '.join(map(quote_ident, updatable))})"
+                               f" ON {history} TO {WORKER_ROLE}")
         await conn.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema}"
                            f" GRANT SELECT, INSERT ON TABLES TO {WORKER_ROLE}")
 
