@@ -472,7 +472,12 @@ class Worker:
             await task  # re-raises a failure that is not retriable
 
     async def _store(self, batch: Batch) -> None:
-        stored = await self.store.store(batch)
+        try:
+            stored = await self.store.store(batch)
+        except Exception as exc:  # retriable trouble is retried inside: this is final
+            self.fail("storing a batch", exc)
+            assert self._failure is not None
+            raise self._failure from exc
         self._account(batch, stored)
         if self.cache is not None:
             for name, changes in stored.changes.items():
