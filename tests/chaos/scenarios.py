@@ -175,7 +175,7 @@ async def pg_cut(cc: ChaosCatalogue, logdir: Path, n: int, *, rate: float, seed:
         fleet.kill_all()
         await proxy.stop()
     result.notes.append(f"recovered after {[round(r, 2) for r in recoveries]} s")
-    if "PostgreSQL is back" not in result.logs:
+    if "recovered: storage" not in result.logs:
         result.problems.append("the worker never reported PostgreSQL back")
     return result
 
