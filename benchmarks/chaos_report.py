@@ -14,6 +14,11 @@ a tenth of them per second, so that every fault lands while records flow):
   1 % poison               undecodable bytes and rows no column takes, among good records
   PostgreSQL cut mid-COPY  every PostgreSQL connection cut three times by a TCP proxy
 
+then the hostile inputs (``tests/hostile/inputs.py``): every hostile record we know how
+to make, among good ones, into one worker; a table says per input what it had to become
+(stored exactly, or dead-lettered at a stage) and what it became, and whether the worker
+stayed alive with nothing lost, doubled or changed (``--no-hostile`` skips it).
+
 and the table says, per fault: records acknowledged (all topics, tombstones and poison
 included), lost (acknowledged, not stored), duplicated (stored twice, or stored without
 being acknowledged), dead letters expected/actual, and recovery: seconds from the heal
@@ -61,6 +66,8 @@ from sinkfleet.stack import manager  # noqa: E402
 from tests.chaos import scenarios  # noqa: E402
 from tests.chaos.scenarios import FaultResult  # noqa: E402
 from tests.chaos.support import drop_chaos_catalogue, open_chaos_catalogue  # noqa: E402
+from tests.conftest import make_catalogue  # noqa: E402
+from tests.hostile.inputs import HostileResult, run_hostile_inputs  # noqa: E402
 
 console = Console()
 FAULTS = ("kill9", "rebalance", "pg-restart", "kafka-restart", "redis-restart",
@@ -129,6 +136,46 @@ async def run_faults(stack: Settings, faults: list[str], opts: argparse.Namespac
     return results
 
 
+async def run_hostile(stack: Settings, workdir: Path, good: int) -> HostileResult:
+    from sinkfleet.ops.topics import apply_topics
+    from sinkfleet.sink.postgres.migrate import migrate
+    from tests.conftest import forget
+
+    tc = make_catalogue(workdir, stack, partitions=1, max_records=500, max_age_ms=50)
+    await apply_topics(tc.settings, tc.catalogue, say=lambda m: None)
+    await migrate(tc.settings, tc.catalogue, lambda m: None)
+    try:
+        with console.status("hostile inputs: publishing among good records, one worker"):
+            return await run_hostile_inputs(tc, workdir / "hostile.log", good=good)
+    finally:
+        await forget(tc.settings, tables=[tc.table], groups=[tc.group], topics=[tc.topic])
+
+
+def print_hostile(r: HostileResult) -> None:
+    table = Table(title="hostile inputs (one worker, among good records)")
+    for col in ("input", "must be", "became", "verdict"):
+        table.add_column(col)
+    for name, want, got in r.outcomes:
+        table.add_row(name, want, got, "ok" if want == got else "FAILED")
+    console.print(table)
+    exact = "exact" if r.dead_expected == r.dead_actual else "NOT exact"
+    console.print(f"inputs tried {r.tried}, good records {r.good:,}; worker alive:"
+                  f" {'yes' if r.alive else 'NO'}; lost {r.lost}, duplicated {r.duplicated},"
+                  f" changed {len(r.changed)}; dead letters expected {len(r.dead_expected)} /"
+                  f" actual {len(r.dead_actual)} ({exact}); {'ok' if r.ok else 'FAILED'}",
+                  highlight=False)
+
+
+def hostile_markdown(r: HostileResult) -> str:
+    lines = ["| hostile input | must be | became |", "|---|---|---|"]
+    lines += [f"| {name} | {want} | {got} |" for name, want, got in r.outcomes]
+    lines.append(f"| **{r.tried} inputs, worker alive: {'yes' if r.alive else 'no'}** |"
+                 f" lost {r.lost}, duplicated {r.duplicated}, changed {len(r.changed)} |"
+                 f" dead letters {len(r.dead_expected)} expected / {len(r.dead_actual)}"
+                 " actual |")
+    return "\n".join(lines)
+
+
 def print_table(results: list[FaultResult]) -> None:
     table = Table(title="chaos report (LONG profile)")
     for col in ("fault", "records", "lost", "duplicated", "DLQ exp/act", "recovery s",
@@ -157,7 +204,8 @@ def markdown(results: list[FaultResult]) -> str:
     return "\n".join(lines)
 
 
-def write_json(path: Path, results: list[FaultResult], opts: argparse.Namespace) -> None:
+def write_json(path: Path, results: list[FaultResult], opts: argparse.Namespace,
+               hostile: HostileResult | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     doc: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d"), "records": opts.records, "rate": opts.rate,
@@ -166,7 +214,11 @@ def write_json(path: Path, results: list[FaultResult], opts: argparse.Namespace)
         "results": [{"fault": r.fault, "ok": r.ok, "recovery_s": r.recovery,
                      "seconds": r.seconds, "codes": r.codes, "notes": r.notes,
                      "problems": r.problems, "tally": {
-                         k: v for k, v in vars(r.tally).items()}} for r in results]}
+                         k: v for k, v in vars(r.tally).items()}} for r in results],
+        "hostile": None if hostile is None else {
+            "ok": hostile.ok, "alive": hostile.alive, "lost": hostile.lost,
+            "duplicated": hostile.duplicated, "changed": hostile.changed,
+            "outcomes": hostile.outcomes}}
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     console.print(f"wrote {path}")
 
@@ -183,6 +235,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--only", action="append", choices=FAULTS, help="run only these faults")
     p.add_argument("--env-stack", action="store_true",
                    help="use the stack of the environment (it is restarted and flushed!)")
+    p.add_argument("--no-hostile", action="store_true", help="skip the hostile inputs")
     p.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/chaos_report.json")
     a = p.parse_args(argv)
     if a.records < len(FAULTS) * 1000:
@@ -190,7 +243,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return a
 
 
-async def main_async(opts: argparse.Namespace, workdir: Path) -> list[FaultResult]:
+async def main_async(opts: argparse.Namespace, workdir: Path
+                     ) -> tuple[list[FaultResult], HostileResult | None]:
     faults = [f for f in FAULTS if not opts.only or f in opts.only]
     if not opts.env_stack:
         os.environ.update(private_env(workdir / "stack"))
@@ -201,7 +255,11 @@ async def main_async(opts: argparse.Namespace, workdir: Path) -> list[FaultResul
     try:
         await manager.up(stack, None, lambda m: console.print(f"[dim]{m}[/]"))
         stack = load_settings()  # `up` may have generated the secrets
-        return await run_faults(stack, faults, opts, not opts.env_stack, workdir)
+        results = await run_faults(stack, faults, opts, not opts.env_stack, workdir)
+        hostile = None
+        if not opts.no_hostile:
+            hostile = await run_hostile(stack, workdir, max(2000, opts.records // 100))
+        return results, hostile
     finally:
         if not opts.env_stack:  # all of it is ours
             manager.down(stack, None, lambda m: console.print(f"[dim]{m}[/]"))
@@ -221,11 +279,15 @@ def main(argv: list[str] | None = None) -> None:
         workdir.chmod(0o755)  # PostgreSQL's own user must reach its data directory
         for fault in FAULTS:
             (workdir / fault).mkdir()
-        results = asyncio.run(main_async(opts, workdir))
+        results, hostile = asyncio.run(main_async(opts, workdir))
     print_table(results)
     console.print(markdown(results), highlight=False, markup=False)
-    write_json(opts.json, results, opts)
-    raise SystemExit(0 if all(r.ok for r in results) else 1)
+    if hostile is not None:
+        print_hostile(hostile)
+        console.print(hostile_markdown(hostile), highlight=False, markup=False)
+    write_json(opts.json, results, opts, hostile)
+    raise SystemExit(0 if all(r.ok for r in results) and (hostile is None or hostile.ok)
+                     else 1)
 
 
 if __name__ == "__main__":
