@@ -7,22 +7,35 @@ import time
 
 from sinkfleet.worker.batching import DeadLetter
 
+# The sinkfleet.* headers of a dead letter: spelled here only (docs/dead-letters.md).
+TOPIC = "sinkfleet.topic"
+PARTITION = "sinkfleet.partition"
+OFFSET = "sinkfleet.offset"
+TIMESTAMP = "sinkfleet.timestamp"
+STAGE = "sinkfleet.stage"
+ERROR_CLASS = "sinkfleet.error.class"
+ERROR_MESSAGE = "sinkfleet.error.message"
+WORKER = "sinkfleet.worker"
+HOST = "sinkfleet.host"
+DEAD_AT_MS = "sinkfleet.dead_at_ms"
+REPLAYED_FROM = "sinkfleet.replayed_from"
+
 # Headers of the original record that a new dead letter keeps: a replayed record that
 # fails again still says which dead letter it came from.
-CARRIED_HEADERS = frozenset({"sinkfleet.replayed_from"})
+CARRIED_HEADERS = frozenset({REPLAYED_FROM})
 
 
 def dead_letter_headers(dl: DeadLetter, worker_id: str) -> list[tuple[str, bytes]]:
     message = str(dl.error)[:2000]
     return [*dl.carried,
-        ("sinkfleet.topic", dl.topic.encode()),
-        ("sinkfleet.partition", str(dl.partition).encode()),
-        ("sinkfleet.offset", str(dl.offset).encode()),
-        ("sinkfleet.timestamp", str(dl.timestamp).encode()),
-        ("sinkfleet.stage", dl.stage.encode()),
-        ("sinkfleet.error.class", type(dl.error).__name__.encode()),
-        ("sinkfleet.error.message", message.encode(errors="replace")),
-        ("sinkfleet.worker", worker_id.encode()),
-        ("sinkfleet.host", socket.gethostname().encode()),
-        ("sinkfleet.dead_at_ms", str(int(time.time() * 1000)).encode()),
+        (TOPIC, dl.topic.encode()),
+        (PARTITION, str(dl.partition).encode()),
+        (OFFSET, str(dl.offset).encode()),
+        (TIMESTAMP, str(dl.timestamp).encode()),
+        (STAGE, dl.stage.encode()),
+        (ERROR_CLASS, type(dl.error).__name__.encode()),
+        (ERROR_MESSAGE, message.encode(errors="replace")),
+        (WORKER, worker_id.encode()),
+        (HOST, socket.gethostname().encode()),
+        (DEAD_AT_MS, str(int(time.time() * 1000)).encode()),
     ]
