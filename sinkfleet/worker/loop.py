@@ -37,7 +37,11 @@ from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
 from sinkfleet.sink.postgres.state_writer import StateWriter
 from sinkfleet.sink.postgres.writer import AppendWriter, SinkWriter
 from sinkfleet.worker.batching import Batch, BatchPolicy, DeadLetter
-from sinkfleet.worker.deadletter import CARRIED_HEADERS, dead_letter_headers
+from sinkfleet.worker.deadletter import (
+    CARRIED_HEADERS,
+    DLQ_PRODUCER_KWARGS,
+    dead_letter_record,
+)
 from sinkfleet.worker.heartbeat import heartbeat
 from sinkfleet.worker.isolate import ROW_ERRORS, write_isolating
 from sinkfleet.worker.metrics import WorkerMetrics
@@ -286,7 +290,8 @@ class Worker:
         )
         self._consumer = consumer
         self._dlq = AIOKafkaProducer(**kafka_client_kwargs(self.settings),
-                                     acks="all", enable_idempotence=True)
+                                     acks="all", enable_idempotence=True,
+                                     **DLQ_PRODUCER_KWARGS)
         consumer.subscribe(list(self.routes), listener=_Rebalance(self))
         log.info("joining group %s as %s", self.spec.group,
                  f"static member {self.instance_id}" if self.instance_id else "a dynamic member")
@@ -413,9 +418,9 @@ class Worker:
         assert self._dlq is not None
         futures = []
         for dl in dead:
+            rec = dead_letter_record(dl, self.worker_id)
             futures.append(await self._dlq.send(
-                self.routes[dl.topic].dlq, dl.value, key=dl.key,
-                headers=dead_letter_headers(dl, self.worker_id)))
+                self.routes[dl.topic].dlq, rec.value, key=rec.key, headers=rec.headers))
             log.warning("dead letter %s[%d]@%d (%s): %s", dl.topic, dl.partition, dl.offset,
                         dl.stage, dl.error)
         await asyncio.gather(*futures)
