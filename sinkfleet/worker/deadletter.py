@@ -113,9 +113,9 @@ def dead_letter_record(dl: DeadLetter, worker_id: str, *, limit: int = DLQ_RECOR
     >>> await producer.send(dlq_topic, rec.value, key=rec.key, headers=rec.headers)
     """
     carried: dict[str, bytes] = {}
-    for name, value in dl.carried:
+    for name, data in dl.carried:
         if name in CARRIED_HEADERS and name not in carried:
-            carried[name] = _clip(value or b"", HEADER_VALUE_LIMIT)
+            carried[name] = _clip(data or b"", HEADER_VALUE_LIMIT)
     headers = [*carried.items(),
                (TOPIC, _text(dl.topic)),
                (PARTITION, str(dl.partition).encode()),
@@ -222,7 +222,7 @@ def _decode(value: bytes | None) -> str:
 
 
 def _cut_of(headers: dict[str, str], names: tuple[str, str, str]) -> Cut | None:
-    size, sha, truncated = names
+    size, sha, _ = names
     if not any(n in headers for n in names):
         return None  # any of them: never take a claimed excerpt for the whole record
     digest = headers.get(sha)
