@@ -1,9 +1,9 @@
 """Dead letters: read them (`sinkfleet dlq inspect`) and re-drive them (`dlq replay`).
 
-A dead letter is the original key and value plus the worker's ``sinkfleet.*``
-headers (see ``sinkfleet.worker.deadletter``). Inspection reads with a group-less
-consumer and never commits. A replay re-publishes matching dead letters to their
-original topic and keeps its place in the consumer group
+A dead letter is the original key and value (or an excerpt) plus the worker's
+``sinkfleet.*`` headers, written and read by ``sinkfleet.worker.deadletter``.
+Inspection reads with a group-less consumer and never commits. A replay re-publishes
+matching dead letters to their original topic and keeps its place in the consumer group
 ``sinkfleet.dlq-replay.<dlq topic>`` (see ``ReplayCursor``), committed only after
 Kafka acknowledged the re-published records. See docs/dead-letters.md.
 """
@@ -26,6 +26,7 @@ from sinkfleet.catalogue import Catalogue
 from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError, SinkfleetError
 from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
+from sinkfleet.worker.deadletter import DeadLetterInfo, parse_dead_letter, when
 
 STAGES = ("decode", "validate", "write")
 STALL_SECONDS = 30.0
@@ -33,7 +34,8 @@ STALL_SECONDS = 30.0
 
 @dataclass(frozen=True)
 class DeadRecord:
-    """One record of a dead-letter topic, headers decoded."""
+    """One record of a dead-letter topic, its headers read by ``parse_dead_letter`` (so
+    a forged header is shown as sent, or as unknown, never trusted)."""
 
     dlq_topic: str
     dlq_partition: int
@@ -41,42 +43,43 @@ class DeadRecord:
     timestamp_ms: int
     key: bytes | None
     value: bytes | None
-    headers: dict[str, str]
+    info: DeadLetterInfo
 
     @classmethod
     def of(cls, msg: Any) -> DeadRecord:
-        headers = {k: (v or b"").decode(errors="backslashreplace") for k, v in msg.headers}
         return cls(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key, msg.value,
-                   headers)
+                   parse_dead_letter(msg.headers))
 
-    def _int(self, name: str) -> int | None:
-        try:
-            return int(self.headers[name])
-        except (KeyError, ValueError):
-            return None
+    @property
+    def headers(self) -> dict[str, str]:
+        return self.info.headers
 
     @property
     def topic(self) -> str | None:
-        return self.headers.get("sinkfleet.topic") or None
+        return self.info.topic
 
     @property
     def stage(self) -> str:
-        return self.headers.get("sinkfleet.stage", "?")
+        return self.info.stage
 
     @property
     def error_class(self) -> str:
-        return self.headers.get("sinkfleet.error.class", "?")
+        return self.info.error_class
 
     @property
-    def dead_at(self) -> datetime:
-        ms = self._int("sinkfleet.dead_at_ms")
-        return datetime.fromtimestamp((self.timestamp_ms if ms is None else ms) / 1000, UTC)
+    def dead_at(self) -> datetime | None:
+        """When it was dead-lettered (``sinkfleet.dead_at_ms``), or None if unreadable."""
+        return self.info.dead_at
 
     @property
     def where(self) -> str:
         """``topic[partition]@offset`` of the original record."""
-        p, o = self._int("sinkfleet.partition"), self._int("sinkfleet.offset")
-        return f"{self.topic or '?'}[{'?' if p is None else p}]@{'?' if o is None else o}"
+        return self.info.where
+
+    @property
+    def coordinates(self) -> str:
+        """``dlq[partition]@offset``: where this dead letter is."""
+        return f"{self.dlq_topic}[{self.dlq_partition}]@{self.dlq_offset}"
 
     @property
     def replayed_from(self) -> str:
@@ -88,17 +91,19 @@ class DeadRecord:
         def b64(data: bytes | None) -> str | None:
             return None if data is None else base64.b64encode(data).decode()
 
+        info, dead_at = self.info, self.dead_at
         return {
             "dlq_topic": self.dlq_topic, "dlq_partition": self.dlq_partition,
             "dlq_offset": self.dlq_offset, "dlq_timestamp_ms": self.timestamp_ms,
-            "topic": self.topic, "partition": self._int("sinkfleet.partition"),
-            "offset": self._int("sinkfleet.offset"), "stage": self.stage,
-            "error_class": self.error_class,
-            "error_message": self.headers.get("sinkfleet.error.message", ""),
-            "worker": self.headers.get("sinkfleet.worker"),
-            "dead_at": self.dead_at.isoformat(), "key": b64(self.key),
-            "value": b64(self.value), "value_size": len(self.value or b""),
-            "headers": self.headers,
+            "topic": info.topic, "partition": info.partition, "offset": info.offset,
+            "stage": info.stage, "error_class": info.error_class,
+            "error_message": info.error_message, "worker": info.worker,
+            "dead_at": None if dead_at is None else dead_at.isoformat(),
+            "key": b64(self.key), "value": b64(self.value),
+            "value_size": len(self.value or b""),
+            "truncated": {"key": info.key_cut and info.key_cut.as_dict(),
+                          "value": info.value_cut and info.value_cut.as_dict()},
+            "headers": info.headers,
         }
 
 
@@ -120,9 +125,12 @@ class Filter:
                    parse_since(since) if since else None)
 
     def matches(self, rec: DeadRecord) -> bool:
+        # Without a readable dead_at_ms, Kafka's timestamp of the dead letter decides.
+        when_dead = rec.dead_at or when(rec.timestamp_ms)
         return ((not self.stages or rec.stage in self.stages)
                 and (not self.error_classes or rec.error_class in self.error_classes)
-                and (self.since is None or rec.dead_at >= self.since))
+                and (self.since is None or (when_dead is not None
+                                            and when_dead >= self.since)))
 
 
 def parse_since(text: str) -> datetime:
@@ -148,6 +156,15 @@ def dlq_topics(catalogue: Catalogue, topic: str | None = None, all_: bool = Fals
             known = ", ".join(sorted(catalogue.topics)) or "none"
             raise ConfigError(f"no topic {topic!r} in topics/ (known: {known})")
     return sorted({s.dlq for s in specs})
+
+
+def dlq_sources(catalogue: Catalogue) -> dict[str, frozenset[str]]:
+    """Each dead-letter topic and the source topics whose dead letters it takes: the only
+    topics a replay of it may send to (a forged ``sinkfleet.topic`` names another)."""
+    sources: dict[str, set[str]] = {}
+    for spec in catalogue.topics.values():
+        sources.setdefault(spec.dlq, set()).add(spec.name)
+    return {dlq: frozenset(names) for dlq, names in sources.items()}
 
 
 async def start(client: Any, settings: Settings) -> None:

@@ -50,17 +50,26 @@ def _friendly(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def _plain(text: str) -> str:
+    """``text`` with every non-printable character (ESC, bidi overrides …) as an escape
+    such as ``\\x1b``: a forged header must not drive the terminal. Used with rich's
+    ``Text``, which prints ``[markup]`` as it is."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
+                   for c in text)
+
+
 def _short(text: str, width: int) -> str:
-    text = " ".join(text.split())
+    text = _plain(" ".join(text.split()))
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _summary(counts: Counter[tuple[str, str]], total: int) -> Table:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table("stage", "error class", "dead letters", title="by stage and error")
     for (stage, cls), n in sorted(counts.items()):
-        table.add_row(stage, cls, f"{n:,}")
+        table.add_row(Text(_short(stage, 40)), Text(_short(cls, 40)), f"{n:,}")
     table.add_row("[bold]all[/]", "", f"[bold]{total:,}[/]")
     return table
 
@@ -74,12 +83,16 @@ def _records(ins: Inspection) -> Table:
                   "bytes", title=f"dead letters (first {len(ins.records):,} of"
                                  f" {ins.matched:,})")
     for r in ins.records:
+        info = r.info
+        size = f"{len(r.value or b''):,}"
+        if info.value_cut is not None:  # the value is an excerpt: the original's size
+            size = f"{'?' if info.value_cut.size is None else f'{info.value_cut.size:,}'} (cut)"
         table.add_row(
             Text(f"{r.dlq_topic if several else ''}[{r.dlq_partition}]@{r.dlq_offset}"),
-            Text(r.where), Text(r.stage), Text(r.error_class),
-            Text(_short(r.headers.get("sinkfleet.error.message", ""), 60)),
-            Text(r.headers.get("sinkfleet.worker", "?")),
-            r.dead_at.strftime("%Y-%m-%d %H:%M:%S"), f"{len(r.value or b''):,}")
+            Text(_short(r.where, 80)), Text(_short(r.stage, 20)),
+            Text(_short(r.error_class, 40)), Text(_short(info.error_message, 60)),
+            Text(_short(info.worker or "?", 40)),
+            "?" if r.dead_at is None else r.dead_at.strftime("%Y-%m-%d %H:%M:%S"), size)
     return table
 
 
@@ -129,34 +142,54 @@ def replay(
     """Re-publish dead letters (original key and value) to their original topics.
 
     Progress is kept in the consumer group sinkfleet.dlq-replay.<dlq topic>: running it
-    again sends nothing twice. A record that fails again is dead-lettered again."""
-    from rich.table import Table
+    again sends nothing twice. A record that fails again is dead-lettered again. Dead
+    letters that cannot be replayed (forged, or cut and their original gone) are refused,
+    each with a reason, and stay; then the exit code is 1."""
     from rich.text import Text
 
-    from sinkfleet.cli import console, err, run, say, settings_and_catalogue
-    from sinkfleet.ops.dlq import Filter, dlq_topics
+    from sinkfleet.cli import err, run, settings_and_catalogue
+    from sinkfleet.ops.dlq import Filter, dlq_sources, dlq_topics
     from sinkfleet.ops.dlq_replay import replay as do_replay
 
     settings, cat = settings_and_catalogue()
     topics = dlq_topics(cat, topic)
     flt = Filter.make(stage, error_class)
     result: ReplayResult = run(do_replay(
-        settings, topics, flt, apply=apply,
-        say=lambda m: err.print(Text(m, style="yellow"))))
+        settings, topics, flt, sources=dlq_sources(cat), apply=apply,
+        say=lambda m: err.print(Text(_plain(m), style="yellow"))))
     if as_json:
         print(json.dumps({"topics": topics, **result.as_dict()}))
-        return
+    else:
+        _replayed(result, apply)
+    if result.refused:
+        raise typer.Exit(1)
+
+
+def _replayed(result: ReplayResult, apply: bool) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from sinkfleet.cli import console, say
+
     if result.records:
         table = Table("dlq", "→ topic", "stage", "error",
                       title="replayed" if apply else "would replay")
         for r in result.records[:SHOWN]:
-            table.add_row(Text(f"{r.dlq_topic}[{r.dlq_partition}]@{r.dlq_offset}"),
-                          Text(r.topic or "?"), Text(r.stage), Text(r.error_class))
+            table.add_row(Text(r.coordinates), Text(_short(r.topic or "?", 80)),
+                          Text(_short(r.stage, 20)), Text(_short(r.error_class, 40)))
         console.print(table)
         if result.replayed > SHOWN:
             say(f"… and {result.replayed - SHOWN:,} more")
+    for refusal in result.refusals[:SHOWN]:
+        line = f"refused {refusal.rec.coordinates}: {refusal.reason}"
+        console.print(Text(_plain(line), style="yellow"), soft_wrap=True)
+    if result.refused > SHOWN:
+        say(f"… and {result.refused - SHOWN:,} more refused (--json lists"
+            f" {len(result.refusals):,})")
     rest = (f"{result.already:,} replayed before, {result.left:,} left in the dead-letter"
             " topic")
+    if result.refused:
+        rest += f" ({result.refused:,} refused: see above)"
     if apply and not result.replayed:
         say(f"nothing to replay; {rest}")
     elif apply:

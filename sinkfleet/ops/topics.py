@@ -13,6 +13,7 @@ from sinkfleet.catalogue import Catalogue
 from sinkfleet.config import Settings
 from sinkfleet.errors import SinkfleetError
 from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
+from sinkfleet.worker.deadletter import DLQ_RECORD_LIMIT
 
 
 @dataclass(frozen=True)
@@ -30,13 +31,19 @@ class CurrentTopic:
 
 
 def desired_topics(catalogue: Catalogue) -> list[DesiredTopic]:
-    """Every catalogue topic and its dead-letter topic (same retention, fewer partitions)."""
+    """Every catalogue topic and its dead-letter topic (same retention, fewer partitions).
+
+    A dead-letter topic's size limit and compression are its own, not the source's: the
+    worker's dead letters are built to fit ``DLQ_RECORD_LIMIT``, and with
+    ``compression.type=producer`` the broker stores their batches as sent, never
+    recompressed into something bigger."""
     result = []
     for spec in catalogue.topics.values():
         result.append(DesiredTopic(spec.name, spec.partitions, spec.replication_factor,
                                    dict(spec.config)))
-        dlq_config = {k: v for k, v in spec.config.items() if k != "cleanup.policy"}
-        dlq_config["cleanup.policy"] = "delete"
+        dlq_config = {**spec.config, "cleanup.policy": "delete",
+                      "max.message.bytes": str(DLQ_RECORD_LIMIT),
+                      "compression.type": "producer"}
         result.append(DesiredTopic(spec.dlq, min(spec.partitions, 3), spec.replication_factor,
                                    dlq_config))
     return result
