@@ -190,3 +190,27 @@ async def test_replay_adds_nothing_and_tampering_is_named(fam: Family) -> None:
     assert report["ok"] is False and report["entries"] == 25
     assert [(b["tenant"], b["sequence"], b["what"]) for b in report["broken"]] == [
         ("globex", 7, "content_hash")]
+
+
+async def test_redelivery_with_a_two_column_id_adds_nothing(stack: Settings,
+                                                            tmp_path: Path) -> None:
+    # Each batch holds one tenant's entries: one distinct tenant_id, many entry_ids. Deduping
+    # each id column on its own paired them wrongly, re-chained stored entries, and the
+    # partition retried on its primary key forever.
+    two = await make_family(tmp_path, stack, SCHEMA, TOPIC,
+                            {**SINK, "id": ["tenant_id", "entry_id"]}, max_records=50)
+    try:
+        await publish(two, [entry(t, n) for t in ("acme", "globex") for n in range(20)])
+        async with running_worker(two) as worker:
+            await drain(two, worker)
+            assert worker.stats.stored == 40
+        before = await rows(two, f'SELECT * FROM "{two.table}" ORDER BY tenant_id, chain_seq')
+        await rewind(two)
+        async with running_worker(two) as worker:
+            await drain(two, worker, timeout=30)
+            assert (worker.stats.consumed, worker.stats.stored) == (40, 0)
+        assert await rows(two, f'SELECT * FROM "{two.table}" ORDER BY tenant_id,'
+                               " chain_seq") == before
+        assert (await verify(two.settings, two.catalogue)).entries == 40
+    finally:
+        await drop_family(two)
