@@ -172,9 +172,11 @@ class RowBuilder:
         for i, avro_type in self._to_json:
             if out[i] is not None:
                 try:
-                    # canonical JSON: exact numbers, so the row re-hashes as sent
-                    out[i] = canonical_json(canonical_value(out[i], avro_type,
-                                                            self._names)).decode()
+                    plain = canonical_value(out[i], avro_type, self._names)
+                    try:  # C speed; jsonb keeps the value of each number, not its text
+                        out[i] = json.dumps(plain, separators=(",", ":"), ensure_ascii=False)
+                    except TypeError:  # exact Decimals parsed from a sinkfleet.json text
+                        out[i] = canonical_json(plain).decode()
                 except (CanonicalError, ValueError, TypeError) as exc:
                     raise ValidationError(f"column {self.names[i]}: {exc}") from None
         return tuple(out)
