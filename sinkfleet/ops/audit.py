@@ -1,4 +1,4 @@
-"""`sinkfleet audit verify`: walk every tenant's hash chain and name the first broken link.
+"""`sinkfleet audit verify`: walk every tenant's hash chain and name every broken link.
 
 Each row is checked three ways (docs/sink-modes.md): its content hash is recomputed
 from the stored columns (someone edited the row), its ``prev_hash`` must be the
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -20,7 +21,10 @@ from sinkfleet.catalogue import Catalogue, Sink
 from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError
 from sinkfleet.sink.audit import (
+    HASH_VERSION,
+    LEGACY_HASH_VERSION,
     ZERO_HASH,
+    Canonical,
     CanonicalError,
     chain_hash,
     content_hash,
@@ -30,16 +34,32 @@ from sinkfleet.sink.audit import (
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.ddl import quote_ident
 
+_REASONS = {
+    "content_hash": "the row's content does not hash to its stored content_hash: the row"
+                    " was edited",
+    "sequence": "chain_seq does not follow the previous entry: an entry was removed or"
+                " inserted before this one",
+    "prev_hash": "prev_hash is not the previous entry's chain_hash: the previous entry's"
+                 " link was rewritten, or an entry was removed or inserted",
+    "chain_hash": "chain_hash is not SHA-256(prev_hash || content_hash): this entry's"
+                  " link was rewritten",
+    "canonical": "the row has no canonical form (its values cannot be hashed)",
+}
+
 
 @dataclass(frozen=True)
 class BrokenLink:
     sink: str
     tenant: str
-    sequence: int  # chain_seq of the first row that does not verify
-    what: str  # content_hash | prev_hash | chain_hash | sequence
+    sequence: int  # chain_seq of the row that does not verify
+    what: str  # content_hash | sequence | prev_hash | chain_hash | canonical
     expected: str
     found: str
     entry_id: str
+
+    @property
+    def reason(self) -> str:
+        return _REASONS[self.what]
 
 
 @dataclass
@@ -47,15 +67,22 @@ class Verification:
     sinks: list[str] = field(default_factory=list)
     tenants: int = 0
     entries: int = 0
+    legacy: int = 0  # entries whose content hash is the v1 definition (stored before v2)
     broken: list[BrokenLink] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.broken
 
+    @property
+    def broken_tenants(self) -> int:
+        return len({(b.sink, b.tenant) for b in self.broken})
+
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "sinks": self.sinks, "tenants": self.tenants,
-                "entries": self.entries, "broken": [asdict(b) for b in self.broken]}
+                "entries": self.entries, "legacy_v1_entries": self.legacy,
+                "broken_count": len(self.broken), "broken_tenants": self.broken_tenants,
+                "broken": [{**asdict(b), "reason": b.reason} for b in self.broken]}
 
 
 def audit_sinks(catalogue: Catalogue, name: str | None = None) -> list[Sink]:
@@ -85,16 +112,40 @@ class _Rebuild:
             self.fields.append((col.source.path[0], col.name,
                                 col.pg_type == "jsonb" and not is_string))
 
-    def content_hash(self, row: asyncpg.Record) -> bytes:
+    def content_hash(self, row: asyncpg.Record, version: int = HASH_VERSION) -> bytes:
         record: dict[str, Any] = {}
         for name, column, parse in self.fields:
             value = row[column]
-            record[name] = json.loads(value) if parse and value is not None else value
-        return content_hash(record, self.schema, self.field, self.names)
+            if parse and value is not None:
+                if version >= 2:  # stored as its canonical value; jsonb kept the numbers
+                    value = Canonical(json.loads(value, parse_float=Decimal))
+                else:  # v1 read floats, as it did when those rows were hashed
+                    value = json.loads(value)
+            record[name] = value
+        return content_hash(record, self.schema, self.field, self.names, version)
+
+    def matches(self, row: asyncpg.Record, stored: bytes) -> tuple[bool, bytes | None, str]:
+        """(verifies, the v2 hash or None, why not canonical)."""
+        try:
+            current = self.content_hash(row)
+        except (CanonicalError, ValueError, TypeError) as exc:
+            current, problem = None, str(exc)
+        else:
+            if current == stored:
+                return True, current, ""
+            problem = ""
+        try:  # a row stored before v2 carries a v1 hash
+            if self.content_hash(row, LEGACY_HASH_VERSION) == stored:
+                return True, None, ""
+        except (CanonicalError, ValueError, TypeError):
+            pass
+        return False, current, problem
 
 
 async def _verify_sink(conn: asyncpg.Connection, sink: Sink, tenant: str | None,
                        result: Verification, say: Callable[[str], None]) -> None:
+    """Check every row on its own (content, sequence, both links), so each broken link
+    of every chain is reported and one break hides nothing after it."""
     spec = sink.spec
     assert spec.audit is not None
     rebuild = _Rebuild(sink)
@@ -105,38 +156,35 @@ async def _verify_sink(conn: asyncpg.Connection, sink: Sink, tenant: str | None,
     sql = (f"SELECT *, {tcol}::text AS _tenant, {ident} AS _entry FROM {spec.qualified_table}"
            f"{where} ORDER BY {tcol}, chain_seq")
     current: Any = object()
-    seq, prev, broken = 0, ZERO_HASH, False
+    seq, prev = 0, ZERO_HASH
     async with conn.transaction(readonly=True, isolation="repeatable_read"):
         async for row in conn.cursor(sql, *args, prefetch=2000):
             if row[spec.audit.tenant] != current:
-                current, seq, prev, broken = row[spec.audit.tenant], 0, ZERO_HASH, False
+                current, seq, prev = row[spec.audit.tenant], 0, ZERO_HASH
                 result.tenants += 1
             result.entries += 1
-            if broken:
-                continue  # report the first broken link of each chain only
 
             def fail(what: str, expected: str, found: str, row: Any = row) -> None:
-                nonlocal broken
-                broken = True
                 result.broken.append(BrokenLink(spec.name, row["_tenant"], row["chain_seq"],
                                                 what, expected, found, row["_entry"]))
 
             stored = bytes(row[spec.audit.hash])
-            try:
-                recomputed = rebuild.content_hash(row)
-            except (CanonicalError, ValueError, TypeError) as exc:
-                fail("content_hash", "a row with a canonical form", str(exc))
-                continue
-            if row["chain_seq"] != seq + 1:
-                fail("sequence", str(seq + 1), str(row["chain_seq"]))
-            elif recomputed != stored:
+            ok, recomputed, problem = rebuild.matches(row, stored)
+            if problem:
+                fail("canonical", "a row with a canonical form", problem)
+            elif not ok:
+                assert recomputed is not None
                 fail("content_hash", recomputed.hex(), stored.hex())
-            elif bytes(row["prev_hash"]) != prev:
-                fail("prev_hash", prev.hex(), bytes(row["prev_hash"]).hex())
-            elif bytes(row["chain_hash"]) != chain_hash(prev, stored):
-                fail("chain_hash", chain_hash(prev, stored).hex(),
-                     bytes(row["chain_hash"]).hex())
-            seq, prev = row["chain_seq"], bytes(row["chain_hash"])
+            elif recomputed is None:
+                result.legacy += 1
+            row_prev, row_link = bytes(row["prev_hash"]), bytes(row["chain_hash"])
+            if row["chain_seq"] != seq + 1:  # a gap also breaks prev_hash: one report
+                fail("sequence", str(seq + 1), str(row["chain_seq"]))
+            elif row_prev != prev:
+                fail("prev_hash", prev.hex(), row_prev.hex())
+            if row_link != chain_hash(row_prev, stored):
+                fail("chain_hash", chain_hash(row_prev, stored).hex(), row_link.hex())
+            seq, prev = row["chain_seq"], row_link
     say(f"{spec.name}: {result.entries} entries checked so far")
 
 

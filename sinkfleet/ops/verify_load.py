@@ -159,7 +159,8 @@ async def check_load(settings: Settings, catalogue: Catalogue,
                 result = await verify(settings, catalogue, sink=sink.spec.name)
                 check.wrong = len(result.broken)
                 check.note = (f"{result.tenants} chains ok" if result.ok else
-                              f"{len(result.broken)} broken chain(s)")
+                              f"{len(result.broken)} broken link(s) in"
+                              f" {result.broken_tenants} chain(s)")
                 tenants_checked = True
             checks.append(check)
     return checks

@@ -4,6 +4,11 @@ The canonical encoding is specified in docs/sink-modes.md so that producers in a
 language can compute the same SHA-256. It is driven by the Avro schema: the same
 value reads the same whether it comes from a producer's dict, from fastavro's
 decoder or back from the PostgreSQL row.
+
+Version 2 (``HASH_VERSION``) writes the record as RFC 8785 canonical JSON with exact
+numbers (sinkfleet.avro.canonical), so what jsonb gives back hashes as what was sent.
+Version 1 (Python's ``json.dumps`` of float-parsed JSON) is kept only so that
+`audit verify` accepts rows stored before the change.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from sinkfleet.avro.canonical import CanonicalError, canonical_json, parse_json
+
 if TYPE_CHECKING:
     from sinkfleet.catalogue import Catalogue, Sink
 
@@ -26,10 +33,12 @@ JSON_PROP = "sinkfleet.json"  # a string field whose text is JSON (stored as jso
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _EPOCH_DATE = dt.date(1970, 1, 1)
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
+HASH_VERSION = 2  # what publishers compute and workers accept
+LEGACY_HASH_VERSION = 1  # still accepted by `audit verify` for rows stored before v2
 
-
-class CanonicalError(ValueError):
-    """The value cannot be put in canonical form (NaN, wrong type, ambiguous union)."""
+__all__ = ["HASH_VERSION", "LEGACY_HASH_VERSION", "ZERO_HASH", "Canonical", "CanonicalError",
+           "audit_hash_fields", "canonical_bytes", "canonical_value", "chain_hash",
+           "content_hash", "hash_field", "named_types"]
 
 
 def named_types(schema: Any, names: dict[str, Any] | None = None,
@@ -60,7 +69,7 @@ def named_types(schema: Any, names: dict[str, Any] | None = None,
 
 
 def _float(value: Any, single: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, Decimal)):
         raise CanonicalError(f"expected a number, got {type(value).__name__}")
     out = float(value)
     if single:  # the value a reader decodes from the 4 bytes actually sent
@@ -93,20 +102,34 @@ def _bytes(value: Any) -> str:
     raise CanonicalError(f"expected bytes, got {type(value).__name__}")
 
 
+class Canonical:
+    """A value already in canonical form: a record or map read back from its jsonb column,
+    where a ``sinkfleet.json`` string inside was stored parsed (so it is not text to
+    parse again)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 def canonical_value(value: Any, avro_type: Any, names: Mapping[str, Any],
-                    is_json: bool = False) -> Any:
-    """``value`` of ``avro_type`` as the plain JSON value of the canonical encoding."""
+                    is_json: bool = False, version: int = HASH_VERSION) -> Any:
+    """``value`` of ``avro_type`` as the plain JSON value of the canonical encoding
+    (JSON text of ``sinkfleet.json`` strings parsed: exact Decimals from version 2)."""
+    if isinstance(value, Canonical):
+        return value.value
     if isinstance(avro_type, list):
         branches = [b for b in avro_type if b != "null"]
         if value is None and len(branches) != len(avro_type):
             return None
         if len(branches) != 1:
             raise CanonicalError("only unions of null and one type have a canonical form")
-        return canonical_value(value, branches[0], names, is_json)
+        return canonical_value(value, branches[0], names, is_json, version)
     if isinstance(avro_type, str) and avro_type not in _PRIMITIVES:
         if avro_type not in names:
             raise CanonicalError(f"unknown named type {avro_type!r}")
-        return canonical_value(value, names[avro_type], names, is_json)
+        return canonical_value(value, names[avro_type], names, is_json, version)
     if isinstance(avro_type, dict):
         logical, kind = avro_type.get("logicalType"), avro_type.get("type")
         if logical == "timestamp-micros":
@@ -123,18 +146,20 @@ def canonical_value(value: Any, avro_type: Any, names: Mapping[str, Any],
             if not isinstance(value, Mapping):
                 raise CanonicalError(f"expected a record, got {type(value).__name__}")
             return {f["name"]: canonical_value(value.get(f["name"]), f["type"], names,
-                                               bool(f.get(JSON_PROP)))
+                                               bool(f.get(JSON_PROP)), version)
                     for f in avro_type["fields"]}
         if kind == "enum":
             return str(value)
         if kind == "fixed":
             return _bytes(value)
         if kind == "array":
-            return [canonical_value(v, avro_type["items"], names) for v in value]
+            return [canonical_value(v, avro_type["items"], names, version=version)
+                    for v in value]
         if kind == "map":
-            return {str(k): canonical_value(v, avro_type["values"], names)
+            return {str(k): canonical_value(v, avro_type["values"], names, version=version)
                     for k, v in value.items()}
-        return canonical_value(value, kind, names, is_json or bool(avro_type.get(JSON_PROP)))
+        return canonical_value(value, kind, names, is_json or bool(avro_type.get(JSON_PROP)),
+                               version)
     if value is None:
         if avro_type == "null":
             return None
@@ -155,6 +180,8 @@ def canonical_value(value: Any, avro_type: Any, names: Mapping[str, Any],
                 return _plain_json(value)
             raise CanonicalError(f"expected a string, got {type(value).__name__}")
         if is_json:
+            if version >= 2:
+                return parse_json(value)
             try:
                 return _plain_json(json.loads(value, parse_constant=_refuse_constant))
             except (ValueError, RecursionError) as exc:
@@ -175,20 +202,25 @@ def _plain_json(value: Any) -> Any:
 
 
 def canonical_bytes(record: Mapping[str, Any], schema: dict[str, Any], hash_field: str,
-                    names: Mapping[str, Any] | None = None) -> bytes:
+                    names: Mapping[str, Any] | None = None,
+                    version: int = HASH_VERSION) -> bytes:
     """The canonical encoding of ``record`` without its ``hash_field``."""
     names = named_types(schema) if names is None else names
     body = {f["name"]: canonical_value(record.get(f["name"]), f["type"], names,
-                                       bool(f.get(JSON_PROP)))
+                                       bool(f.get(JSON_PROP)), version)
             for f in schema["fields"] if f["name"] != hash_field}
+    if version >= 2:
+        return canonical_json(body)
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode()
 
 
 def content_hash(record: Mapping[str, Any], schema: dict[str, Any], hash_field: str,
-                 names: Mapping[str, Any] | None = None) -> bytes:
+                 names: Mapping[str, Any] | None = None, version: int = HASH_VERSION
+                 ) -> bytes:
     """SHA-256 of the canonical encoding: what an audit record's hash field must hold."""
-    return hashlib.sha256(canonical_bytes(record, schema, hash_field, names)).digest()
+    return hashlib.sha256(canonical_bytes(record, schema, hash_field, names,
+                                          version)).digest()
 
 
 def chain_hash(prev_hash: bytes, content: bytes) -> bytes:

@@ -12,10 +12,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from sinkfleet.avro.canonical import canonical_json
 from sinkfleet.catalogue import Column, Sink
 from sinkfleet.errors import ValidationError
 from sinkfleet.keys import split_key
-from sinkfleet.sink.audit import CanonicalError, canonical_value, content_hash, hash_field
+from sinkfleet.sink.audit import (
+    LEGACY_HASH_VERSION,
+    CanonicalError,
+    canonical_value,
+    content_hash,
+    hash_field,
+)
 from sinkfleet.sink.audit import named_types as avro_named_types
 
 
@@ -165,8 +172,11 @@ class RowBuilder:
         for i, avro_type in self._to_json:
             if out[i] is not None:
                 try:
-                    out[i] = json.dumps(canonical_value(out[i], avro_type, self._names),
-                                        separators=(",", ":"), ensure_ascii=False)
+                    plain = canonical_value(out[i], avro_type, self._names)
+                    try:  # C speed; jsonb keeps the value of each number, not its text
+                        out[i] = json.dumps(plain, separators=(",", ":"), ensure_ascii=False)
+                    except TypeError:  # exact Decimals parsed from a sinkfleet.json text
+                        out[i] = canonical_json(plain).decode()
                 except (CanonicalError, ValueError, TypeError) as exc:
                     raise ValidationError(f"column {self.names[i]}: {exc}") from None
         return tuple(out)
@@ -181,10 +191,24 @@ class RowBuilder:
         found = record.get(field)
         if found != expected:
             shown = found.hex()[:16] if isinstance(found, bytes) else repr(found)[:20]
+            if found == self._legacy_hash(record):
+                raise ValidationError(
+                    f"{field} was computed with the legacy v1 canonical encoding (Python"
+                    " json.dumps of floats), which PostgreSQL's jsonb does not reproduce;"
+                    " hash with the v2 encoding (RFC 8785, docs/sink-modes.md) or upgrade"
+                    " the publisher and publish the entry again")
             raise ValidationError(
                 f"{field} does not match the record: SHA-256 of its canonical encoding is"
                 f" {expected.hex()[:16]}…, the record carries {shown}… (tampered, or hashed"
                 " differently: see docs/sink-modes.md)")
+
+    def _legacy_hash(self, record: dict[str, Any]) -> bytes | None:
+        assert self._audit is not None
+        field, schema = self._audit
+        try:
+            return content_hash(record, schema, field, self._names, LEGACY_HASH_VERSION)
+        except (CanonicalError, ValueError, TypeError):
+            return None
 
     def _array_error(self, lengths: tuple[int, ...]) -> None:
         for name, got, want in zip(self._array_names, lengths, self._array_lengths,

@@ -61,9 +61,11 @@ class AuditWriter:
         if not rows:
             return Written()
         ids = [tuple(row[i] for i in self._id_at) for row in rows]
-        n = len(self._id_at)
-        stored = {tuple(r) for r in await conn.fetch(
-            self._existing, *[list({i[k] for i in ids}) for k in range(n)])}
+        # Dedupe whole id tuples, then split them into one array per column: unnest zips
+        # the arrays, so they must stay aligned (deduping each column alone paired a
+        # tenant with another entry's id, and stored entries were chained again).
+        columns = [list(c) for c in zip(*dict.fromkeys(ids), strict=True)]
+        stored = {tuple(r) for r in await conn.fetch(self._existing, *columns)}
         fresh = []
         for row, key in zip(rows, ids, strict=True):
             if key not in stored:  # re-delivered entries are already in their chain
