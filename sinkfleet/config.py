@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     # Bounded decoding (docs/avro.md): bigger records are dead-lettered unread; nesting of
     # recursive schemas deeper than this is refused.
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # The most one compressed record batch may inflate to (docs/compression.md); a batch
+    # that would inflate further is dead-lettered whole, by its offsets, unread.
+    max_batch_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
     avro_max_depth: int = Field(100, ge=1, le=300)
 
     metrics_host: str = "127.0.0.1"
@@ -136,6 +139,14 @@ class Settings(BaseSettings):
         if self.redis_password is None and (secrets / "redis_password").is_file():
             self.redis_password = SecretStr((secrets / "redis_password").read_text().strip())
         self._check_security()
+        self._check_limits()
+
+    def _check_limits(self) -> None:
+        if self.max_batch_bytes < self.max_message_bytes:
+            raise ConfigError(
+                f"{env_name('max_batch_bytes')}={self.max_batch_bytes} is below"
+                f" {env_name('max_message_bytes')}={self.max_message_bytes}: a batch holding"
+                " one record of the largest allowed size must fit; raise it")
 
     def _check_security(self) -> None:
         """Refuse combinations that would silently connect less securely than asked."""

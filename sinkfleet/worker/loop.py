@@ -31,13 +31,14 @@ from sinkfleet.config import Settings
 from sinkfleet.errors import DecodeError, ValidationError
 from sinkfleet.http import Health, route, serve
 from sinkfleet.kafka import kafka_client_kwargs
+from sinkfleet.kafka_bounds import OversizeBatch
 from sinkfleet.sink.postgres.audit_writer import AuditWriter
 from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
 from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
 from sinkfleet.sink.postgres.state_writer import StateWriter
 from sinkfleet.sink.postgres.writer import AppendWriter, SinkWriter
 from sinkfleet.worker.batching import Batch, BatchPolicy, DeadLetter
-from sinkfleet.worker.deadletter import CARRIED_HEADERS, dead_letter_headers
+from sinkfleet.worker.deadletter import CARRIED_HEADERS, dead_letter_headers, oversize_dead_letter
 from sinkfleet.worker.heartbeat import heartbeat
 from sinkfleet.worker.isolate import ROW_ERRORS, write_isolating
 from sinkfleet.worker.metrics import WorkerMetrics
@@ -389,6 +390,9 @@ class Worker:
             route = self.routes[tp.topic]
             decode = route.codec.decode
             for msg in messages:
+                if isinstance(msg, OversizeBatch):  # a whole batch, not inflated
+                    batch.dead.append(oversize_dead_letter(msg))
+                    continue
                 try:
                     built: list[tuple[str, tuple[Any, ...]]]
                     if msg.value is None and route.tombstones:
