@@ -32,7 +32,8 @@ from sinkfleet.kafka_bounds import (
 )
 from tests.hostile.bombs import build, rebase
 
-PAYLOAD = os.urandom(50_000) + bytes(200_000) + os.urandom(70_000)  # several lz4 blocks
+# Several lz4 blocks of 64 KiB: compressed and stored ones, a short compressed one last.
+PAYLOAD = os.urandom(50_000) + bytes(200_000) + os.urandom(70_000) + b"abc" * 3000
 
 
 def _zstd(data: bytes) -> bytes:
