@@ -26,8 +26,9 @@ from sinkfleet.catalogue import Catalogue
 from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError, SinkfleetError
 from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
+from sinkfleet.kafka_bounds import OversizeBatch
 
-STAGES = ("decode", "validate", "write")
+STAGES = ("decompress", "decode", "validate", "write")
 STALL_SECONDS = 30.0
 
 
@@ -45,6 +46,12 @@ class DeadRecord:
 
     @classmethod
     def of(cls, msg: Any) -> DeadRecord:
+        if isinstance(msg, OversizeBatch):  # a batch of the DLQ itself too big to inflate
+            return cls(msg.topic, msg.partition, msg.first_offset, msg.timestamp, None,
+                       msg.compressed, {"sinkfleet.stage": "decompress",
+                                        "sinkfleet.error.class": "BatchTooLarge",
+                                        "sinkfleet.error.message": str(msg.error),
+                                        "sinkfleet.dlq_last_offset": str(msg.offset)})
         headers = {k: (v or b"").decode(errors="backslashreplace") for k, v in msg.headers}
         return cls(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key, msg.value,
                    headers)
@@ -74,9 +81,18 @@ class DeadRecord:
 
     @property
     def where(self) -> str:
-        """``topic[partition]@offset`` of the original record."""
+        """``topic[partition]@offset`` of the original record (``@first..last`` for a
+        whole batch)."""
         p, o = self._int("sinkfleet.partition"), self._int("sinkfleet.offset")
-        return f"{self.topic or '?'}[{'?' if p is None else p}]@{'?' if o is None else o}"
+        last = self._int("sinkfleet.last_offset")
+        span = "" if last is None else f"..{last}"
+        return (f"{self.topic or '?'}[{'?' if p is None else p}]"
+                f"@{'?' if o is None else o}{span}")
+
+    @property
+    def is_batch(self) -> bool:
+        """A whole record batch too big to inflate (stage decompress), not a record."""
+        return self.stage == "decompress"
 
     @property
     def replayed_from(self) -> str:
@@ -92,7 +108,8 @@ class DeadRecord:
             "dlq_topic": self.dlq_topic, "dlq_partition": self.dlq_partition,
             "dlq_offset": self.dlq_offset, "dlq_timestamp_ms": self.timestamp_ms,
             "topic": self.topic, "partition": self._int("sinkfleet.partition"),
-            "offset": self._int("sinkfleet.offset"), "stage": self.stage,
+            "offset": self._int("sinkfleet.offset"),
+            "last_offset": self._int("sinkfleet.last_offset"), "stage": self.stage,
             "error_class": self.error_class,
             "error_message": self.headers.get("sinkfleet.error.message", ""),
             "worker": self.headers.get("sinkfleet.worker"),
@@ -115,7 +132,8 @@ class Filter:
              since: str | None = None) -> Filter:
         unknown = sorted(set(stages or ()) - set(STAGES))
         if unknown:
-            raise ConfigError(f"unknown stage {unknown[0]!r}: use decode, validate or write")
+            raise ConfigError(f"unknown stage {unknown[0]!r}: use decompress, decode,"
+                              " validate or write")
         return cls(frozenset(stages or ()), frozenset(error_classes or ()),
                    parse_since(since) if since else None)
 

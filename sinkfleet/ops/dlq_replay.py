@@ -126,6 +126,7 @@ async def _replay_topic(settings: Settings, dlq: str, flt: Filter,
         ends = await consumer.end_offsets(tps)
         cursors = await _cursors(settings, group, tps, starts, ends, warn)
         missing: set[str] = set()
+        batches: set[int] = set()
         async for batch in scan(consumer, {tp: (c.start, ends[tp])
                                             for tp, c in cursors.items()}):
             sends: list[asyncio.Future[Any]] = []
@@ -138,6 +139,15 @@ async def _replay_topic(settings: Settings, dlq: str, flt: Filter,
                         continue
                     target = rec.topic
                     wanted = flt.matches(rec)
+                    if wanted and rec.is_batch:  # compressed bytes, not a record to send
+                        if not batches:
+                            warn(f"dead letters of stage decompress in {dlq} are whole record"
+                                 " batches too big to inflate, not records: they stay. Raise"
+                                 " SINKFLEET_MAX_BATCH_BYTES and `sinkfleet replay` the source"
+                                 " offsets they name (first: "
+                                 f"{rec.where if rec.topic else rec.replayed_from})")
+                        batches.add(rec.dlq_offset)
+                        wanted = False
                     if wanted and target is not None and target not in existing:
                         if target not in missing:
                             warn(f"original topic {target} does not exist; its dead letters"

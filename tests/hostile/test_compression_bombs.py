@@ -6,12 +6,16 @@ reason, and stores every record before and after it."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -119,3 +123,78 @@ async def test_a_bomb_is_dead_lettered_by_offsets_and_nothing_else_is_lost(
     assert dead.value == bomb.compressed[:EXCERPT_BYTES]
     text = log.read_text()
     assert "RLIMIT_AS" in text and "dead_lettered=1" in text, text[-3000:]
+
+
+def run_limited(tc: TestCatalogue, tmp_path: Path, *args: str) -> dict[str, Any]:
+    """`sinkfleet ARGS… --json` under the same address-space limit; its JSON output."""
+    log = tmp_path / f"{args[0]}-{args[1]}.log"
+    proc = start_limited(tc, log, *args)
+    assert proc.wait(120) == 0, log.read_text()[-3000:]
+    text = log.read_text()
+    assert text.startswith("RLIMIT_AS"), text[:500]
+    return dict(json.loads(text.splitlines()[-1]))
+
+
+def dead_letter(tc: TestCatalogue, offset: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+    return f"garbage {offset}".encode(), [
+        ("sinkfleet.topic", tc.topic.encode()), ("sinkfleet.partition", b"0"),
+        ("sinkfleet.offset", str(offset).encode()), ("sinkfleet.stage", b"decode"),
+        ("sinkfleet.error.class", b"DecodeError"), ("sinkfleet.error.message", b"bad")]
+
+
+async def test_dlq_inspect_and_replay_report_a_bomb_and_read_on(
+        catalogue_factory: Any, tmp_path: Path) -> None:
+    tc: TestCatalogue = await catalogue_factory(partitions=1)
+    dlq = f"{tc.topic}.dlq"
+    bomb = await asyncio.to_thread(build, "zstd", [256 << 20] * 4)
+    producer = AIOKafkaProducer(bootstrap_servers=tc.settings.kafka_bootstrap)
+    await producer.start()
+    try:
+        value, headers = dead_letter(tc, 7)
+        await producer.send_and_wait(dlq, value, partition=0, headers=headers)
+        await produce_batch(tc.settings.kafka_bootstrap, dlq, 0, bomb.batch)  # DLQ 1..4
+        value, headers = dead_letter(tc, 9)
+        await producer.send_and_wait(dlq, value, partition=0, headers=headers)
+        value, headers = dead_letter(tc, 30)  # a batch a worker dead-lettered (DLQ 6)
+        headers = [*headers[:3], ("sinkfleet.last_offset", b"33"),
+                   ("sinkfleet.stage", b"decompress"), ("sinkfleet.error.class", b"BatchTooLarge")]
+        await producer.send_and_wait(dlq, b"compressed", partition=0, headers=headers)
+    finally:
+        await producer.stop()
+
+    ins = run_limited(tc, tmp_path, "dlq", "inspect", "--topic", tc.topic, "--json",
+                      "--limit", "0")
+    assert (ins["scanned"], ins["matched"]) == (4, 4)
+    rows = [(r["dlq_offset"], r["offset"], r["last_offset"], r["stage"], r["error_class"])
+            for r in ins["records"]]
+    assert rows == [(0, 7, None, "decode", "DecodeError"),
+                    (1, None, None, "decompress", "BatchTooLarge"),
+                    (5, 9, None, "decode", "DecodeError"),
+                    (6, 30, 33, "decompress", "BatchTooLarge")]
+    batch = ins["records"][1]
+    assert batch["headers"]["sinkfleet.dlq_last_offset"] == "4"
+    assert batch["error_message"].startswith(f"the zstd record batch at {dlq}[0] offsets 1..4")
+    assert base64.b64decode(batch["value"]) == bomb.compressed[:EXCERPT_BYTES]
+
+    rep = run_limited(tc, tmp_path, "dlq", "replay", "--topic", tc.topic, "--apply", "--json")
+    assert (rep["replayed"], rep["left"], rep["already_replayed"]) == (2, 2, 0)
+    assert [r["dlq_offset"] for r in rep["records"]] == [0, 5]
+    [warning] = rep["warnings"]
+    assert "whole record batches too big to inflate" in warning
+    assert f"(first: {dlq}:0:1)" in warning
+
+
+async def test_lag_takes_a_bombs_timestamp_without_inflating_it(
+        catalogue_factory: Any, tmp_path: Path) -> None:
+    from sinkfleet.ops.replay import commit_empty_group
+
+    tc: TestCatalogue = await catalogue_factory(partitions=1)
+    hour_ago = int(time.time() * 1000) - 3_600_000
+    bomb = await asyncio.to_thread(build, "zstd", [256 << 20] * 4, hour_ago)
+    await publish_around(tc, bomb, before=3, after=2)
+    await commit_empty_group(tc.settings, tc.group, {TopicPartition(tc.topic, 0): 3})
+    snap = run_limited(tc, tmp_path, "lag", "--group", tc.group, "--json")
+    [group] = snap["groups"]
+    [part] = group["partitions"]
+    assert (part["committed_offset"], part["log_end_offset"], part["lag_records"]) == (3, 9, 6)
+    assert 3600 <= part["lag_seconds"] < 3600 + 120, part
