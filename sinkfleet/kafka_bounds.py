@@ -112,7 +112,7 @@ def inflate_lz4(data: Any, limit: int) -> bytes:
         flg, bd = buf[pos + 4], buf[pos + 5]
         if not flg & 0x20:  # Kafka refuses these on produce (KafkaLZ4BlockInputStream)
             raise CorruptRecordException("lz4 frame with dependent blocks")
-        block_max = 1 << (2 * ((bd >> 4) & 7) + 8)
+        block = bytearray(1 << (2 * ((bd >> 4) & 7) + 8))  # the frame's block size
         pos += 7 + (8 if flg & 0x08 else 0) + (4 if flg & 0x01 else 0)
         while True:
             size = _U32.unpack_from(buf, pos)[0]
@@ -120,12 +120,12 @@ def inflate_lz4(data: Any, limit: int) -> bytes:
             if size == 0:
                 break
             raw, size = size & 0x80000000, size & 0x7FFFFFFF
-            block = buf[pos:pos + size]
+            packed = buf[pos:pos + size]
             pos += size + (4 if flg & 0x10 else 0)
-            piece = block if raw else cramjam.lz4.decompress_block(block, output_len=block_max)
-            if len(out) + len(piece) > limit:
+            n = size if raw else cramjam.lz4.decompress_block_into(packed, block)
+            if len(out) + n > limit:
                 raise _too_large("lz4", data, limit)
-            out += piece
+            out += packed if raw else memoryview(block)[:n]
         pos += 4 if flg & 0x04 else 0
     return bytes(out)
 
