@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     # Bounded decoding (docs/avro.md): bigger records are dead-lettered unread; nesting of
     # recursive schemas deeper than this is refused.
     max_message_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # The most one compressed record batch may inflate to (docs/compression.md); a batch
+    # that would inflate further is dead-lettered whole, by its offsets, unread.
+    max_batch_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
     avro_max_depth: int = Field(100, ge=1, le=300)
 
     metrics_host: str = "127.0.0.1"
@@ -125,6 +128,14 @@ class Settings(BaseSettings):
         if self.state_dir is None:
             self.state_dir = self.home / ".sinkfleet"
         self._check_security()
+        self._check_limits()
+
+    def _check_limits(self) -> None:
+        if self.max_batch_bytes < self.max_message_bytes:
+            raise ConfigError(
+                f"{env_name('max_batch_bytes')}={self.max_batch_bytes} is below"
+                f" {env_name('max_message_bytes')}={self.max_message_bytes}: a batch holding"
+                " one record of the largest allowed size must fit; raise it")
 
     def secret(self, name: SecretName) -> SecretStr | None:
         """The password ``name`` as configured, else the local stack's generated one as

@@ -5,6 +5,8 @@ security settings (TLS via an ``ssl.SSLContext``, SASL PLAIN/SCRAM); pass it
 to ``AIOKafkaProducer``, ``AIOKafkaConsumer`` and ``AIOKafkaAdminClient``.
 ``explain_kafka_error`` turns aiokafka's "Unable to bootstrap" into the reason
 (authentication, TLS, refused) and what to do, without ever echoing a secret.
+Importing this module bounds what one compressed record batch may inflate to
+(``sinkfleet.kafka_bounds``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from aiokafka.helpers import create_ssl_context
 
 from sinkfleet.config import Settings, env_name
 from sinkfleet.errors import ConfigError
+from sinkfleet.kafka_bounds import install, set_max_batch_bytes
+
+install()  # every aiokafka client of this process inflates batches within a bound
 
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -61,7 +66,10 @@ def kafka_ssl_context(settings: Settings) -> ssl.SSLContext:
 
 
 def kafka_client_kwargs(settings: Settings) -> dict[str, Any]:
-    """Connection keyword arguments for any aiokafka client (producer, consumer, admin)."""
+    """Connection keyword arguments for any aiokafka client (producer, consumer, admin).
+
+    Also sets this process's bound on batch inflation (``SINKFLEET_MAX_BATCH_BYTES``)."""
+    set_max_batch_bytes(settings.max_batch_bytes)
     kwargs: dict[str, Any] = {"bootstrap_servers": settings.kafka_bootstrap}
     protocol = settings.kafka_security_protocol
     if protocol == "PLAINTEXT":

@@ -26,9 +26,17 @@ from sinkfleet.catalogue import Catalogue
 from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError, SinkfleetError
 from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
-from sinkfleet.worker.deadletter import DeadLetterInfo, parse_dead_letter, when
+from sinkfleet.kafka_bounds import OversizeBatch
+from sinkfleet.worker.deadletter import (
+    ERROR_CLASS,
+    ERROR_MESSAGE,
+    STAGE,
+    DeadLetterInfo,
+    parse_dead_letter,
+    when,
+)
 
-STAGES = ("decode", "validate", "write")
+STAGES = ("decompress", "decode", "validate", "write")
 STALL_SECONDS = 30.0
 
 
@@ -47,6 +55,12 @@ class DeadRecord:
 
     @classmethod
     def of(cls, msg: Any) -> DeadRecord:
+        if isinstance(msg, OversizeBatch):  # a batch of the DLQ itself too big to inflate
+            headers = [(STAGE, b"decompress"), (ERROR_CLASS, b"BatchTooLarge"),
+                       (ERROR_MESSAGE, str(msg.error).encode()),
+                       ("sinkfleet.dlq_last_offset", str(msg.offset).encode())]
+            return cls(msg.topic, msg.partition, msg.first_offset, msg.timestamp, None,
+                       msg.compressed, parse_dead_letter(headers))
         return cls(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key, msg.value,
                    parse_dead_letter(msg.headers))
 
@@ -77,6 +91,10 @@ class DeadRecord:
         return self.info.where
 
     @property
+    def is_batch(self) -> bool:
+        return self.info.is_batch
+
+    @property
     def coordinates(self) -> str:
         """``dlq[partition]@offset``: where this dead letter is."""
         return f"{self.dlq_topic}[{self.dlq_partition}]@{self.dlq_offset}"
@@ -96,7 +114,7 @@ class DeadRecord:
             "dlq_topic": self.dlq_topic, "dlq_partition": self.dlq_partition,
             "dlq_offset": self.dlq_offset, "dlq_timestamp_ms": self.timestamp_ms,
             "topic": info.topic, "partition": info.partition, "offset": info.offset,
-            "stage": info.stage, "error_class": info.error_class,
+            "last_offset": info.last_offset, "stage": info.stage, "error_class": info.error_class,
             "error_message": info.error_message, "worker": info.worker,
             "dead_at": None if dead_at is None else dead_at.isoformat(),
             "key": b64(self.key), "value": b64(self.value),
@@ -120,7 +138,8 @@ class Filter:
              since: str | None = None) -> Filter:
         unknown = sorted(set(stages or ()) - set(STAGES))
         if unknown:
-            raise ConfigError(f"unknown stage {unknown[0]!r}: use decode, validate or write")
+            raise ConfigError(f"unknown stage {unknown[0]!r}: use decompress, decode,"
+                              " validate or write")
         return cls(frozenset(stages or ()), frozenset(error_classes or ()),
                    parse_since(since) if since else None)
 

@@ -28,7 +28,7 @@ dlq_app = typer.Typer(help="Dead letters: inspect them; replay them after a fix.
 Topic = Annotated[str | None, typer.Option(
     "--topic", help="a source topic from topics/ (or its .dlq); default: every topic")]
 Stages = Annotated[list[str] | None, typer.Option(
-    "--stage", help="decode, validate or write (repeat for several)")]
+    "--stage", help="decompress, decode, validate or write (repeat for several)")]
 ErrorClasses = Annotated[list[str] | None, typer.Option(
     "--error-class", help="error class name, e.g. DecodeError (repeat for several)")]
 AsJson = Annotated[bool, typer.Option("--json", help="JSON on stdout")]

@@ -282,9 +282,19 @@ class _Checks:
     result: ReplayResult
     warn: Callable[[str], None]
     missing: set[str] = field(default_factory=set)  # sources warned about
+    batches: int = 0  # decompress dead letters left
 
     def allowed(self, rec: DeadRecord) -> bool:
         """False (refused, or its topic is missing) leaves ``rec`` in the DLQ."""
+        if rec.is_batch:  # compressed bytes of a whole batch, not a record to send
+            if not self.batches:
+                first = rec.where if rec.topic else rec.replayed_from
+                self.warn(f"dead letters of stage decompress in {self.dlq} are whole record"
+                          " batches too big to inflate, not records: they stay. Raise"
+                          " SINKFLEET_MAX_BATCH_BYTES and `sinkfleet replay` the source"
+                          f" offsets they name (first: {first})")
+            self.batches += 1
+            return False
         if rec.topic is None:
             self.result.refuse(rec, "no sinkfleet.topic header: its original topic is"
                                     " unknown")

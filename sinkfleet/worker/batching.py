@@ -38,9 +38,10 @@ class DeadLetter:
     timestamp: int
     key: bytes | None
     value: bytes | None
-    stage: str  # decode | validate | write
+    stage: str  # decompress | decode | validate | write
     error: BaseException
     carried: tuple[tuple[str, bytes], ...] = ()  # headers kept from the record (replay trail)
+    last_offset: int | None = None  # a whole record batch (stage decompress): offset..last
 
 
 @dataclass

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+from sinkfleet.kafka_bounds import OversizeBatch
 from sinkfleet.worker.batching import DeadLetter
 
 # The headers, spelled here only.
@@ -34,6 +35,7 @@ WORKER = "sinkfleet.worker"
 HOST = "sinkfleet.host"
 DEAD_AT_MS = "sinkfleet.dead_at_ms"
 REPLAYED_FROM = "sinkfleet.replayed_from"
+LAST_OFFSET = "sinkfleet.last_offset"  # a whole record batch (stage decompress): its end
 KEY_SIZE = "sinkfleet.key.size"
 KEY_SHA256 = "sinkfleet.key.sha256"
 KEY_TRUNCATED = "sinkfleet.key.truncated"  # the excerpt's length in bytes
@@ -102,6 +104,15 @@ def _cut(data: bytes, excerpt: int, names: tuple[str, str, str]
                   (truncated, str(len(part)).encode())]
 
 
+def oversize_dead_letter(batch: OversizeBatch) -> DeadLetter:
+    """A record batch that would inflate past SINKFLEET_MAX_BATCH_BYTES, dead-lettered
+    whole: its offsets, and the start of its compressed records as the value."""
+    assert batch.error is not None
+    return DeadLetter(batch.topic, batch.partition, batch.first_offset, batch.timestamp,
+                      None, batch.compressed, "decompress", batch.error,
+                      last_offset=batch.offset)
+
+
 def dead_letter_record(dl: DeadLetter, worker_id: str, *, limit: int = DLQ_RECORD_LIMIT
                        ) -> DeadLetterRecord:
     """The dead letter of ``dl``: key, value and headers of at most ``limit`` bytes, less
@@ -120,6 +131,7 @@ def dead_letter_record(dl: DeadLetter, worker_id: str, *, limit: int = DLQ_RECOR
                (TOPIC, _text(dl.topic)),
                (PARTITION, str(dl.partition).encode()),
                (OFFSET, str(dl.offset).encode()),
+               *([] if dl.last_offset is None else [(LAST_OFFSET, str(dl.last_offset).encode())]),
                (TIMESTAMP, str(dl.timestamp).encode()),
                (STAGE, _text(dl.stage)),
                (ERROR_CLASS, _text(type(dl.error).__name__)),
@@ -187,6 +199,7 @@ class DeadLetterInfo:
     topic: str | None
     partition: int | None
     offset: int | None
+    last_offset: int | None  # a whole record batch (stage decompress)
     timestamp_ms: int | None
     stage: str
     error_class: str
@@ -209,9 +222,17 @@ class DeadLetterInfo:
 
     @property
     def where(self) -> str:
-        """``topic[partition]@offset`` of the original record (``?`` for unknown)."""
+        """``topic[partition]@offset`` of the original record (``?`` for unknown;
+        ``@first..last`` for a whole batch)."""
         p, o = self.partition, self.offset
-        return f"{self.topic or '?'}[{'?' if p is None else p}]@{'?' if o is None else o}"
+        span = "" if self.last_offset is None else f"..{self.last_offset}"
+        return (f"{self.topic or '?'}[{'?' if p is None else p}]"
+                f"@{'?' if o is None else o}{span}")
+
+    @property
+    def is_batch(self) -> bool:
+        """A whole record batch too big to inflate (stage decompress), not a record."""
+        return self.stage == "decompress"
 
 
 def _decode(value: bytes | None) -> str:
@@ -242,6 +263,7 @@ def parse_dead_letter(headers: Iterable[tuple[str, bytes | None]] | None
         topic=text.get(TOPIC) or None,
         partition=_int(text.get(PARTITION), 0, 2**31 - 1),
         offset=_int(text.get(OFFSET), 0, _MAX_OFFSET),
+        last_offset=_int(text.get(LAST_OFFSET), 0, _MAX_OFFSET),
         timestamp_ms=_int(text.get(TIMESTAMP), 0, _MAX_MS),
         stage=text.get(STAGE, "?"),
         error_class=text.get(ERROR_CLASS, "?"),

@@ -31,11 +31,13 @@ from sinkfleet.config import Settings
 from sinkfleet.errors import DecodeError, SinkfleetError, ValidationError
 from sinkfleet.http import Health, Phase, route, serve
 from sinkfleet.kafka import kafka_client_kwargs
+from sinkfleet.kafka_bounds import OversizeBatch
 from sinkfleet.sink.postgres.audit_writer import AuditWriter
 from sinkfleet.sink.postgres.offsets import load_offsets
 from sinkfleet.sink.postgres.state_writer import StateWriter
 from sinkfleet.sink.postgres.writer import AppendWriter, SinkWriter
 from sinkfleet.worker.batching import Batch, BatchPolicy
+from sinkfleet.worker.deadletter import oversize_dead_letter
 from sinkfleet.worker.dlq import DeadLetterQueue
 from sinkfleet.worker.heartbeat import heartbeat
 from sinkfleet.worker.metrics import WorkerMetrics
@@ -427,6 +429,9 @@ class Worker:
             route = self.routes[tp.topic]
             decode = route.codec.decode
             for msg in messages:
+                if isinstance(msg, OversizeBatch):  # a whole batch, not inflated
+                    batch.dead.append(oversize_dead_letter(msg))
+                    continue
                 try:
                     built: list[tuple[str, tuple[Any, ...]]]
                     if msg.value is None and route.tombstones:
