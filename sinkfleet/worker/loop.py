@@ -285,6 +285,7 @@ class Worker:
             group_instance_id=self.instance_id,
         )
         self._consumer = consumer
+        self.writer_schemas.attach(consumer, self.health)  # holds back, during registry outages
         self._dlq = AIOKafkaProducer(**kafka_client_kwargs(self.settings),
                                      acks="all", enable_idempotence=True)
         consumer.subscribe(list(self.routes), listener=_Rebalance(self))
