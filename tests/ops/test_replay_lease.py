@@ -121,8 +121,8 @@ async def test_a_killed_apply_lets_its_workers_go_within_the_lease(
             await async_wait_for(released, LEASE + 10, "the worker to rejoin", interval=0.1)
             waited = time.monotonic() - killed
             # held until the lease ran out (renewed at most LEASE/3 before the kill), and
-            # let go within a heartbeat's hold poll (1 s) after it did
-            assert LEASE - LEASE / 3 - 0.5 <= waited <= LEASE + 2.0, waited
+            # let go soon after it did (the heartbeat polls holds every second)
+            assert LEASE - LEASE / 3 - 0.5 <= waited <= LEASE + 4.0, waited
         # nothing moved: the command died before it moved the offsets
         assert await stored(tc) == 20
         await publish(tc, 10, seed=52)
