@@ -36,6 +36,13 @@ class UnknownWriterSchema(DecodeError):
         self.fingerprint = fingerprint
 
 
+class RegistryUnavailable(DecodeError):
+    """The schema registry did not answer a lookup in time (timeout, refused, HTTP 5xx,
+    401/403/408/429): an outage, not a bad record — wait and look the id up again."""
+
+    retriable = True
+
+
 class ValidationError(SinkfleetError):
     """A record does not satisfy its schema or its sink's column rules."""
 

@@ -3,7 +3,8 @@
 
 * /healthz — 200 while the process runs its loop; the body says "ok", "joining",
   "held: …" or "degraded: <component>: <why>; …" (a part of the worker is failing and
-  being retried: storage, dead-letters, cache, heartbeat). 503 once stopping or failed.
+  being retried: storage, dead-letters, schema-registry, cache, heartbeat). 503 once
+  stopping or failed.
 * /readyz — 200 once the worker has joined its group and got its partitions, while
   nothing on the data path (storage, dead letters) is failing; else 503 with the reason.
 """
@@ -30,7 +31,7 @@ class Phase(Enum):
 
 
 # Components whose failure stops progress: the worker is not ready while one fails.
-DATA_PATH = frozenset({"storage", "dead-letters", "rebalance"})
+DATA_PATH = frozenset({"storage", "dead-letters", "rebalance", "schema-registry"})
 
 
 class Health:

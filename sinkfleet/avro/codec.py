@@ -10,13 +10,17 @@ is a ``DecodeError`` with a short, one-line message (it becomes a dead-letter he
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import threading
 import time
+import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from typing import Any
 
+import aiohttp
 import fastavro
 from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
 
@@ -31,7 +35,12 @@ from sinkfleet.avro.bounds import (
     skip_can_spin,
 )
 from sinkfleet.avro.framing import frame_single_object, parse_frame
-from sinkfleet.errors import DecodeError, UnknownWriterSchema, ValidationError
+from sinkfleet.errors import (
+    DecodeError,
+    RegistryUnavailable,
+    UnknownWriterSchema,
+    ValidationError,
+)
 
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_REGISTRY_ANSWER_BYTES = 1024 * 1024
@@ -79,21 +88,25 @@ class SchemaStore:
     """Writer schemas by fingerprint (single-object) and registry id (Confluent).
 
     Every schema is checked when added (``check_schema_depth``, ``check_bounded``); a
-    schema that fails is a ``DecodeError``. A failed registry lookup is remembered for
-    ``retry_after`` seconds, so records naming an unknown id cannot each stall the worker
-    for the lookup timeout.
+    schema that fails is a ``DecodeError``. A failed registry lookup is remembered — a
+    refusal (404, unusable schema) for ``retry_after`` seconds, an outage
+    (``RegistryUnavailable``) for ``retry_unreachable`` — so records naming an unknown id
+    cannot each stall the worker for the lookup timeout.
     """
 
     def __init__(self, registry_url: str | None = None, timeout: float = 5.0,
-                 retry_after: float = 30.0) -> None:
+                 retry_after: float = 30.0, retry_unreachable: float = 2.0) -> None:
         self._by_fp: dict[bytes, Any] = {}
         self._by_id: dict[int, Any] = {}
         # id(parsed) -> (parsed, recursive?, named types); holding `parsed` keeps ids unique
         self._shapes: dict[int, tuple[Any, bool, dict[str, Any]]] = {}
-        self._failed: dict[int, tuple[float, str]] = {}
+        self._failed: dict[int, tuple[float, DecodeError]] = {}  # id -> (when, why)
         self._registry = registry_url.rstrip("/") if registry_url else None
         self._timeout = timeout
         self._retry_after = retry_after
+        self._retry_unreachable = retry_unreachable
+        # False: every id is looked up ahead (``look_up``); ``by_id`` never blocks on HTTP
+        self.inline_lookups = True
         self._lock = threading.Lock()
 
     def add(self, schema: Any, schema_id: int | None = None) -> Any:
@@ -129,12 +142,31 @@ class SchemaStore:
                 " registered (sinkfleet schemas register); replay it once it is", fp) from None
 
     def needs_lookup(self, schema_id: int) -> bool:
-        """Whether ``by_id`` would ask the registry now (not cached, not failed lately):
-        callers on an event loop run that ``by_id`` in a thread (``asyncio.to_thread``)."""
+        """Whether ``by_id`` would ask the registry now (not cached, not failed lately)."""
         if self._registry is None or schema_id in self._by_id:
             return False
         failed = self._failed.get(schema_id)
-        return failed is None or time.monotonic() - failed[0] >= self._retry_after
+        return failed is None or time.monotonic() - failed[0] >= self._wait(failed[1])
+
+    def unreachable(self, schema_id: int) -> bool:
+        """Whether the last lookup of ``schema_id`` met a registry outage."""
+        failed = self._failed.get(schema_id)
+        return failed is not None and failed[1].retriable
+
+    def settled(self, schema_id: int) -> bool:
+        """Whether decoding ``schema_id`` now needs no lookup and meets no outage: the
+        schema is known, or the registry said it cannot be used."""
+        return schema_id in self._by_id or self._registry is None or (
+            schema_id in self._failed and not self.unreachable(schema_id))
+
+    def _wait(self, failure: DecodeError) -> float:
+        return self._retry_unreachable if failure.retriable else self._retry_after
+
+    def _remember(self, schema_id: int, failure: DecodeError) -> DecodeError:
+        if len(self._failed) >= 10_000:  # hostile input naming random ids
+            self._failed.clear()
+        self._failed[schema_id] = (time.monotonic(), failure)
+        return failure
 
     def by_id(self, schema_id: int) -> Any:
         parsed = self._by_id.get(schema_id)
@@ -148,33 +180,107 @@ class SchemaStore:
             if parsed is not None:
                 return parsed
             failed = self._failed.get(schema_id)
-            if failed is not None and time.monotonic() - failed[0] < self._retry_after:
-                raise DecodeError(failed[1])
+            if failed is not None and (not self.inline_lookups or
+                                       time.monotonic() - failed[0] < self._wait(failed[1])):
+                raise type(failed[1])(str(failed[1]))
+            if not self.inline_lookups:  # the caller looks ids up ahead (``look_up``)
+                raise RegistryUnavailable(f"schema id {schema_id} was not looked up before"
+                                          " decoding")
             try:
-                raw = self._fetch(schema_id)
-                try:
-                    return self.add(raw, schema_id)
-                except DecodeError as exc:
-                    raise DecodeError(f"schema id {schema_id} (registry): {exc}") from None
+                return self._settle(schema_id, self._fetch(schema_id))
             except DecodeError as exc:
-                if len(self._failed) >= 1024:
-                    self._failed.clear()
-                self._failed[schema_id] = (time.monotonic(), str(exc))
-                raise
+                raise self._remember(schema_id, exc) from None
+
+    def _settle(self, schema_id: int, raw: Any) -> Any:
+        try:
+            return self.add(raw, schema_id)
+        except DecodeError as exc:
+            raise DecodeError(f"schema id {schema_id} (registry): {exc}") from None
 
     def _fetch(self, schema_id: int) -> Any:
-        # Blocking HTTP: workers call ``by_id`` in a thread before decoding (needs_lookup).
+        """Blocking HTTP, for callers without an event loop; workers use ``look_up``."""
         url = f"{self._registry}/schemas/ids/{schema_id}"
         try:
             with urllib.request.urlopen(url, timeout=self._timeout) as resp:
-                answer = resp.read(MAX_REGISTRY_ANSWER_BYTES + 1)
-            if len(answer) > MAX_REGISTRY_ANSWER_BYTES:
-                problem = f"answer is over {MAX_REGISTRY_ANSWER_BYTES} bytes"
-            else:
-                return json.loads(json.loads(answer)["schema"])
-        except Exception as exc:  # any failure means: this record cannot be decoded now
-            problem = _short(exc)
-        raise DecodeError(f"schema id {schema_id}: registry lookup failed: {problem}")
+                return _answer(schema_id, 200, resp.read(MAX_REGISTRY_ANSWER_BYTES + 1))
+        except urllib.error.HTTPError as exc:
+            return _answer(schema_id, exc.code, b"")
+        except (OSError, ValueError) as exc:  # refused, timed out, DNS, bad URL
+            raise _outage(schema_id, _short(exc)) from None
+
+    async def look_up(self, ids: Iterable[int], *, concurrency: int = 8,
+                      timeout: float | None = None, deadline: float = 5.0) -> None:
+        """Ask the registry for ``ids`` that ``needs_lookup``, without blocking the event
+        loop: at most ``concurrency`` requests at once, each within ``timeout`` (default:
+        the store's), all within ``deadline`` seconds (requests still running then are
+        cancelled and their ids stay unknown). Every answer is remembered: a schema, a
+        refusal (404, an unusable schema: ``by_id`` raises ``DecodeError`` for
+        ``retry_after`` seconds) or an outage (``RegistryUnavailable``, asked again after
+        ``retry_unreachable`` seconds); ``settled`` says which ids decode now."""
+        due = [i for i in dict.fromkeys(ids) if self.needs_lookup(i)]
+        if not due:
+            return
+        slots = asyncio.Semaphore(concurrency)
+        limit = aiohttp.ClientTimeout(total=timeout or self._timeout)
+        async with aiohttp.ClientSession(
+                timeout=limit, connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+
+            async def one(schema_id: int) -> None:
+                async with slots:
+                    try:
+                        self._settle(schema_id, await self._get(http, schema_id))
+                    except DecodeError as exc:
+                        self._remember(schema_id, exc)
+                    else:
+                        self._failed.pop(schema_id, None)
+
+            tasks = [asyncio.create_task(one(i)) for i in due]
+            _, late = await asyncio.wait(tasks, timeout=deadline)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _get(self, http: aiohttp.ClientSession, schema_id: int) -> Any:
+        try:
+            async with http.get(f"{self._registry}/schemas/ids/{schema_id}") as resp:
+                body = b""
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > MAX_REGISTRY_ANSWER_BYTES:
+                        break
+                return _answer(schema_id, resp.status, body)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            raise _outage(schema_id, _short(exc) or type(exc).__name__) from None
+
+
+# Statuses that mean "the registry cannot answer now", not "this id is bad": dead-letter
+# nothing on them (401/403: its credentials are wrong, which waiting for an operator fixes).
+_OUTAGE_STATUSES = frozenset({401, 403, 408, 429})
+
+
+def _outage(schema_id: int, problem: str) -> RegistryUnavailable:
+    return RegistryUnavailable(f"schema id {schema_id}: registry lookup failed: {problem}"
+                               " (registry unreachable; the record waits, it is not a dead"
+                               " letter)")
+
+
+def _answer(schema_id: int, status: int, body: bytes) -> Any:
+    """The raw schema in a registry answer, or the error it means."""
+    if status in _OUTAGE_STATUSES or status >= 500:
+        raise _outage(schema_id, f"HTTP {status}")
+    if status == 404:
+        raise DecodeError(f"schema id {schema_id} unknown: the schema registry answered 404"
+                          " (not registered there); replay the record once it is")
+    if status != 200:
+        raise DecodeError(f"schema id {schema_id}: registry lookup failed: HTTP {status}")
+    if len(body) > MAX_REGISTRY_ANSWER_BYTES:
+        raise DecodeError(f"schema id {schema_id}: registry lookup failed: answer is over"
+                          f" {MAX_REGISTRY_ANSWER_BYTES} bytes")
+    try:
+        return json.loads(json.loads(body)["schema"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DecodeError(f"schema id {schema_id}: registry lookup failed: not a registry"
+                          f" answer ({_short(exc)})") from None
 
 
 class Codec:

@@ -9,24 +9,30 @@ partition is assigned) and its Kafka commits (for lag tools), and records the re
 so dashboards mark it. A group with live members is refused — a member would
 overwrite the moved offsets — unless the apply holds the group: every worker of it
 stores what it consumed, leaves the group and waits; the hold is released after the
-offsets moved and the workers rejoin at the new positions.
+offsets moved and the workers rejoin at the new positions. The hold is a lease the
+apply renews while it runs: if the command dies, the workers rejoin by themselves.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import os
 import re
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
@@ -37,9 +43,10 @@ from sinkfleet.errors import ConfigError, SinkfleetError
 from sinkfleet.kafka import kafka_client_kwargs
 from sinkfleet.ops.lag.collect import _DescribeGroupsV2
 from sinkfleet.ops.positions import KafkaPositions
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
 
 HOLD_WAIT_SECONDS = 60.0
+HOLD_LEASE_SECONDS = 15.0  # a killed apply holds its group at most this long
 
 
 class ReplayError(SinkfleetError):
@@ -313,18 +320,84 @@ async def plan_replay(settings: Settings, catalogue: Catalogue, group: str,
 
 
 # --- holding a group ----------------------------------------------------------------------
-async def _hold(settings: Settings, group: str, reason: str, on: bool) -> None:
-    conn = await connect(settings)
-    try:
-        if on:
-            await conn.execute(
-                "INSERT INTO sinkfleet.group_holds (group_id, reason) VALUES ($1, $2)"
+class _Hold:
+    """A lease on ``group``'s hold row (sinkfleet.group_holds), renewed every third of
+    ``lease`` seconds while the apply runs. Workers ignore an expired hold, so a killed
+    command lets its group go within ``lease`` seconds. A lease that lapsed (PostgreSQL
+    unreachable for longer than ``lease``) is never silently taken back: workers may
+    have rejoined meanwhile, so the move refuses (``check`` in its transaction)."""
+
+    def __init__(self, settings: Settings, group: str, reason: str, lease: float) -> None:
+        if lease < 3:
+            raise ConfigError(f"--hold-lease {lease:g}: use at least 3 seconds")
+        self.settings, self.group, self.reason, self.lease = settings, group, reason, lease
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._renewer: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> _Hold:
+        conn = await connect(self.settings)
+        try:
+            taken = await conn.fetchrow(
+                "INSERT INTO sinkfleet.group_holds AS h (group_id, reason, holder, expires_at)"
+                " VALUES ($1, $2, $3, now() + make_interval(secs => $4))"
                 " ON CONFLICT (group_id) DO UPDATE SET reason = EXCLUDED.reason,"
-                " held_at = now()", group, reason)
-        else:
-            await conn.execute("DELETE FROM sinkfleet.group_holds WHERE group_id = $1", group)
-    finally:
-        await conn.close()
+                " holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at, held_at = now()"
+                " WHERE h.expires_at <= now() RETURNING group_id", self.group, self.reason,
+                self.holder, self.lease)
+            if taken is None:
+                other = await conn.fetchrow(
+                    "SELECT reason, holder, expires_at FROM sinkfleet.group_holds"
+                    " WHERE group_id = $1", self.group)
+                raise ReplayError(
+                    f"group {self.group} is already held by {other['holder'] or 'an older'}"
+                    f" sinkfleet ({other['reason']}) until {other['expires_at']}: another"
+                    " replay is running; wait for it to finish")
+        finally:
+            await conn.close()
+        self._renewer = asyncio.create_task(self._renew())
+        return self
+
+    async def _renew(self) -> None:
+        conn: asyncpg.Connection | None = None
+        try:
+            while True:
+                await asyncio.sleep(self.lease / 3)
+                try:
+                    if conn is None or conn.is_closed():
+                        conn = await connect(self.settings, timeout=self.lease / 3)
+                    if await self._extend(conn) is None:
+                        return  # lapsed: the move will refuse
+                except (*RETRIABLE_STORAGE, asyncpg.PostgresError):
+                    conn = None  # again next time: the lease outlives two misses
+        finally:
+            if conn is not None:
+                conn.terminate()
+
+    async def _extend(self, conn: asyncpg.Connection) -> Any:
+        return await conn.fetchval(
+            "UPDATE sinkfleet.group_holds SET expires_at = now() + make_interval(secs => $3)"
+            " WHERE group_id = $1 AND holder = $2 AND expires_at > now() RETURNING expires_at",
+            self.group, self.holder, self.lease)
+
+    async def check(self, conn: asyncpg.Connection) -> None:
+        """Inside the move's transaction: the hold is still ours and alive."""
+        if await self._extend(conn) is None:
+            raise ReplayError(
+                f"the hold on group {self.group} lapsed (this command could not renew it"
+                f" within {self.lease:g}s, so its workers may have rejoined); nothing was"
+                " moved: apply the plan again")
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewer
+        conn = await connect(self.settings)
+        try:
+            await conn.execute("DELETE FROM sinkfleet.group_holds WHERE group_id = $1"
+                               " AND holder = $2", self.group, self.holder)
+        finally:
+            await conn.close()
 
 
 async def _wait_empty(kafka: _Kafka, group: str, timeout: float,
@@ -356,6 +429,7 @@ class Applied:
 async def apply_replay(settings: Settings, group: str, offsets: dict[TopicPartition, int], *,
                        execute: bool, stop_fleet: bool = False,
                        hold_timeout: float = HOLD_WAIT_SECONDS,
+                       hold_lease: float = HOLD_LEASE_SECONDS,
                        say: Callable[[str], None] = lambda m: None) -> Applied:
     """Move ``group`` to ``offsets`` (PostgreSQL first, then Kafka); dry run by default."""
     tps = list(offsets)
@@ -378,29 +452,28 @@ async def apply_replay(settings: Settings, group: str, offsets: dict[TopicPartit
         if not execute:
             return result
         held = bool(members) and stop_fleet
-        if held:
-            say(f"holding group {group}: its workers store what they consumed and leave")
-            await _hold(settings, group, "replay apply", True)
-            result.held = True
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            hold = None
             if held:
+                say(f"holding group {group} (a lease of {hold_lease:g}s, renewed while this"
+                    " runs): its workers store what they consumed and leave")
+                hold = await stack.enter_async_context(
+                    _Hold(settings, group, "replay apply", hold_lease))
+                stack.callback(say, f"released group {group}: its workers rejoin")
+                result.held = True
                 await _wait_empty(kafka, group, hold_timeout, say)
-            result.replay_id = await _move_postgres(settings, group, offsets, current)
+            result.replay_id = await _move_postgres(settings, group, offsets, current, hold)
             try:
                 await kafka.commit(group, offsets)
                 result.kafka_committed = True
             except KafkaError as exc:  # PostgreSQL holds the position; lag tools lag behind
                 say(f"warning: Kafka refused the commit ({exc}); workers resume from the"
                     " PostgreSQL offsets, lag tools show the old position until they commit")
-        finally:
-            if held:
-                await _hold(settings, group, "", False)
-                say(f"released group {group}: workers rejoin at the new offsets")
     return result
 
 
 async def _move_postgres(settings: Settings, group: str, offsets: dict[TopicPartition, int],
-                         before: dict[TopicPartition, int]) -> int:
+                         before: dict[TopicPartition, int], hold: _Hold | None) -> int:
     tps = list(offsets)
     detail = [{"topic": tp.topic, "partition": tp.partition, "from": before.get(tp),
                "to": offsets[tp]} for tp in tps]
@@ -408,6 +481,8 @@ async def _move_postgres(settings: Settings, group: str, offsets: dict[TopicPart
     conn = await connect(settings)
     try:
         async with conn.transaction():
+            if hold is not None:
+                await hold.check(conn)
             # Directly, not through save_offsets: its GREATEST fence would keep the old
             # positions (moving back is exactly what a replay is for).
             await conn.execute(

@@ -91,6 +91,9 @@ def replay_apply(
     stop_fleet: Annotated[bool, typer.Option(
         "--stop-fleet", help="hold the group: its workers store, leave, and rejoin after")
     ] = False,
+    hold_lease: Annotated[float, typer.Option(
+        min=3, help="seconds the hold outlives this command if it dies (renewed while it"
+                    " runs)")] = 15.0,
     as_json: AsJson = False,
 ) -> None:
     """Move the group's offsets to the plan (PostgreSQL, then Kafka); dry run by default."""
@@ -102,7 +105,7 @@ def replay_apply(
         offsets = read_plan_csv(plan_file)
         settings, _ = settings_and_catalogue()
         result = run(apply_replay(settings, group, offsets, execute=execute,
-                                  stop_fleet=stop_fleet, say=say))
+                                  stop_fleet=stop_fleet, hold_lease=hold_lease, say=say))
         if as_json:
             print(json.dumps(result.__dict__, indent=2))
         elif not execute:

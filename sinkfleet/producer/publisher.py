@@ -38,7 +38,8 @@ class Publisher:
     ``ValidationError`` with nothing sent) and returns a delivery future once
     the record is buffered. At most ``max_buffered`` records wait for
     acknowledgement; beyond that ``publish()`` waits up to ``max_block_ms``
-    and then raises ``PublishTimeout``.
+    and then raises ``PublishTimeout``. ``buffered`` counts the records holding a slot;
+    a send that fails or is cancelled gives its slot back.
     """
 
     def __init__(
@@ -67,6 +68,8 @@ class Publisher:
             request_timeout_ms=30_000,
         )
         self._slots = asyncio.Semaphore(max_buffered)
+        self.max_buffered = max_buffered
+        self.buffered = 0  # records holding a slot: handed to Kafka, not yet acknowledged
         self._max_block = max_block_ms / 1000
         self._failures: list[BaseException] = []
         self._partitions: dict[tuple[str, bytes], tuple[int, int]] = {}
@@ -121,17 +124,27 @@ class Publisher:
             else:
                 await self._slots.acquire()
         except TimeoutError:
-            raise PublishTimeout(f"{self._slots._value} free slots after {self._max_block}s:"
-                                 " Kafka is not acknowledging; is the broker up?") from None
+            raise PublishTimeout(f"{self.buffered} of {self.max_buffered} records still"
+                                 f" unacknowledged after {self._max_block}s: Kafka is not"
+                                 " acknowledging; is the broker up?") from None
+        self.buffered += 1
         try:
             fut = await self._producer.send(topic, value, key=key, headers=headers,
                                             partition=self._partition(topic, key))
-        except KafkaError as exc:
-            self._slots.release()
-            raise PublishError(f"send to {topic} failed: {exc}") from None
+        except BaseException as exc:
+            # Whatever ends the send (a Kafka error, a bad argument, cancellation), no
+            # delivery callback will free the slot: free it here, or the buffer shrinks.
+            self._release()
+            if isinstance(exc, KafkaError):
+                raise PublishError(f"send to {topic} failed: {exc}") from None
+            raise
         self.sent += 1
         fut.add_done_callback(self._delivered)
         return fut
+
+    def _release(self) -> None:
+        self.buffered -= 1
+        self._slots.release()
 
     def _partition(self, topic: str, key: bytes | None) -> int | None:
         """Kafka's murmur2 partition of ``key``, memoised: agents reuse a few thousand keys
@@ -151,7 +164,7 @@ class Publisher:
         return partition
 
     def _delivered(self, fut: asyncio.Future[Any]) -> None:
-        self._slots.release()
+        self._release()
         if fut.cancelled():
             self._failures.append(PublishError("delivery cancelled"))
         elif fut.exception() is not None:

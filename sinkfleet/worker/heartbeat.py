@@ -40,7 +40,9 @@ def _row(worker: Worker, state: str) -> tuple[Any, ...]:
             state, len(worker.assignment), st.consumed, st.stored, st.dead_lettered)
 
 
-HOLD = "SELECT reason FROM sinkfleet.group_holds WHERE group_id = $1"
+# A hold is a lease (migration 0009): one its `replay apply` stopped renewing is over.
+HOLD = ("SELECT reason FROM sinkfleet.group_holds WHERE group_id = $1"
+        " AND expires_at > now()")
 
 
 async def heartbeat(worker: Worker, every: float = 5.0, hold_every: float = 1.0) -> None:
@@ -61,7 +63,8 @@ async def heartbeat(worker: Worker, every: float = 5.0, hold_every: float = 1.0)
                     last_beat = asyncio.get_running_loop().time()
                 try:
                     worker.hold_reason = await conn.fetchval(HOLD, worker.spec.group)
-                except asyncpg.UndefinedTableError:  # a database not migrated to 0005 yet
+                except (asyncpg.UndefinedTableError,  # a database not migrated to 0005 yet
+                        asyncpg.UndefinedColumnError):  # ... or to 0009 (apply refuses then)
                     worker.hold_reason = None
             except Exception as exc:
                 retriable = isinstance(exc, RETRIABLE_STORAGE)

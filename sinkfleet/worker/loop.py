@@ -324,6 +324,7 @@ class Worker:
             group_instance_id=self.instance_id,
         )
         self._consumer = self.mirror.consumer = consumer
+        self.writer_schemas.attach(consumer, self.health)  # holds back, during registry outages
         consumer.subscribe(list(self.routes), listener=_Rebalance(self))
         log.info("joining group %s as %s", self.spec.group,
                  f"static member {self.instance_id}" if self.instance_id else "a dynamic member")

@@ -15,7 +15,8 @@ from prometheus_client.registry import Collector
 from sinkfleet.http import Health, Phase
 
 BATCH_BUCKETS = (1, 10, 50, 100, 500, 1000, 2000, 5000, 10_000, 50_000)
-KNOWN_COMPONENTS = ("storage", "dead-letters", "cache", "heartbeat", "rebalance")
+KNOWN_COMPONENTS = ("storage", "dead-letters", "schema-registry", "cache", "heartbeat",
+                    "rebalance")
 SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 

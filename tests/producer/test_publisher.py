@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -73,3 +74,28 @@ async def test_sync_publisher_for_agents_without_asyncio(catalogue_factory: Any)
             pub.publish("experience_event", {"event_id": b"short"})
     assert time.monotonic() - started < 30
     assert await end_total(tc) == 300
+
+
+async def test_failed_and_cancelled_sends_give_their_buffer_slot_back(
+        catalogue_factory: Any) -> None:
+    tc: TestCatalogue = await catalogue_factory()
+    load = ExperienceLoad(seed=13)
+    async with Publisher(tc.settings, catalogue=tc.catalogue, max_buffered=3,
+                         max_block_ms=500) as pub:
+        for _ in range(3):  # not a KafkaError: aiokafka asserts "key or value"
+            with pytest.raises(AssertionError):
+                await pub.send_raw(tc.topic, None, None)
+        for _ in range(3):  # cancelled while aiokafka waits for a topic's metadata
+            send = asyncio.create_task(pub.send_raw(f"{tc.topic}.absent", b"x"))
+            await asyncio.sleep(0.2)
+            assert not send.done()
+            send.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await send
+        assert pub.buffered == 0
+        # the buffer is whole: three records fit without waiting for acknowledgements
+        futures = [await pub.publish("experience_event", next(load)) for _ in range(3)]
+        assert pub.buffered == 3 - sum(f.done() for f in futures)
+        await pub.flush()
+        assert (pub.sent, pub.acked, pub.buffered) == (3, 3, 0)
+    assert await end_total(tc) == 3
