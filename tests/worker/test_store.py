@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,6 +24,7 @@ from sinkfleet.worker.storage import Storage
 from sinkfleet.worker.store import KafkaMirror, StoreStep
 
 TP = TopicPartition("t", 0)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -249,3 +251,30 @@ async def test_a_dead_letter_the_broker_finds_too_large_is_rebuilt_smaller(
     assert limits == [module.DLQ_RECORD_LIMIT, module.DLQ_RECORD_LIMIT // 4,
                       module.DLQ_RECORD_LIMIT // 16]
     assert len(producer.acked) == 1
+
+
+async def test_a_rebalance_callback_failure_is_kept_and_raised_by_the_loop(
+        tmp_path: Any) -> None:
+    """aiokafka swallows what a listener raises: the worker keeps it, says so at once and
+    raises it at the loop's next turn, with a hint for what to fix."""
+    from sinkfleet.catalogue import load_catalogue
+    from sinkfleet.worker.loop import Worker, WorkerFailed
+
+    root = ROOT
+    catalogue = load_catalogue(root)
+    worker = Worker(Settings(home=root, state_dir=tmp_path), catalogue,
+                    catalogue.worker("events"))
+    worker.health.phase = Phase.RUNNING
+
+    async def assign() -> None:
+        raise asyncpg.InsufficientPrivilegeError("permission denied for table consumer_offsets")
+
+    await worker.guard("assigning partitions", assign())  # returns: the listener is calm
+    assert worker.health.phase is Phase.FAILED
+    assert worker.health.state.startswith("failed: group ")
+    assert not worker.health.alive and not worker.health.ready
+    with pytest.raises(WorkerFailed, match="assigning partitions failed:"
+                       " InsufficientPrivilegeError: permission denied .* `sinkfleet db migrate`"):
+        worker._raise_failure()
+    await worker.guard("revoking partitions", assign())  # the first failure is the one kept
+    assert "assigning partitions" in str(worker._failure)
