@@ -76,8 +76,6 @@ def _float(value: Any, single: bool) -> float:
         out = struct.unpack("<f", struct.pack("<f", out))[0]
     if not math.isfinite(out):
         raise CanonicalError("NaN and infinities have no canonical form")
-    if out == 0 and math.copysign(1.0, out) < 0:  # jsonb (numeric) has no negative zero
-        raise CanonicalError("-0.0 has no canonical form (jsonb would store 0)")
     return out
 
 
