@@ -397,7 +397,7 @@ class Codec:
         elif isinstance(exc, IndexError):
             what = "has a union branch or enum index out of range"
         elif isinstance(exc, UnrepresentableValue):  # its message is the whole reason
-            what = f"has a value that cannot be stored exactly: {exc}"
+            what = f"cannot be stored exactly: {exc}"
         elif isinstance(exc, UnicodeDecodeError):
             what = "has a string that is not valid UTF-8"
         elif isinstance(exc, RecursionError):

@@ -38,8 +38,8 @@ def _instant(us: int, logical: str, raw: int, epoch: dt.datetime) -> dt.datetime
     if not FIRST_US <= us <= LAST_US:
         side = ("before 0001-01-01T00:00:00" if us < FIRST_US
                 else "after 9999-12-31T23:59:59.999999")
-        raise UnrepresentableValue(f"{logical} {raw} is {side}, outside the instants sinkfleet"
-                                   " can store exactly (Python datetime)")
+        raise UnrepresentableValue(f"{logical} {raw} is {side}, past what Python's datetime"
+                                   " holds")
     return epoch + dt.timedelta(microseconds=us)
 
 
@@ -64,8 +64,7 @@ def read_local_timestamp_millis(data: int, writer: Any = None, reader: Any = Non
 def read_date(data: int, writer: Any = None, reader: Any = None) -> dt.date:
     if not FIRST_DAY <= data <= LAST_DAY:
         raise UnrepresentableValue(f"date {data} (days since 1970-01-01) is outside"
-                                   " 0001-01-01..9999-12-31, the dates sinkfleet can store"
-                                   " exactly (Python date)")
+                                   " 0001-01-01..9999-12-31 (Python's date)")
     return dt.date.fromordinal(data + EPOCH_ORDINAL)
 
 
