@@ -35,12 +35,15 @@ from sinkfleet.avro.bounds import (
     skip_can_spin,
 )
 from sinkfleet.avro.framing import frame_single_object, parse_frame
+from sinkfleet.avro.logical import UnrepresentableValue, install
 from sinkfleet.errors import (
     DecodeError,
     RegistryUnavailable,
     UnknownWriterSchema,
     ValidationError,
 )
+
+install()  # logical types decode exactly or not at all (sinkfleet/avro/logical.py)
 
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 MAX_REGISTRY_ANSWER_BYTES = 1024 * 1024
@@ -393,6 +396,8 @@ class Codec:
             what = "ends early: truncated, or a length or count runs past the end"
         elif isinstance(exc, IndexError):
             what = "has a union branch or enum index out of range"
+        elif isinstance(exc, UnrepresentableValue):  # its message is the whole reason
+            what = f"cannot be stored exactly: {exc}"
         elif isinstance(exc, UnicodeDecodeError):
             what = "has a string that is not valid UTF-8"
         elif isinstance(exc, RecursionError):

@@ -66,7 +66,7 @@ class TopicSpec(_Strict):
 
 ColumnType = Literal[
     "smallint", "integer", "bigint", "real", "double precision", "numeric", "boolean",
-    "text", "bytea", "uuid", "timestamptz", "date", "jsonb",
+    "text", "bytea", "uuid", "timestamptz", "timestamp", "date", "time", "jsonb",
     "smallint[]", "integer[]", "bigint[]", "real[]", "double precision[]", "text[]",
 ]
 

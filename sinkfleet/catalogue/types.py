@@ -16,11 +16,20 @@ _PRIMITIVE = {
     "boolean": "boolean",
     "bytes": "bytea",
 }
+# Each maps to the column type that holds every value sinkfleet decodes exactly
+# (docs/avro.md, "Extreme values"); without an entry a logical type maps as its base type.
+# A logical type on another base type is ignored by Avro readers (and so here).
 _LOGICAL = {
-    "timestamp-micros": "timestamptz",
-    "timestamp-millis": "timestamptz",
-    "date": "date",
-    "uuid": "uuid",
+    ("long", "timestamp-micros"): "timestamptz",
+    ("long", "timestamp-millis"): "timestamptz",
+    ("long", "local-timestamp-micros"): "timestamp",
+    ("long", "local-timestamp-millis"): "timestamp",
+    ("int", "date"): "date",
+    ("long", "time-micros"): "time",
+    ("int", "time-millis"): "time",
+    ("bytes", "decimal"): "numeric",
+    ("fixed", "decimal"): "numeric",
+    ("string", "uuid"): "uuid",
 }
 # Column types a value of the natural type may be stored as, besides the natural one.
 _WIDENINGS = {
@@ -61,10 +70,10 @@ def natural_pg_type(avro_type: Any) -> str:
             return _PRIMITIVE[avro_type]
         raise CatalogueError(f"Avro type {avro_type!r} has no column mapping")
     if isinstance(avro_type, dict):
-        logical = avro_type.get("logicalType")
+        kind = avro_type.get("type")
+        logical = (kind, avro_type.get("logicalType"))
         if logical in _LOGICAL:
             return _LOGICAL[logical]
-        kind = avro_type.get("type")
         if kind == "fixed":
             return "bytea"
         if kind == "enum":

@@ -74,6 +74,10 @@ def coerce(pg_type: str, value: Any, where: str) -> Any:
             return uuid.UUID(value)
         if pg_type == "date":
             return dt.date.fromisoformat(value)
+        if pg_type == "timestamp":
+            return dt.datetime.fromisoformat(value)
+        if pg_type == "time":
+            return dt.time.fromisoformat(value)
         if pg_type == "bytea":
             return bytes.fromhex(value)
         if pg_type == "boolean":
@@ -91,10 +95,12 @@ def decode_cached(types: Mapping[str, str], data: dict[str, Any]) -> dict[str, A
     for name, value in data.items():
         kind = types.get(name)
         if value is not None and isinstance(value, str):
-            if kind == "timestamptz":
+            if kind in ("timestamptz", "timestamp"):
                 value = dt.datetime.fromisoformat(value)
             elif kind == "date":
                 value = dt.date.fromisoformat(value)
+            elif kind == "time":
+                value = dt.time.fromisoformat(value)
             elif kind == "bytea":
                 value = bytes.fromhex(value)
             elif kind == "uuid":

@@ -68,7 +68,15 @@ def exploded_arrays(paths: list[Path]) -> dict[tuple[tuple[str, ...], tuple[bool
 
 def _text_ok(value: str, column: str) -> None:
     if "\x00" in value:
-        raise ValidationError(f"column {column}: text contains a NUL character")
+        raise ValidationError(f"column {column}: text contains a NUL character, which"
+                              " PostgreSQL text cannot store")
+
+
+def _texts_ok(values: list[str | None], column: str) -> None:
+    for value in values:
+        if value is not None and "\x00" in value:
+            raise ValidationError(f"column {column}: an element contains a NUL character,"
+                                  " which PostgreSQL text cannot store")
 
 
 def _json_ok(value: str, column: str) -> None:
@@ -87,6 +95,7 @@ def _smallint_ok(value: int, column: str) -> None:
 
 _CHECKS: dict[str, Callable[[Any, str], None]] = {
     "text": _text_ok,
+    "text[]": _texts_ok,
     "jsonb": _json_ok,
     "smallint": _smallint_ok,
 }

@@ -3,7 +3,8 @@ streaming writer that hashes what it writes, and a verifying reader (no database
 
 Column types map to Avro as: smallint/integer → int, bigint → long, real → float,
 double precision → double, boolean, text → string, bytea → bytes, uuid → string
-(uuid), timestamptz → long (timestamp-micros), date → int (date), jsonb and numeric →
+(uuid), timestamptz → long (timestamp-micros), timestamp → long
+(local-timestamp-micros), time → long (time-micros), date → int (date), jsonb and numeric →
 string (the exact text), arrays → arrays; a nullable column is a union with null.
 """
 
@@ -34,6 +35,8 @@ _SCALAR: dict[str, Any] = {
     "text": "string", "bytea": "bytes", "jsonb": "string",
     "uuid": {"type": "string", "logicalType": "uuid"},
     "timestamptz": {"type": "long", "logicalType": "timestamp-micros"},
+    "timestamp": {"type": "long", "logicalType": "local-timestamp-micros"},
+    "time": {"type": "long", "logicalType": "time-micros"},
     "date": {"type": "int", "logicalType": "date"},
 }
 

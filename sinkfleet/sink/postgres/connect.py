@@ -9,6 +9,7 @@ import asyncpg
 
 from sinkfleet.config import Settings
 from sinkfleet.errors import SinkfleetError, StorageRefused, StorageUnavailable
+from sinkfleet.sink.postgres.codecs import exact_time_codecs, with_exact_time_codecs
 
 RETRIABLE_PG_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -57,16 +58,25 @@ def _unavailable(settings: Settings, exc: BaseException) -> SinkfleetError:
     return StorageUnavailable(f"cannot reach {where}: {type(exc).__name__}: {exc}; {hint}")
 
 
-
-
 async def connect(settings: Settings, timeout: float = 10.0) -> asyncpg.Connection:
+    """A connection whose time codecs store every value exactly (``codecs``)."""
     try:
-        return await asyncpg.connect(**settings.pg_connect_kwargs, timeout=timeout)
+        conn = await asyncpg.connect(**settings.pg_connect_kwargs, timeout=timeout)
     except (*RETRIABLE_PG_ERRORS, *_REFUSED) as exc:
         raise _unavailable(settings, exc) from None
+    try:
+        await exact_time_codecs(conn)
+    except BaseException as exc:
+        conn.terminate()
+        if isinstance(exc, RETRIABLE_PG_ERRORS):
+            raise _unavailable(settings, exc) from None
+        raise
+    return conn
 
 
 async def create_pool(settings: Settings, size: int = 2, **kwargs: Any) -> asyncpg.Pool:
+    """A pool of connections like ``connect``'s; an ``init`` of the caller runs after."""
+    kwargs["init"] = with_exact_time_codecs(kwargs.get("init"))
     try:
         pool = await asyncpg.create_pool(**settings.pg_connect_kwargs, min_size=1,
                                          max_size=size, timeout=10, command_timeout=120,
