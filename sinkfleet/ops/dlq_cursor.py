@@ -74,8 +74,11 @@ class ReplayCursor:
     def can_add(self, offset: int) -> bool:
         """Whether replaying ``offset`` keeps the metadata within the limit, counting the
         earlier replays above it that are still to be read."""
-        ahead = self._suffix[bisect_right(self._starts, offset)]
-        ok = self._len + self._cost(offset) + ahead <= METADATA_LIMIT
+        ahead = self._suffix[bisect_right(self._starts, offset)]  # a comma before each
+        before = self._len + self._cost(offset)
+        if ahead and not before:
+            ahead -= 1  # nothing before them: the first one needs no comma
+        ok = before + ahead <= METADATA_LIMIT
         self.full = self.full or not ok
         return ok
 
