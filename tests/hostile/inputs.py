@@ -11,17 +11,20 @@ exactly the expected records, by offset and stage.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.avro.framing import frame_confluent, frame_single_object
@@ -30,21 +33,83 @@ from sinkfleet.producer.synthetic import ExperienceLoad
 from sinkfleet.sink.postgres.connect import connect
 from tests.avro.hostile import zigzag
 from tests.conftest import TestCatalogue
+from tests.hostile.bombs import build, produce_batch
 from tests.worker.test_e2e import count_rows, stop, stored_ids
 
 Event = dict[str, Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+# Sends something of its own to the topic (a raw record batch, a big record); returns
+# the offset its dead letter names.
+Produce = Callable[[TestCatalogue, Publisher], Awaitable[int]]
+
+
 @dataclass(frozen=True)
 class Hostile:
-    """One hostile input: raw bytes (``value``) or an event to publish normally."""
+    """One hostile input: raw bytes (``value``), an event to publish normally, or
+    something sent by ``produce``."""
 
     name: str
-    expect: str  # "stored" or the dead-letter stage: decode | validate | write
+    expect: str  # "stored" or the dead-letter stage: decompress | decode | validate | write
     value: bytes | None = None
     event: Event | None = None
     key: bytes | None = b"hostile"
+    produce: Produce | None = None
+
+
+def _bomb(codec: str, inflated: int) -> Produce:
+    """A record batch of ``codec`` that inflates to ``inflated`` bytes (4 records)."""
+    async def produce(tc: TestCatalogue, pub: Publisher) -> int:
+        await pub.flush()
+        await _allow_big_batches(tc)
+        first = await _log_end(tc)
+        batch = await asyncio.to_thread(build, codec, [inflated // 4] * 4)
+        await produce_batch(tc.settings.kafka_bootstrap, tc.topic, 0, batch.batch)
+        return first
+    return produce
+
+
+def _big(size: int, compression: str | None) -> Produce:
+    """An event of ``size`` bytes that fails validation (smallint overflow), sent by a
+    producer of its own (``compression``, a 4 MiB request limit)."""
+    async def produce(tc: TestCatalogue, pub: Publisher) -> int:
+        from tests.hostile.test_dead_letter_size import event_of_size
+
+        load = ExperienceLoad(seed=size, agents=1, agent_prefix=f"big{tc.suffix}")
+        filler = base64.b64encode(os.urandom(size)).decode() if compression is None else "ab"
+        value = event_of_size(pub, next(load) | {"event_type": 70_000}, size, filler)
+        await pub.flush()
+        producer = AIOKafkaProducer(bootstrap_servers=tc.settings.kafka_bootstrap, acks="all",
+                                    compression_type=compression, max_request_size=4 << 20)
+        await producer.start()
+        try:
+            return int((await (await producer.send(tc.topic, value, key=b"big"))).offset)
+        finally:
+            await producer.stop()
+    return produce
+
+
+async def _allow_big_batches(tc: TestCatalogue) -> None:
+    """Compressed bombs are bigger than the topic's 1 MiB max.message.bytes: raise it
+    (as a careless operator might); the worker's own bound must hold anyway."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=tc.settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(
+            ConfigResourceType.TOPIC, tc.topic, {"max.message.bytes": str(16 << 20)})])
+    finally:
+        await admin.close()
+
+
+async def _log_end(tc: TestCatalogue) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap)
+    await consumer.start()
+    try:
+        tp = TopicPartition(tc.topic, 0)
+        return int((await consumer.end_offsets([tp]))[tp])
+    finally:
+        await consumer.stop()
 
 
 def hostile_inputs(codec: Codec, load: ExperienceLoad) -> list[Hostile]:
@@ -75,6 +140,12 @@ def hostile_inputs(codec: Codec, load: ExperienceLoad) -> list[Hostile]:
                 event=next(load) | {"timestamp": micros(
                     datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC))}),
         Hostile("NaN and infinities in floats", "stored", event=_nan_rewards(next(load))),
+        Hostile("record just under 1 MiB, invalid", "validate",
+                produce=_big((1 << 20) - 400, None)),
+        Hostile("2 MiB zstd record, invalid", "validate", produce=_big(2 << 20, "zstd")),
+        Hostile("gzip bomb (256 MiB batch)", "decompress", produce=_bomb("gzip", 256 << 20)),
+        Hostile("lz4 bomb (256 MiB batch)", "decompress", produce=_bomb("lz4", 256 << 20)),
+        Hostile("zstd bomb (1 GiB batch)", "decompress", produce=_bomb("zstd", 1 << 30)),
     ]
 
 
@@ -199,20 +270,23 @@ async def run_hostile_inputs(tc: TestCatalogue, log: Path, good: int = 2000, see
             pending = list(inputs)
             for i in range(good):
                 event = next(load)
-                meta = await (await pub.publish("experience_event", event))
+                await pub.publish("experience_event", event)
                 stored_events.append(event)
                 if i % every == every - 1 and pending:
                     h = pending.pop(0)
-                    if h.event is not None:
-                        meta = await (await pub.publish("experience_event", h.event))
+                    if h.produce is not None:
+                        offset = await h.produce(tc, pub)
+                    elif h.event is not None:
+                        offset = (await (await pub.publish("experience_event", h.event))).offset
                     else:
-                        meta = await (await pub.send_raw(tc.topic, h.value, key=h.key))
-                    sent.append((h, meta.offset))
+                        offset = (await (await pub.send_raw(tc.topic, h.value, key=h.key))
+                                  ).offset
+                    sent.append((h, offset))
                     if h.expect == "stored":
                         assert h.event is not None
                         stored_events.append(h.event)
                     else:
-                        dead_expected[meta.offset] = h.expect
+                        dead_expected[offset] = h.expect
                 if progress is not None:
                     progress(1)
             assert not pending, "every hostile input was sent"
