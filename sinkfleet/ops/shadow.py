@@ -31,8 +31,8 @@ from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError
 from sinkfleet.ops.replay import ReplayError, Target, plan_replay, stored_positions
 from sinkfleet.sink.postgres.connect import connect
-from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS, create_table_sql, quote_ident
-from sinkfleet.sink.postgres.migrate import ensure_partitions
+from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS, quote_ident
+from sinkfleet.sink.postgres.migrate import ensure_partitions, sink_migrations
 from sinkfleet.worker.batching import DeadLetter
 from sinkfleet.worker.dlq import DeadLetterQueue
 from sinkfleet.worker.loop import Worker
@@ -110,7 +110,8 @@ async def _prepare_schema(settings: Settings, shadow: Catalogue, schema: str, gr
         async with conn.transaction():
             await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
             for name in sorted(shadow.sinks):
-                await conn.execute(create_table_sql(shadow.sinks[name]))
+                for migration in sink_migrations(shadow.sinks[name]):
+                    await conn.execute(migration.sql)
             await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id = $1",
                                group)
             await conn.executemany(

@@ -51,12 +51,18 @@ def planned_migrations(catalogue: Catalogue) -> list[Migration]:
         for f in sorted(core.iterdir(), key=lambda f: f.name) if f.name.endswith(".sql")
     ]
     for name in sorted(catalogue.sinks):
-        sink = catalogue.sinks[name]
-        plan.append(Migration(f"sink:{name}:0001", f"create {sink.spec.qualified_table}",
-                              create_table_sql(sink)))
-        if sink.spec.state is not None:
-            plan.append(Migration(f"sink:{name}:0002", f"rank columns of {sink.spec.history_table}"
-                                  " (same-version conflicts)", history_rank_sql(sink)))
+        plan += sink_migrations(catalogue.sinks[name])
+    return plan
+
+
+def sink_migrations(sink: Sink) -> list[Migration]:
+    """What makes ``sink``'s tables, in order (also used to build shadow copies)."""
+    name = sink.spec.name
+    plan = [Migration(f"sink:{name}:0001", f"create {sink.spec.qualified_table}",
+                      create_table_sql(sink))]
+    if sink.spec.state is not None:
+        plan.append(Migration(f"sink:{name}:0002", f"rank columns of {sink.spec.history_table}"
+                              " (same-version conflicts)", history_rank_sql(sink)))
     return plan
 
 
