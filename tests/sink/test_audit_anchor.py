@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -190,7 +189,7 @@ async def test_e_deleted_checkpoints_are_named(fam: Family, anchored: Settings) 
     assert result.anchor.latest.seq == 3 and not result.ok and result.broken == []
 
     (folder / "checkpoint-00000003.json").unlink()  # the newest: verify says what it used,
-    time.sleep(1.2)                                   # and --max-age finds it too old
+    await asyncio.sleep(1.2)  # and --max-age finds it too old
     result = await verify(anchored, fam.catalogue)
     assert result.ok and result.anchor is not None and result.anchor.latest is not None
     assert result.anchor.latest.seq == 1
