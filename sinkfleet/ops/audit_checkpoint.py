@@ -93,7 +93,9 @@ class Anchor:
 
 def _parse(path: Path) -> Checkpoint:
     data = json.loads(path.read_text())
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if data.get("format") != FORMAT:
         raise ValueError(f"unknown checkpoint format {data.get('format')!r}")
     heads = [Head(str(h["sink"]), str(h["tenant"]), int(h["chain_seq"]),
                   str(h["chain_hash"])) for h in data["heads"]]

@@ -107,7 +107,9 @@ def read_manifest(root: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise BackupError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict):
+        raise BackupError(f"{path}: not a JSON object; is this a sinkfleet backup?")
+    if manifest.get("format") != FORMAT:
         raise BackupError(f"{path}: unknown manifest format {manifest.get('format')!r}"
                           f" (this sinkfleet reads format {FORMAT})")
     for key in ("files", "created_at", "postgres"):
