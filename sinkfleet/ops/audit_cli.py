@@ -32,8 +32,9 @@ def audit_verify(
         "--max-age", min=1, help="seconds: a latest signed checkpoint older than this is a"
         " failure (checkpoints stopped, or the newest were deleted)")] = None,
 ) -> None:
-    """Walk every chain; report every broken link of every tenant, and every difference
-    from the latest signed checkpoint (exit 1 if any)."""
+    """Walk every chain; report each broken link and each change since the checkpoint.
+
+    Exit 1 if any, or if a checkpoint file is damaged (or stale, with --max-age)."""
     from collections import Counter
 
     from rich.table import Table
@@ -116,9 +117,10 @@ def audit_checkpoint(
         min=1, help="seconds: keep running, one checkpoint each period (else one, then"
         " exit)")] = None,
 ) -> None:
-    """Verify every chain, then sign each tenant's chain head into the next checkpoint
-    (SINKFLEET_AUDIT_CHECKPOINT_DIR, outside PostgreSQL). Exit 1 if a chain is broken
-    (its previously signed head is kept)."""
+    """Verify every chain, then sign each tenant's chain head into the next checkpoint.
+
+    Written to SINKFLEET_AUDIT_CHECKPOINT_DIR, outside PostgreSQL. Exit 1 if a chain is
+    broken (its previously signed head is kept)."""
     from sinkfleet.cli import friendly, run, say, settings_and_catalogue
     from sinkfleet.ops.audit import checkpoint
 
@@ -136,10 +138,14 @@ def audit_checkpoint(
                 f" ({len(done.carried)}); see `sinkfleet audit verify`")
         return checked.ok
 
-    while True:
-        ok = once()
-        if every is None:
-            if not ok:
-                raise typer.Exit(1)
-            return
+    if every is None:
+        if not once():
+            raise typer.Exit(1)
+        return
+    while True:  # an error is printed and the next period tries again; Ctrl-C stops
+        try:
+            once()
+        except typer.Exit as exc:
+            if exc.exit_code != 2:
+                raise
         time.sleep(every)

@@ -19,8 +19,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.ops.audit import BrokenLink, checkpoint, verify
-from sinkfleet.ops.audit_checkpoint import CheckpointError
+from sinkfleet.ops.audit_checkpoint import CheckpointError, load_anchor
+from sinkfleet.ops.signing import verify_key
 from sinkfleet.sink.audit import chain_hash, content_hash
+from tests.conftest import async_wait_for
 from tests.sink.support import Family, drain, drop_family, make_family, rows, running_worker
 from tests.sink.test_audit_mode import SCHEMA, SINK, TOPIC, entry, publish, superuser
 
@@ -209,3 +211,28 @@ async def test_without_a_checkpoint_verify_says_chains_are_unanchored(
                           ).stdout)
     assert (as_json["anchored"], as_json["checkpoint"], as_json["checkpoint_problems"]) == (
         False, None, [])
+
+
+async def test_checkpoint_every_period_links_each_to_the_last(fam: Family,
+                                                              anchored: Settings) -> None:
+    env = {**os.environ, "SINKFLEET_HOME": str(fam.root),
+           "SINKFLEET_STATE_DIR": str(anchored.state),
+           "SINKFLEET_AUDIT_SIGNING_KEY_FILE": str(anchored.audit_signing_key_file),
+           "SINKFLEET_AUDIT_CHECKPOINT_DIR": str(anchored.audit_checkpoints)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sinkfleet", "audit", "checkpoint", "--every", "1", env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    third = anchored.audit_checkpoints / "checkpoint-00000003.json"
+    try:
+        async def written() -> bool:
+            return third.exists()
+
+        await async_wait_for(written, 60, "three checkpoints")
+    finally:
+        proc.terminate()
+        raw_out, raw_err = await asyncio.wait_for(proc.communicate(), 30)
+    out, err = raw_out.decode(), raw_err.decode()
+    assert "checkpoint #1 written" in out and "checkpoint #2 written" in out, out + err
+    anchor = load_anchor(anchored.audit_checkpoints, verify_key(anchored))
+    assert anchor.problems == [] and anchor.latest is not None and anchor.latest.seq >= 3
+    assert (await verify(anchored, fam.catalogue)).ok
