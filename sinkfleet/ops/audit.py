@@ -264,6 +264,12 @@ async def verify(settings: Settings, catalogue: Catalogue, *, sink: str | None =
         _check_age(anchor, max_age)
     result = Verification([s.spec.name for s in sinks], anchor=anchor)
     heads = anchor.latest.heads if anchor.latest else []
+    if anchor.latest is not None and anchor.latest.database != settings.pg_database:
+        anchor.problems.append(CheckpointProblem(
+            str(anchor.latest.path), "database", f"the checkpoint is of database"
+            f" {anchor.latest.database!r}, not {settings.pg_database!r}: its heads were not"
+            " compared; give each database its own SINKFLEET_AUDIT_CHECKPOINT_DIR"))
+        heads = []
     conn = await connect(settings)
     try:
         for s in sinks:
@@ -311,6 +317,10 @@ async def checkpoint(settings: Settings, catalogue: Catalogue,
             f"{anchor.directory}: refusing to sign on top of a damaged checkpoint history ("
             + "; ".join(f"{Path(p.file).name}: {p.detail}" for p in anchor.problems)
             + "); investigate (`sinkfleet audit verify`), then move the bad files aside")
+    if anchor.latest is not None and anchor.latest.database != settings.pg_database:
+        raise CheckpointError(f"{anchor.directory} holds checkpoints of database"
+                              f" {anchor.latest.database!r}, not {settings.pg_database!r}:"
+                              " give each database its own SINKFLEET_AUDIT_CHECKPOINT_DIR")
     result = await verify(settings, catalogue, say=say, anchor=anchor)
     broken = {(b.sink, b.tenant) for b in result.broken}
     heads = [Head(name, tenant, seq, link.hex())

@@ -75,7 +75,7 @@ def _order(head: Head) -> tuple[str, str]:
 @dataclass(frozen=True)
 class CheckpointProblem:
     file: str
-    what: str  # unreadable | signature | missing | prev | no_key | stale
+    what: str  # unreadable | signature | missing | prev | no_key | stale | database
     detail: str
 
 

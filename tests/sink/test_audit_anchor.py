@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.ops.audit import BrokenLink, checkpoint, verify
-from sinkfleet.ops.audit_checkpoint import CheckpointError, load_anchor
-from sinkfleet.ops.signing import verify_key
+from sinkfleet.ops.audit_checkpoint import CheckpointError, Head, load_anchor, write_checkpoint
+from sinkfleet.ops.signing import matching_keys, verify_key
 from sinkfleet.sink.audit import chain_hash, content_hash
 from tests.conftest import async_wait_for
 from tests.sink.support import Family, drain, drop_family, make_family, rows, running_worker
@@ -236,3 +236,20 @@ async def test_checkpoint_every_period_links_each_to_the_last(fam: Family,
     anchor = load_anchor(anchored.audit_checkpoints, verify_key(anchored))
     assert anchor.problems == [] and anchor.latest is not None and anchor.latest.seq >= 3
     assert (await verify(anchored, fam.catalogue)).ok
+
+
+async def test_a_checkpoint_of_another_database_is_not_compared(
+        fam: Family, anchored: Settings) -> None:
+    signer = matching_keys(anchored, create=False)
+    folder = anchored.audit_checkpoints
+    write_checkpoint(folder, signer, load_anchor(folder, signer.public), "elsewhere",
+                     "2026-12-05T10:00:00+00:00", [Head(fam.table, "acme", 99, "00" * 32)])
+    result = await verify(anchored, fam.catalogue)
+    assert result.broken == [] and result.anchor is not None
+    assert [(p.what, p.detail) for p in result.anchor.problems] == [
+        ("database", f"the checkpoint is of database 'elsewhere', not"
+                     f" {anchored.pg_database!r}: its heads were not compared; give each"
+                     " database its own"
+                     " SINKFLEET_AUDIT_CHECKPOINT_DIR")]
+    with pytest.raises(CheckpointError, match="holds checkpoints of database 'elsewhere'"):
+        await checkpoint(anchored, fam.catalogue)
