@@ -4,7 +4,9 @@ Each row is checked three ways (docs/sink-modes.md): its content hash is recompu
 from the stored columns (someone edited the row), its ``prev_hash`` must be the
 previous entry's ``chain_hash`` and its ``chain_seq`` the previous one plus one
 (someone removed or inserted a row), and its ``chain_hash`` must be
-SHA-256(prev_hash ‖ content_hash) (someone rewrote the links).
+SHA-256(prev_hash ‖ content_hash) (someone rewrote the links). Whoever can recompute
+all of that (the table owner) is caught by the latest signed checkpoint instead: its
+heads must still be in the chains (docs/audit-anchoring.md); `checkpoint` writes them.
 """
 
 from __future__ import annotations
