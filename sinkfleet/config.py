@@ -92,6 +92,15 @@ class Settings(BaseSettings):
     max_batch_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024)
     avro_max_depth: int = Field(100, ge=1, le=300)
 
+    # Audit anchoring and signed backups (docs/audit-anchoring.md): an Ed25519 private key
+    # (PEM, PKCS#8) the database never sees; unset = generated once into
+    # STATE_DIR/secrets/audit_signing_key. Verifying needs only the public key.
+    audit_signing_key_file: Path | None = None
+    audit_verify_key_file: Path | None = None  # public key (PEM); unset = from the above
+    audit_checkpoint_dir: Path | None = Field(None, description="Signed audit checkpoints,"
+                                              " outside PostgreSQL; default"
+                                              " STATE_DIR/audit-checkpoints")
+
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # a worker's /metrics port; unset = pick a free one
 
@@ -204,6 +213,13 @@ class Settings(BaseSettings):
     def archive(self) -> Path:
         """Where `sinkfleet retention run` writes the cold archive (docs/retention.md)."""
         return self.archive_dir if self.archive_dir is not None else self.state / "archive"
+
+    @property
+    def audit_checkpoints(self) -> Path:
+        """Where `sinkfleet audit checkpoint` writes signed chain heads."""
+        if self.audit_checkpoint_dir is not None:
+            return self.audit_checkpoint_dir
+        return self.state / "audit-checkpoints"
 
     @property
     def kafka_host_port(self) -> tuple[str, int]:

@@ -7,11 +7,16 @@ are imported inside the commands, not at the top.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+import time
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-audit_app = typer.Typer(help="Audit trails: verify the per-tenant hash chains.",
+if TYPE_CHECKING:
+    from sinkfleet.ops.audit import Verification
+
+audit_app = typer.Typer(help="Audit trails: verify the per-tenant hash chains and anchor"
+                        " them in signed checkpoints kept outside PostgreSQL.",
                         no_args_is_help=True)
 
 
@@ -23,8 +28,13 @@ def audit_verify(
                      ] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout, every broken link")
                        ] = False,
+    max_age: Annotated[float | None, typer.Option(
+        "--max-age", min=1, help="seconds: a latest signed checkpoint older than this is a"
+        " failure (checkpoints stopped, or the newest were deleted)")] = None,
 ) -> None:
-    """Walk every chain; report every broken link of every tenant (exit 1 if any)."""
+    """Walk every chain; report each broken link and each change since the checkpoint.
+
+    Exit 1 if any, or if a checkpoint file is damaged (or stale, with --max-age)."""
     from collections import Counter
 
     from rich.table import Table
@@ -35,15 +45,20 @@ def audit_verify(
     @friendly
     def go() -> None:
         settings, catalogue = settings_and_catalogue()
-        result = run(verify(settings, catalogue, sink=sink, tenant=tenant))
+        result = run(verify(settings, catalogue, sink=sink, tenant=tenant,
+                            max_age=max_age))
         legacy = (f" ({result.legacy} hashed with the legacy v1 encoding)"
                   if result.legacy else "")
         if as_json:
             print(json.dumps(result.as_dict(), indent=2))
-        elif result.ok:
-            console.print(f"[green]audit ok[/]: {result.entries} entries in {result.tenants}"
+        elif not result.broken:
+            _print_anchor(result)
+            head = ("[green]audit ok[/]" if result.ok else
+                    "[red]audit NOT OK[/] (the checkpoint problems above)")
+            console.print(f"{head}: {result.entries} entries in {result.tenants}"
                           f" chain(s) of {', '.join(result.sinks)} verify{legacy}")
         else:
+            _print_anchor(result)
             console.print(f"[red]audit BROKEN[/]: {len(result.broken)} broken link(s) in"
                           f" {result.broken_tenants} of {result.tenants} chain(s);"
                           f" {result.entries} entries checked{legacy}")
@@ -72,3 +87,65 @@ def audit_verify(
             raise typer.Exit(1)
 
     go()
+
+
+def _print_anchor(result: Verification) -> None:
+    """Which signed checkpoint the chains were held against, and what is wrong with the
+    checkpoint files; or that there is none."""
+    from sinkfleet.cli import console
+
+    anchor = result.anchor
+    assert anchor is not None
+    for p in anchor.problems:
+        console.print(f"[red]checkpoint problem[/] ({p.what}) {p.file}: {p.detail}",
+                      highlight=False)
+    if anchor.latest is not None:
+        cp = anchor.latest
+        console.print(f"anchored: checkpoint #{cp.seq} of {cp.created_at} ({cp.path}, key"
+                      f" {cp.key_id}, {len(cp.heads)} chain head(s)); entries after it are"
+                      " protected by the hash chain only", highlight=False)
+    elif not anchor.problems:
+        console.print(f"[yellow]unanchored[/]: no signed checkpoint in {anchor.directory}; the"
+                      " table owner could rewrite and recompute a chain, or delete its tail or"
+                      " a tenant, unseen. Run `sinkfleet audit checkpoint` on a schedule"
+                      " (docs/audit-anchoring.md)", highlight=False)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    every: Annotated[float | None, typer.Option(
+        min=1, help="seconds: keep running, one checkpoint each period (else one, then"
+        " exit)")] = None,
+) -> None:
+    """Verify every chain, then sign each tenant's chain head into the next checkpoint.
+
+    Written to SINKFLEET_AUDIT_CHECKPOINT_DIR, outside PostgreSQL. Exit 1 if a chain is
+    broken (its previously signed head is kept)."""
+    from sinkfleet.cli import friendly, run, say, settings_and_catalogue
+    from sinkfleet.ops.audit import checkpoint
+
+    @friendly
+    def once() -> bool:
+        settings, catalogue = settings_and_catalogue()
+        done = run(checkpoint(settings, catalogue))
+        cp, checked = done.checkpoint, done.verification
+        say(f"checkpoint #{cp.seq} written: {cp.path} ({len(cp.heads)} chain head(s) of"
+            f" {len(checked.sinks)} sink(s), {checked.entries} entries verified, key"
+            f" {cp.key_id})")
+        if checked.broken:
+            say(f"[red]{len(checked.broken)} broken link(s) in {checked.broken_tenants}"
+                f" chain(s)[/]: their previously signed heads were kept"
+                f" ({len(done.carried)}); see `sinkfleet audit verify`")
+        return checked.ok
+
+    if every is None:
+        if not once():
+            raise typer.Exit(1)
+        return
+    while True:  # an error is printed and the next period tries again; Ctrl-C stops
+        try:
+            once()
+        except typer.Exit as exc:
+            if exc.exit_code != 2:
+                raise
+        time.sleep(every)

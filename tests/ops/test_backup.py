@@ -14,13 +14,17 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sinkfleet.config import Settings
 from sinkfleet.ops.backup import backup as backup_module
+from sinkfleet.ops.backup import restore as restore_module
 from sinkfleet.ops.backup.advice import REREAD
 from sinkfleet.ops.backup.backup import open_backup, run_backup
-from sinkfleet.ops.backup.manifest import BackupError, sha256_file
+from sinkfleet.ops.backup.manifest import BackupError, sha256_file, sign_manifest
 from sinkfleet.ops.backup.restore import RestoreError, run_restore
+from sinkfleet.ops.signing import matching_keys
 from sinkfleet.sink.postgres.connect import connect
 from tests.ops.backup_support import (
     Scenario,
@@ -34,6 +38,18 @@ from tests.ops.backup_support import (
 from tests.ops.scratch import drop_db
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def signing_key(tmp_path_factory: pytest.TempPathFactory,
+                monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Backups are signed: with a key of the test's own, never the stack's."""
+    path = tmp_path_factory.mktemp("keys") / "signing.pem"
+    path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    monkeypatch.setenv("SINKFLEET_AUDIT_SIGNING_KEY_FILE", str(path))
+    return path
 
 
 @pytest_asyncio.fixture
@@ -190,6 +206,7 @@ async def test_cli_backup_tar_and_restore_refuse_damage(
     manifest = json.loads((pristine / "manifest.json").read_text())
     manifest["sinks"][sc.events.table]["rows"] += 1
     (pristine / "manifest.json").write_text(json.dumps(manifest))
+    sign_manifest(pristine, matching_keys(sc.settings, create=False))  # as if by the key
     off = cli(sc, fresh, "restore", str(pristine), "--execute")
     assert off.returncode == 1 and "201" in off.stdout and "✗" in off.stdout, off.stdout
 
@@ -199,3 +216,48 @@ async def test_cli_backup_tar_and_restore_refuse_damage(
         assert "restored equal" in created.stdout
     finally:
         await drop_db(sc.settings, f"{fresh}_new")
+
+
+async def test_a_tampered_or_unsigned_manifest_is_refused_before_pg_restore(
+        scenario: Scenario, scratch_db: Callable[[], Awaitable[str]], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sc = scenario
+    await publish_events(sc, 50, seed=5)
+    await drain(sc)
+    result = await run_backup(sc.settings, sc.catalogue, tmp_path / "backups")
+    sig = json.loads((result.path / "manifest.json.sig").read_text())
+    assert sig["algorithm"] == "ed25519" and len(bytes.fromhex(sig["signature"])) == 64
+    assert oct((result.path / "manifest.json.sig").stat().st_mode)[-3:] == "600"
+    fresh = await scratch_db()
+    ran: list[str] = []
+
+    async def spy(argv: list[str], *args: Any, **kw: Any) -> str:
+        ran.append(Path(argv[0]).name)
+        return ""
+
+    monkeypatch.setattr(restore_module, "run_tool", spy)
+    # Checksums alone vouch for nothing: whoever edits a file can edit its checksum too.
+    sink_file = result.path / "catalogue" / "sinks" / "events.yaml"
+    sink_file.write_text(sink_file.read_text() + "# planted\n")
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    manifest["files"]["catalogue/sinks/events.yaml"] = {
+        "sha256": sha256_file(sink_file), "bytes": sink_file.stat().st_size}
+    (result.path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BackupError, match="signature does not verify with key"
+                                          f" {sig['key_id']}"):
+        await run_restore(sc.on(fresh), result.path, execute=True)
+    bad = cli(sc, fresh, "restore", str(result.path), "--execute", "--allow-unsigned")
+    assert bad.returncode == 2 and "signature does not verify" in bad.stderr, bad.stderr
+
+    (result.path / "manifest.json.sig").unlink()  # an unsigned (old) backup
+    with pytest.raises(BackupError, match="no manifest.json.sig"):
+        await run_restore(sc.on(fresh), result.path, execute=True)
+    assert ran == []  # pg_restore never ran
+    conn = await connect(sc.on(fresh))
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname"
+                                   " NOT IN ('pg_catalog', 'information_schema')") == 0
+    finally:
+        await conn.close()
+    allowed = await run_restore(sc.on(fresh), result.path, execute=False, allow_unsigned=True)
+    assert allowed.signature.startswith("unsigned: ") and "--allow-unsigned" in allowed.signature

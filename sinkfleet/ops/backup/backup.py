@@ -35,10 +35,12 @@ from sinkfleet.ops.backup.manifest import (
     OFFSETS,
     BackupError,
     file_entries,
+    sign_manifest,
     write_json,
 )
 from sinkfleet.ops.backup.pgtools import find_tool, libpq_env, run_tool
 from sinkfleet.ops.positions import KafkaPositions, StoredOffset, group_topics, stored_offsets
+from sinkfleet.ops.signing import matching_keys
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.ddl import quote_ident
 
@@ -187,6 +189,7 @@ async def run_backup(settings: Settings, catalogue: Catalogue | None, out: Path,
     reporter = reporter or QuietReporter()
     warnings: list[str] = []
     now = datetime.now(UTC)
+    key = matching_keys(settings, create=True)  # before any work: a backup is signed
     name, partial = _start(out, now)
     try:
         reporter.step(f"connecting to PostgreSQL {settings.pg_host}:{settings.pg_port}")
@@ -222,6 +225,7 @@ async def run_backup(settings: Settings, catalogue: Catalogue | None, out: Path,
             "files": file_entries(partial),
         }
         write_json(partial / MANIFEST, manifest)
+        sign_manifest(partial, key)
         final = _finish(partial, out / name)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

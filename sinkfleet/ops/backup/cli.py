@@ -122,16 +122,21 @@ def restore_cmd(
         "--create-db", help="create SINKFLEET_PG_DATABASE if it does not exist")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="the result as JSON on stdout")
                        ] = False,
+    allow_unsigned: Annotated[bool, typer.Option(
+        "--allow-unsigned", help="accept a manifest without a signature (backups made"
+        " before they were signed); a signature that does not verify is always refused")
+                              ] = False,
 ) -> None:
-    """Restore a backup into SINKFLEET_PG_DATABASE: checksums first, then pg_restore in
-    one transaction, then rows and offsets checked; says what workers will re-read."""
+    """Restore a backup into SINKFLEET_PG_DATABASE: the manifest's signature and the
+    checksums first, then pg_restore in one transaction, then rows and offsets checked;
+    says what workers will re-read."""
     from sinkfleet.cli import friendly
 
-    friendly(_restore)(backup, execute, force, create_db, as_json)
+    friendly(_restore)(backup, execute, force, create_db, as_json, allow_unsigned)
 
 
-def _restore(backup: Path, execute: bool, force: bool, create_db: bool, as_json: bool
-             ) -> None:
+def _restore(backup: Path, execute: bool, force: bool, create_db: bool, as_json: bool,
+             allow_unsigned: bool) -> None:
     from sinkfleet.cli import run
     from sinkfleet.config import load_settings
     from sinkfleet.ops.backup.backup import QuietReporter, open_backup
@@ -142,12 +147,14 @@ def _restore(backup: Path, execute: bool, force: bool, create_db: bool, as_json:
         root = open_backup(backup, Path(scratch))
         if as_json:
             result = run(run_restore(settings, root, execute=execute, force=force,
-                                     create_db=create_db, reporter=QuietReporter()))
+                                     create_db=create_db, reporter=QuietReporter(),
+                                     allow_unsigned=allow_unsigned))
         else:
             with _progress() as bar:
                 reporter = RichReporter(bar)
                 result = run(run_restore(settings, root, execute=execute, force=force,
-                                         create_db=create_db, reporter=reporter))
+                                         create_db=create_db, reporter=reporter,
+                                         allow_unsigned=allow_unsigned))
                 reporter.finish()
     if as_json:
         print(json.dumps(result.as_dict()))
@@ -165,7 +172,8 @@ def _print_restore(r: RestoreResult) -> None:
     m = r.manifest
     say(f"backup {r.backup.name}: taken {m['created_at']} of database"
         f" {m['postgres']['database']} (PostgreSQL {m['postgres']['server_version']},"
-        f" sinkfleet {m.get('sinkfleet')}); {r.checked.files} files match their sha256")
+        f" sinkfleet {m.get('sinkfleet')}); manifest {r.signature}; {r.checked.files} files"
+        " match their sha256")
     where = ("new database" if not r.target.exists else
              f"{r.target.relations} relations, replaced (--force)" if r.target.relations
              else "empty")

@@ -4,6 +4,7 @@ Layout of one backup (a directory, or the same as an uncompressed tar)::
 
     sinkfleet-backup-20261125T101500Z/
       manifest.json     time, versions, files and their sha256, rows per sink table
+      manifest.json.sig Ed25519 signature of manifest.json's bytes (docs/audit-anchoring.md)
       database.dump     pg_dump --format=custom of the database
       offsets.json      sinkfleet.consumer_offsets + each group's Kafka commits and log ends
       catalogue/        schemas/ topics/ sinks/ workers/ as they were
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from sinkfleet.errors import SinkfleetError
+from sinkfleet.ops.signing import SigningKey, VerifyKey
 
 FORMAT = 1
 MANIFEST = "manifest.json"
+SIGNATURE = "manifest.json.sig"
 DUMP = "database.dump"
 OFFSETS = "offsets.json"
 CATALOGUE = "catalogue"
@@ -44,7 +47,7 @@ def file_entries(root: Path) -> dict[str, dict[str, Any]]:
     out = {}
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         rel = path.relative_to(root).as_posix()
-        if rel != MANIFEST:
+        if rel not in (MANIFEST, SIGNATURE):
             out[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
     return out
 
@@ -52,6 +55,41 @@ def file_entries(root: Path) -> dict[str, dict[str, Any]]:
 def write_json(path: Path, data: Any) -> None:
     path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
     path.chmod(0o600)
+
+
+def sign_manifest(root: Path, key: SigningKey) -> None:
+    """Sign the manifest's exact bytes: its checksums then vouch for every file."""
+    signature = key.sign((root / MANIFEST).read_bytes())
+    write_json(root / SIGNATURE, {"algorithm": "ed25519", "key_id": key.public.key_id,
+                                  "signature": signature.hex()})
+
+
+def check_signature(root: Path, key: VerifyKey | None, allow_unsigned: bool) -> str:
+    """How the manifest is vouched for ("signed by key …", or "unsigned"); raises
+    BackupError if its signature does not verify, or if it is unsigned (or there is no
+    key to check it) and ``allow_unsigned`` is false."""
+    path = root / SIGNATURE
+    if not path.is_file() or key is None:
+        why = (f"{root} has no {SIGNATURE} (made before backups were signed, or the"
+               " signature was removed)" if not path.is_file() else
+               "no key to check the manifest's signature: set"
+               " SINKFLEET_AUDIT_VERIFY_KEY_FILE to the public key that signed it")
+        if allow_unsigned:
+            return f"unsigned: {why}; accepted (--allow-unsigned)"
+        raise BackupError(f"{why}; nothing was restored. Pass --allow-unsigned only for a"
+                          " backup you trust from elsewhere")
+    try:
+        sig = json.loads(path.read_text())
+        signature = bytes.fromhex(sig["signature"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BackupError(f"{path}: unreadable signature ({exc}); nothing was restored"
+                          ) from None
+    if not key.verifies(signature, (root / MANIFEST).read_bytes()):
+        raise BackupError(
+            f"{root}: the manifest's signature does not verify with key {key.key_id}"
+            f" ({key.source}): the manifest was altered, or signed by another key;"
+            " nothing was restored")
+    return f"signed by key {key.key_id}"
 
 
 @dataclass
@@ -69,7 +107,9 @@ def read_manifest(root: Path) -> dict[str, Any]:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise BackupError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    if not isinstance(manifest, dict):
+        raise BackupError(f"{path}: not a JSON object; is this a sinkfleet backup?")
+    if manifest.get("format") != FORMAT:
         raise BackupError(f"{path}: unknown manifest format {manifest.get('format')!r}"
                           f" (this sinkfleet reads format {FORMAT})")
     for key in ("files", "created_at", "postgres"):
@@ -100,6 +140,6 @@ def verify_files(root: Path, manifest: dict[str, Any]) -> Checked:
     if problems:
         raise BackupError(f"backup {root} is damaged, nothing was restored: "
                           + "; ".join(problems))
-    present = set(file_entries(root))
+    present = set(file_entries(root))  # neither the manifest nor its signature
     return Checked(len(files), sum(f["bytes"] for f in files.values()),
                    sorted(present - set(files)))

@@ -25,6 +25,7 @@ from sinkfleet.ops.backup.manifest import (
     OFFSETS,
     BackupError,
     Checked,
+    check_signature,
     read_manifest,
     verify_files,
 )
@@ -36,6 +37,7 @@ from sinkfleet.ops.positions import (
     group_topics,
     stored_offsets,
 )
+from sinkfleet.ops.signing import verify_key
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.ddl import quote_ident
 from sinkfleet.sink.postgres.roles import WORKER_ROLE
@@ -85,6 +87,7 @@ class RestoreResult:
     pinned: int = 0
     pg_restore: str = ""
     warnings: list[str] = field(default_factory=list)
+    signature: str = ""  # how the manifest is vouched for
 
     @property
     def verified(self) -> bool:
@@ -92,7 +95,8 @@ class RestoreResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"backup": str(self.backup), "created_at": self.manifest["created_at"],
-                "files_checked": self.checked.files, "database": self.target.database,
+                "files_checked": self.checked.files, "signature": self.signature,
+                "database": self.target.database,
                 "executed": self.executed, "clean": self.clean, "created": self.created,
                 "verified": self.verified if self.executed else None,
                 "sinks": [{**s.__dict__, "ok": s.ok} for s in self.sinks],
@@ -228,19 +232,21 @@ async def _pin_unstored(conn: asyncpg.Connection, groups: list[GroupAdvice]) -> 
 
 
 async def run_restore(settings: Settings, root: Path, *, execute: bool, force: bool = False,
-                      create_db: bool = False, reporter: Reporter | None = None
-                      ) -> RestoreResult:
-    """Check ``root`` (an unpacked backup); with ``execute``, restore it into
-    ``settings.pg_database`` and verify. Raises RestoreError/BackupError on refusal."""
+                      create_db: bool = False, reporter: Reporter | None = None,
+                      allow_unsigned: bool = False) -> RestoreResult:
+    """Check ``root`` (an unpacked backup: the manifest's signature, then every file's
+    sha256); with ``execute``, restore it into ``settings.pg_database`` and verify.
+    Raises RestoreError/BackupError on refusal."""
     reporter = reporter or QuietReporter()
-    reporter.step(f"checking {root} (sha256 of every file)")
+    reporter.step(f"checking {root} (the manifest's signature, sha256 of every file)")
+    signature = check_signature(root, verify_key(settings), allow_unsigned)
     manifest = read_manifest(root)
     checked = verify_files(root, manifest)
     expected, kafka_snapshot = _backup_offsets(root)
     reporter.step(f"inspecting database {settings.pg_database}")
     target = await _inspect(settings)
     result = RestoreResult(root, manifest, checked, target, execute,
-                           offsets_expected=len(expected))
+                           offsets_expected=len(expected), signature=signature)
     if checked.extra:
         result.warnings.append(f"files not in the manifest are ignored: {checked.extra}")
     refusal = _refusal(target, force, create_db)
