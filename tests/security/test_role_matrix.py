@@ -1,4 +1,4 @@
-"""The role matrix: every role × table × statement, tried for real on PostgreSQL.
+"""The role matrix: every role, table and statement, tried for real on PostgreSQL.
 
 `db migrate` runs the project's whole catalogue (its three worker groups under unique
 names) into a scratch database of the stack's server. Then each login tries SELECT,
