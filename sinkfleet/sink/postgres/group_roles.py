@@ -173,10 +173,17 @@ async def maintain(conn: asyncpg.Connection, catalogue: Catalogue, logins: list[
                 " docs/security.md)")
 
 
-async def forget_group(conn: asyncpg.Connection, group: str) -> None:
-    """Drop group ``group``'s role and login and its mapping (tests, decommissioning);
-    their grants in other databases must be dropped there first."""
+def _forget_generated(settings: Settings, login: str) -> None:
+    if settings.pg_secrets_dir is None:  # never delete an operator's secret files
+        settings.login_secret_path(login).unlink(missing_ok=True)
+
+
+async def forget_group(conn: asyncpg.Connection, settings: Settings, group: str) -> None:
+    """Drop group ``group``'s role and login, its mapping and its generated password
+    (tests, decommissioning); their grants in other databases must be dropped there
+    first."""
     role = group_role(group)
+    _forget_generated(settings, login_of(role))
     async with conn.transaction():
         await conn.execute("DELETE FROM sinkfleet.group_roles WHERE group_id = $1", group)
         for name in (login_of(role), role):
