@@ -227,6 +227,7 @@ async def forget(settings: Settings, *, tables: Iterable[str] = (),
 
     from sinkfleet.cache.store import forget_sink, redis_client
     from sinkfleet.sink.postgres.connect import connect
+    from sinkfleet.sink.postgres.group_roles import forget_group
 
     tables, groups, topics = list(tables), list(groups), list(topics)
     conn = await connect(settings)
@@ -239,6 +240,8 @@ async def forget(settings: Settings, *, tables: Iterable[str] = (),
                            " ANY($1::text[])", groups)
         await conn.execute("DELETE FROM sinkfleet.workers WHERE group_id = ANY($1::text[])",
                            groups)
+        for group in groups:  # its least-privilege role and login (docs/security.md)
+            await forget_group(conn, settings, group)
     finally:
         await conn.close()
     client = redis_client(settings)

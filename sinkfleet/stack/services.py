@@ -35,10 +35,18 @@ def ensure_secret(settings: Settings, name: str) -> str:
     current = getattr(settings, name)
     if current is not None:
         return str(current.get_secret_value())
-    path = settings.state / "secrets" / name
+    return generated_secret(settings.state / "secrets" / name)
+
+
+def generated_secret(path: Path) -> str:
+    """The password in ``path``, generated there (mode 0600) if it does not exist yet.
+    Raises ``OSError`` when it cannot be written (a read-only state directory)."""
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # a concurrent `db migrate` made it meanwhile
+            return path.read_text().strip()
         with os.fdopen(fd, "w") as fh:
             fh.write(secrets.token_urlsafe(24))
     return path.read_text().strip()

@@ -431,3 +431,106 @@ def test_worker_deployment_probes_and_metrics_port_agree() -> None:
     (config,) = by_kind("ConfigMap")
     assert container["envFrom"] == [{"configMapRef": {"name": config["metadata"]["name"]}}]
     assert not any("PASSWORD" in key for key in config["data"])
+
+
+# --- least privilege: every process logs in as its own role --------------------------------
+def _group_logins() -> dict[str, str]:
+    """Worker spec name -> its group's login, as `db migrate` names it."""
+    from sinkfleet.sink.postgres.group_roles import group_role, login_of
+
+    return {load_yaml(p)["name"]: login_of(group_role(load_yaml(p)["group"]))
+            for p in sorted((ROOT / "workers").glob("*.yaml"))}
+
+
+SERVICE_LOGINS = {"lag-exporter": "sinkfleet_exporter_login",
+                  "rollups": "sinkfleet_rollups_login"}
+
+
+def test_compose_runs_every_process_as_its_own_login() -> None:
+    compose = load_yaml(COMPOSE)
+    owner = compose["services"]["postgres"]["environment"]["POSTGRES_USER"]
+    logins = _group_logins()
+    every = sorted([*logins.values(), *SERVICE_LOGINS.values()])
+    assert sorted(compose["secrets"]) == every
+    ran: dict[str, str] = {}
+    for name, svc in compose["services"].items():
+        if svc.get("image") != "sinkfleet:local":
+            continue
+        env = svc["environment"]
+        user = env.get("SINKFLEET_PG_USER")
+        if name == "setup":
+            assert user == owner and env["SINKFLEET_PG_PASSWORD"]
+            assert env["SINKFLEET_PG_WORKER_USER"] == ""  # no legacy all-groups login
+            assert sorted(svc["secrets"]) == every
+        else:
+            args = svc["command"]
+            login = logins[args[2]] if args[0] == "worker" else SERVICE_LOGINS[args[0]]
+            assert user == login, name
+            assert svc["secrets"] == [login], name  # only its own password
+            assert "SINKFLEET_PG_PASSWORD" not in env, name
+            ran[args[2] if args[0] == "worker" else args[0]] = login
+        assert env["SINKFLEET_PG_SECRETS_DIR"] == "/run/secrets", name
+    assert set(ran) == {*logins, "lag-exporter", "rollups"}, "a process without a service"
+
+
+def _patched(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """``doc`` with kustomize's JSON-patch ``replace`` operations applied."""
+    import copy
+
+    out = copy.deepcopy(doc)
+    for op in ops:
+        assert op["op"] == "replace", op
+        keys = [k.replace("~1", "/").replace("~0", "~") for k in op["path"].split("/")[1:]]
+        node: Any = out
+        for key in keys[:-1]:
+            node = node[int(key)] if isinstance(node, list) else node[key]
+        last = keys[-1]
+        if isinstance(node, list):
+            node[int(last)] = op["value"]
+        else:
+            assert last in node, op["path"]
+            node[last] = op["value"]
+    return out
+
+
+def _k8s_login(container: dict[str, Any]) -> tuple[str, str]:
+    env = {e["name"]: e for e in container["env"]}
+    return (env["SINKFLEET_PG_USER"]["value"],
+            env["SINKFLEET_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"])
+
+
+def test_k8s_runs_every_deployment_as_its_own_login() -> None:
+    (config,) = by_kind("ConfigMap")
+    assert "SINKFLEET_PG_USER" not in config["data"]
+    base = worker_deployment()
+    logins = _group_logins()
+    seen = {}
+    for kust in [K8S / "worker" / "kustomization.yaml",
+                 *sorted((K8S / "groups").glob("*/kustomization.yaml"))]:
+        ops = [op for p in load_yaml(kust).get("patches", [])
+               for op in yaml.safe_load(p["patch"])]
+        (container,) = _patched(base, ops)["spec"]["template"]["spec"]["containers"]
+        spec = container["args"][2]
+        assert _k8s_login(container) == (logins[spec], logins[spec]), spec
+        seen[spec] = logins[spec]
+    assert set(seen) == set(logins), "a worker group without a Deployment"
+    (exporter,) = [d for d in by_kind("Deployment")
+                   if d["metadata"]["name"] == "sinkfleet-lag-exporter"]
+    (container,) = exporter["spec"]["template"]["spec"]["containers"]
+    assert _k8s_login(container) == (SERVICE_LOGINS["lag-exporter"],) * 2
+    (job,) = by_kind("Job")
+    (migrate,) = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in migrate["env"]}
+    assert env["SINKFLEET_PG_USER"]["value"] == "sinkfleet"
+    assert env["SINKFLEET_PG_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == \
+        "SINKFLEET_PG_PASSWORD"
+    (mount,) = migrate["volumeMounts"]
+    assert env["SINKFLEET_PG_SECRETS_DIR"]["value"] == mount["mountPath"]
+    (volume,) = job["spec"]["template"]["spec"]["volumes"]
+    assert sorted(i["path"] for i in volume["secret"]["items"]) == sorted(
+        [*logins.values(), *SERVICE_LOGINS.values()])
+    assert job["spec"]["template"]["spec"]["securityContext"]["runAsUser"] == 10001
+    # only the Job sees the owner's password
+    owners = [d["metadata"]["name"] for d in k8s_docs()
+              if re.search(r"key: SINKFLEET_PG_PASSWORD\b", yaml.safe_dump(d))]
+    assert owners == ["sinkfleet-migrate"]

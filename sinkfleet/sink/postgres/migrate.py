@@ -26,7 +26,13 @@ from sinkfleet.sink.postgres.ddl import (
     partition_plan,
     quote_ident,
 )
-from sinkfleet.sink.postgres.roles import WORKER_ROLE, ensure_worker_login, grant_sink_access
+from sinkfleet.sink.postgres.group_roles import Login, maintain, planned_logins
+from sinkfleet.sink.postgres.roles import (
+    WORKER_ROLE,
+    ensure_worker_login,
+    grant_sink_access,
+    worker_password,
+)
 from sinkfleet.sink.postgres.schema_versions import check_before_migrate, register_catalogue
 
 # pg_advisory_lock key shared by every `db migrate` and partition maintenance run.
@@ -109,14 +115,16 @@ async def ensure_partitions(conn: asyncpg.Connection, sink: Sink,
 
 
 async def _worker_access(settings: Settings, catalogue: Catalogue, conn: asyncpg.Connection,
-                         say: Callable[[str], None]) -> None:
-    """Grants for the least-privilege worker role, and its login role (idempotent)."""
+                         logins: list[Login], say: Callable[[str], None]) -> None:
+    """Grants and login roles of the legacy worker role, of each worker group, the
+    roll-ups, the exporter and readers (idempotent)."""
     try:
         for name in sorted(catalogue.sinks):
             await grant_sink_access(conn, catalogue.sinks[name])
         if settings.pg_worker_user and await ensure_worker_login(conn, settings):
             say(f"created login role {settings.pg_worker_user} for workers (member of"
                 f" {WORKER_ROLE}; see docs/security.md)")
+        await maintain(conn, catalogue, logins, say)
     except asyncpg.PostgresError as exc:
         raise MigrationError(f"granting the workers' privileges failed: {exc}") from None
 
@@ -124,6 +132,9 @@ async def _worker_access(settings: Settings, catalogue: Catalogue, conn: asyncpg
 async def migrate(settings: Settings, catalogue: Catalogue,
                   say: Callable[[str], None] = print) -> list[str]:
     """Apply pending migrations and partition maintenance; return the ids applied."""
+    logins = planned_logins(settings, catalogue)  # a missing password changes nothing
+    if settings.pg_worker_user:
+        worker_password(settings)
     conn = await connect(settings)
     applied_now: list[str] = []
     try:
@@ -159,7 +170,7 @@ async def migrate(settings: Settings, catalogue: Catalogue,
             created = await ensure_partitions(conn, catalogue.sinks[name])
             if created:
                 say(f"{name}: created partitions {created[0]} … {created[-1]} ({len(created)})")
-        await _worker_access(settings, catalogue, conn, say)
+        await _worker_access(settings, catalogue, conn, logins, say)
         await register_catalogue(conn, catalogue, say)
         if not applied_now:
             say("database is up to date")
