@@ -38,6 +38,7 @@ from sinkfleet.worker.dlq import DeadLetterQueue
 from sinkfleet.worker.loop import Worker
 
 DEFAULT_SCHEMA = "sinkfleet_shadow"
+SHADOW_MARK = "sinkfleet replay shadow"  # the comment on schemas this tool made
 SAMPLES = 20  # differing rows shown per sink
 
 
@@ -108,7 +109,19 @@ async def _prepare_schema(settings: Settings, shadow: Catalogue, schema: str, gr
     conn = await connect(settings)
     try:
         async with conn.transaction():
+            # Only a schema this tool made (marked by its comment) is ever dropped: a
+            # typo in --into must not destroy another application's schema.
+            exists, comment = await conn.fetchrow(
+                "SELECT count(*) > 0, max(obj_description(oid, 'pg_namespace'))"
+                " FROM pg_namespace WHERE nspname = $1", schema)
+            if exists and comment != SHADOW_MARK:
+                raise ConfigError(
+                    f"schema {schema} exists and was not made by `replay shadow` (no"
+                    f" {SHADOW_MARK!r} comment): it is never dropped; use another --into,"
+                    " or drop it yourself if it is really yours to lose")
             await conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
+            await conn.execute(f"CREATE SCHEMA {quote_ident(schema)}")
+            await conn.execute(f"COMMENT ON SCHEMA {quote_ident(schema)} IS '{SHADOW_MARK}'")
             for name in sorted(shadow.sinks):
                 for migration in sink_migrations(shadow.sinks[name]):
                     await conn.execute(migration.sql)

@@ -146,6 +146,25 @@ async def test_replay_into_live_tables_changes_nothing(fam: Family, static: bool
         await conn.close()
 
 
+async def test_shadow_replay_never_drops_a_schema_it_did_not_make(fam: Family) -> None:
+    from sinkfleet.errors import ConfigError
+    from sinkfleet.ops.shadow import run_shadow
+
+    schema = f"other_app_{fam.table[-10:]}"  # a typo in --into, say
+    conn = await connect(fam.settings)
+    try:
+        await conn.execute(f"CREATE SCHEMA {schema}")
+        await conn.execute(f"CREATE TABLE {schema}.precious (x int)")
+        await conn.execute(f"INSERT INTO {schema}.precious VALUES (1)")
+        with pytest.raises(ConfigError, match=f"schema {schema} exists and was not made by"):
+            await run_shadow(fam.settings, fam.catalogue, [fam.table],
+                             start=make_target(to_earliest=True), schema=schema, timeout=60)
+        assert await conn.fetchval(f"SELECT count(*) FROM {schema}.precious") == 1
+    finally:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await conn.close()
+
+
 async def test_shadow_replay_matches_live_and_names_differences(fam: Family) -> None:
     from sinkfleet.ops.shadow import run_shadow, verify_shadow
 
