@@ -160,9 +160,11 @@ async def _send(request: web.BaseRequest, reply: Reply, write_timeout: float
     return resp
 
 
-def _responder(handler: Handler, guard: Guard, limits: HttpLimits
+def _responder(handler: Handler, guard: Guard, limits: HttpLimits,
+               started: set[RequestHandler]
                ) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
     async def respond(request: web.BaseRequest) -> web.StreamResponse:
+        started.add(request.protocol)
         if request.method not in ("GET", "HEAD"):
             return _text(405, "only GET and HEAD", Allow="GET, HEAD")
         if not guard.host_allowed(request.headers.get("Host")):
@@ -202,18 +204,33 @@ class HttpServer:
 
 
 class _CountingServer(web.Server):
-    """Counts connections from accept on: several can be accepted in one loop turn,
-    before any of them is announced to ``web.Server.connections``."""
+    """Counts connections from accept on (several can be accepted in one loop turn,
+    before any of them is announced to ``web.Server.connections``), and cuts one whose
+    first request head is not complete within the request timeout: aiohttp's keep-alive
+    timer covers only the time between requests in the releases before 2026-09."""
 
     open = 0
+    first_request_timeout = 10.0
+    started: set[RequestHandler]
 
     def __call__(self) -> RequestHandler:
         self.open += 1
         return super().__call__()
 
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport
+                        ) -> None:
+        super().connection_made(handler, transport)
+
+        def cut() -> None:
+            if handler not in self.started:
+                handler.force_close()
+
+        asyncio.get_running_loop().call_later(self.first_request_timeout, cut)
+
     def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None
                         ) -> None:
         self.open -= 1
+        self.started.discard(handler)
         super().connection_lost(handler, exc)
 
 
@@ -233,12 +250,15 @@ async def serve(host: str, port: int, handler: Handler,
     through ``on_bound``). Without ``guard``, Host names are those of ``Guard.of``."""
     limits = limits or HttpLimits()
     guard = guard or Guard.of((), host)
+    started: set[RequestHandler] = set()
     web_server = _CountingServer(
-        _responder(handler, guard, limits), access_log=None,
+        _responder(handler, guard, limits, started), access_log=None,
         # the keep-alive timer also runs from connect until a request head is complete
         keepalive_timeout=limits.request_timeout, lingering_time=0,
         max_line_size=limits.max_line_size, max_field_size=limits.max_field_size,
         max_headers=limits.max_headers)
+    web_server.first_request_timeout = limits.request_timeout
+    web_server.started = started
 
     def protocol() -> asyncio.Protocol:
         if web_server.open >= limits.max_connections:
