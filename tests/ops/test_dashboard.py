@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
 
 from sinkfleet.ops.lag.exporter import LagExporter
 from sinkfleet.ops.replay import commit_empty_group
@@ -277,7 +278,8 @@ HOSTILE_URLS = ("javascript:document.title='pwned'", " JaVaScRiPt:alert(1)",
 
 async def test_dashboard_links_only_http_metrics_urls(catalogue_factory: Any) -> None:
     """A metrics_url planted in sinkfleet.workers (anyone who can write the table) is shown
-    as text unless it is an absolute http(s) URL; clicking it does nothing."""
+    as text unless it is an absolute http(s) URL; clicking it does nothing. The exporter
+    wants a token here: the browser sends it as HTTP Basic, as a person would type it."""
     async_playwright = _require_browser()
     tc: TestCatalogue = await catalogue_factory(partitions=1)
     rows = {f"evil{i}-{tc.suffix}": url for i, url in enumerate(HOSTILE_URLS)}
@@ -288,7 +290,9 @@ async def test_dashboard_links_only_http_metrics_urls(catalogue_factory: Any) ->
             await conn.execute(UPSERT, worker_id, tc.group, "host", 4242, url, "ok", 1, 1, 1, 0)
     finally:
         await conn.close()
-    exporter = LagExporter(tc.settings, interval=0.5, groups=[tc.group])
+    token = "dashboard-token"
+    settings = tc.settings.model_copy(update={"exporter_token": SecretStr(token)})
+    exporter = LagExporter(settings, interval=0.5, groups=[tc.group])
     bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(exporter.run("127.0.0.1", 0, on_bound=bound.set_result))
     try:
@@ -297,7 +301,8 @@ async def test_dashboard_links_only_http_metrics_urls(catalogue_factory: Any) ->
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
                                                headless=True)
             try:
-                page = await browser.new_page()
+                page = await browser.new_page(
+                    http_credentials={"username": "me", "password": token})
                 dialogs: list[str] = []
                 page.on("dialog", lambda d: (dialogs.append(d.message),
                                              asyncio.ensure_future(d.dismiss())))
