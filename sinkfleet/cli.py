@@ -335,7 +335,8 @@ def lag(
 @friendly
 def lag_exporter(
     port: Annotated[int, typer.Option(min=0, max=65535)] = 9400,
-    host: Annotated[str, typer.Option(help="listen address")] = "127.0.0.1",
+    host: Annotated[str | None, typer.Option(
+        help="listen address [default: SINKFLEET_EXPORTER_HOST or 127.0.0.1]")] = None,
     interval: Annotated[float, typer.Option(min=0.5, help="seconds between polls")] = 5.0,
     group: Groups = None,
     stall_seconds: Annotated[float, typer.Option(min=1)] = 60.0,
@@ -347,13 +348,15 @@ def lag_exporter(
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     async def main() -> None:
         # aiokafka clients must be built inside the running loop
-        exporter = LagExporter(load_settings(), interval=interval, groups=group,
+        settings = load_settings()
+        exporter = LagExporter(settings, interval=interval, groups=group,
                                stall_seconds=stall_seconds)
+        bind = host or settings.exporter_host
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, exporter.stop)
-        await exporter.run(host, port, lambda p: say(
-            f"lag exporter on http://{host}:{p}/ (metrics /metrics, JSON /api/lag)"))
+        await exporter.run(bind, port, lambda p: say(
+            f"lag exporter on http://{bind}:{p}/ (metrics /metrics, JSON /api/lag)"))
 
     run(main())
 

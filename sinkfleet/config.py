@@ -112,6 +112,16 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = None  # a worker's /metrics port; unset = pick a free one
 
+    # Every HTTP endpoint (docs/observability.md, "Endpoint hardening"). Allowed hosts:
+    # comma-separated names accepted in the Host header besides localhost, IP literals and
+    # the bind address ("*": any); others get 421, which stops DNS rebinding.
+    exporter_host: str = "127.0.0.1"  # where `sinkfleet lag-exporter` listens
+    exporter_token: SecretStr | None = None  # if set: needed for all but /healthz
+    http_allowed_hosts: str = ""
+    http_request_timeout: float = Field(10.0, gt=0, le=300)  # to send a request head
+    http_write_timeout: float = Field(10.0, gt=0, le=300)  # to take a whole response
+    http_max_connections: int = Field(32, ge=1, le=10_000)
+
     redis_host: str = "127.0.0.1"
     redis_port: int = 16379
     redis_password: SecretStr | None = None

@@ -30,6 +30,7 @@ from sinkfleet.catalogue.models import WorkerSpec
 from sinkfleet.config import Settings
 from sinkfleet.errors import DecodeError, SinkfleetError, ValidationError
 from sinkfleet.http import Health, Phase, route, serve
+from sinkfleet.http_server import Guard, HttpLimits
 from sinkfleet.kafka import kafka_client_kwargs
 from sinkfleet.kafka_bounds import OversizeBatch
 from sinkfleet.sink.postgres.audit_writer import AuditWriter
@@ -280,7 +281,10 @@ class Worker:
         if self.metrics_port is not None:
             registry, health = self.metrics.registry, self.health
             server = await serve(self.settings.metrics_host, self.metrics_port,
-                                 lambda path, _: route(path, registry, health), self._bound)
+                                 lambda path, _: route(path, registry, health), self._bound,
+                                 limits=HttpLimits.from_settings(self.settings),
+                                 guard=Guard.of(self.settings.http_allowed_hosts,
+                                                self.settings.metrics_host))
         beat = asyncio.create_task(heartbeat(self), name="sinkfleet-heartbeat")
         beat.add_done_callback(self._background_ended)
         if self.cache is not None:

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
 
 from sinkfleet.ops.lag.exporter import LagExporter
 from sinkfleet.ops.replay import commit_empty_group
@@ -263,6 +264,68 @@ async def test_dashboard_shows_the_api_numbers(catalogue_factory: Any) -> None:
                                          for u in requested), requested
                 assert any("/api/history?group=" in u for u in requested)
                 assert any(u.endswith("/api/events") for u in requested)
+            finally:
+                await browser.close()
+    finally:
+        exporter.stop()
+        await asyncio.wait_for(task, 30)
+
+
+HOSTILE_URLS = ("javascript:document.title='pwned'", " JaVaScRiPt:alert(1)",
+                "data:text/html,<script>alert(1)</script>", "//evil.example/metrics",
+                "vbscript:msgbox(1)")
+
+
+async def test_dashboard_links_only_http_metrics_urls(catalogue_factory: Any) -> None:
+    """A metrics_url planted in sinkfleet.workers (anyone who can write the table) is shown
+    as text unless it is an absolute http(s) URL; clicking it does nothing. The exporter
+    wants a token here: the browser sends it as HTTP Basic, as a person would type it."""
+    async_playwright = _require_browser()
+    tc: TestCatalogue = await catalogue_factory(partitions=1)
+    rows = {f"evil{i}-{tc.suffix}": url for i, url in enumerate(HOSTILE_URLS)}
+    rows[f"good-{tc.suffix}"] = "https://10.0.0.7:9300/metrics"
+    conn = await connect(tc.settings)
+    try:
+        for worker_id, url in rows.items():
+            await conn.execute(UPSERT, worker_id, tc.group, "host", 4242, url, "ok", 1, 1, 1, 0)
+    finally:
+        await conn.close()
+    token = "dashboard-token"
+    settings = tc.settings.model_copy(update={"exporter_token": SecretStr(token)})
+    exporter = LagExporter(settings, interval=0.5, groups=[tc.group])
+    bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(exporter.run("127.0.0.1", 0, on_bound=bound.set_result))
+    try:
+        base = f"http://127.0.0.1:{await asyncio.wait_for(bound, 30)}"
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                               headless=True)
+            try:
+                page = await browser.new_page(
+                    http_credentials={"username": "me", "password": token})
+                dialogs: list[str] = []
+                page.on("dialog", lambda d: (dialogs.append(d.message),
+                                             asyncio.ensure_future(d.dismiss())))
+                await page.goto(f"{base}/")
+                await page.wait_for_function(
+                    "(n) => document.querySelectorAll('#workers tr[data-worker]').length === n",
+                    arg=len(rows), timeout=20_000)
+                title = await page.title()
+                for worker_id, url in rows.items():
+                    cell = page.locator(f'#workers tr[data-worker="{worker_id}"] td').last
+                    links = cell.locator("a")
+                    if worker_id.startswith("good"):
+                        assert await links.count() == 1
+                        assert await links.get_attribute("href") == url
+                        continue
+                    assert await links.count() == 0, url
+                    assert await cell.inner_text() == url.strip()
+                    await cell.click()
+                    await page.wait_for_timeout(200)
+                    assert page.url == f"{base}/"
+                    assert await page.title() == title
+                assert await page.locator("#workers a[href]").count() == 1
+                assert dialogs == []
             finally:
                 await browser.close()
     finally:

@@ -44,8 +44,8 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 
 def _status(path: str, health: Health) -> tuple[int, str]:
-    head, _, body = route(path, None, health).partition(b"\r\n\r\n")  # type: ignore[arg-type]
-    return int(head.split()[1]), body.decode()
+    reply = route(path, None, health)  # type: ignore[arg-type]
+    return reply.status, reply.body.decode()
 
 
 def test_health_routes_follow_phase_and_problems() -> None:

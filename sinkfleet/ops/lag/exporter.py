@@ -22,7 +22,7 @@ from urllib.parse import parse_qs
 import asyncpg
 
 from sinkfleet.config import Settings
-from sinkfleet.http import response, serve
+from sinkfleet.http_server import Guard, HttpLimits, Reply, serve
 from sinkfleet.ops.lag.collect import LagCollector, Snapshot
 from sinkfleet.ops.lag.metrics import CONTENT_TYPE, MetricsPage
 from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
@@ -43,7 +43,7 @@ class LagExporter:
         self.events: deque[dict[str, Any]] = deque(maxlen=500)
         # Rendered at the first request after each poll, then served from here.
         self._page: MetricsPage | None = None
-        self._lag_json: tuple[Snapshot | None, bytes] = (None, b"")
+        self._lag_json: tuple[Snapshot | None, Reply] = (None, Reply(200, b""))
         self._stop = asyncio.Event()
         self._last_error: str | None = None
         self._pg: asyncpg.Connection | None = None
@@ -61,7 +61,11 @@ class LagExporter:
 
     async def run(self, host: str, port: int,
                   on_bound: Callable[[int], None] | None = None) -> None:
-        server = await serve(host, port, self.handle, on_bound)
+        token = self.settings.exporter_token
+        guard = Guard.of(self.settings.http_allowed_hosts, host,
+                         token.get_secret_value() if token else None)
+        server = await serve(host, port, self.handle, on_bound, guard=guard,
+                             limits=HttpLimits.from_settings(self.settings))
         try:
             async with self.collector:
                 while not self._stop.is_set():
@@ -92,11 +96,11 @@ class LagExporter:
         except asyncpg.UndefinedTableError:
             return {"workers": [], "error": "no sinkfleet.workers table: run sinkfleet db migrate"}
 
-    def handle(self, path: str, query: str) -> bytes | Awaitable[bytes]:
+    def handle(self, path: str, query: str) -> Reply | Awaitable[Reply]:
         if path == "/api/workers":
             return self._json_later(self.workers())
         if path == "/metrics":
-            return response("200 OK", self.metrics(), CONTENT_TYPE)
+            return Reply(200, self.metrics(), CONTENT_TYPE)
         if path == "/api/lag":
             return self.lag_json()
         if path == "/api/history":
@@ -107,14 +111,14 @@ class LagExporter:
         if path == "/healthz":
             fresh = self.snapshot is not None and time.time() - self.snapshot.at < 3 * max(
                 self.interval, 5)
-            return response("200 OK" if fresh and not self._last_error
-                            else "503 Service Unavailable", (self._last_error or "ok").encode())
+            return Reply(200 if fresh and not self._last_error else 503,
+                         (self._last_error or "ok").encode())
         if path in ("/", "/index.html"):
             page = resources.files("sinkfleet.ops.lag").joinpath("dashboard.html")
             if page.is_file():
-                return response("200 OK", page.read_bytes(), "text/html; charset=utf-8")
-            return response("404 Not Found", b"dashboard not installed")
-        return response("404 Not Found", b"try /, /metrics, /api/lag, /api/history?group=G")
+                return Reply(200, page.read_bytes(), "text/html; charset=utf-8")
+            return Reply(404, b"dashboard not installed")
+        return Reply(404, b"try /, /metrics, /api/lag, /api/history?group=G")
 
     def metrics(self) -> bytes:
         """/metrics: the snapshot rendered once, lag_seconds aged to now."""
@@ -125,7 +129,7 @@ class LagExporter:
             self._page = MetricsPage(snap, self._page.labels if self._page else None)
         return self._page.render(time.time())
 
-    def lag_json(self) -> bytes:
+    def lag_json(self) -> Reply:
         snap = self.snapshot
         if snap is None:
             return _json({"groups": [], "pending": True})
@@ -133,7 +137,7 @@ class LagExporter:
             self._lag_json = (snap, _json(snap.as_dict()))
         return self._lag_json[1]
 
-    async def _json_later(self, body: Awaitable[dict[str, Any]]) -> bytes:
+    async def _json_later(self, body: Awaitable[dict[str, Any]]) -> Reply:
         return _json(await body)
 
     def history(self, group: str) -> dict[str, Any]:
@@ -145,5 +149,5 @@ class LagExporter:
                 "events": [e for e in self.events if e["group"] == group]}
 
 
-def _json(body: Any) -> bytes:
-    return response("200 OK", json.dumps(body).encode(), "application/json")
+def _json(body: Any) -> Reply:
+    return Reply(200, json.dumps(body).encode(), "application/json")
