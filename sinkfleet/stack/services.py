@@ -318,6 +318,7 @@ class Redis(Service):
                 # A cache: it is rebuilt from PostgreSQL, so no persistence.
                 'save ""',
                 "appendonly no",
+                f"maxmemory {self.settings.redis_maxmemory}",
                 "maxmemory-policy allkeys-lru",
                 "",
             ]))
