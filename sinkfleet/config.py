@@ -32,6 +32,7 @@ PgSslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verif
 
 
 _PLAIN_ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # a role name that is also a file name
+_REDIS_SIZE = re.compile(r"[1-9][0-9]{0,12}(?:[kmg]b?)?", re.IGNORECASE)  # redis.conf units
 
 
 def env_name(field: str) -> str:
@@ -63,7 +64,7 @@ class Settings(BaseSettings):
     # A worker that dies without leaving its group (kill -9, a lost node) holds its
     # partitions this long. 6 s is the broker's default minimum; heartbeats every sixth.
     kafka_session_timeout_ms: int = Field(6_000, ge=1_000, le=300_000)
-    schema_registry_url: str | None = None
+    schema_registry_url: str | None = Field(None, repr=False)  # may hold user:password@
     # Kafka security (every client is built by sinkfleet.kafka.kafka_client_kwargs)
     kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
     kafka_sasl_mechanism: KafkaSaslMechanism = "PLAIN"
@@ -128,11 +129,22 @@ class Settings(BaseSettings):
     redis_username: str | None = None  # Redis 6+ ACL user; unset = the default user
     redis_tls: bool = False
     redis_ssl_ca_certs: Path | None = None  # unset: the system's trust store
+    # The local stack's Redis: a bound, so allkeys-lru evicts instead of growing without one.
+    redis_maxmemory: str = "256mb"
 
     @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("redis_maxmemory")
+    @classmethod
+    def _redis_size(cls, value: str) -> str:
+        # Written into redis.conf: a whole-string match keeps a newline from adding lines.
+        if not _REDIS_SIZE.fullmatch(value):
+            raise ValueError(f"{value!r} is not a Redis memory size like 256mb, 1gb or"
+                             " 500000000")
+        return value
 
     @field_validator("pg_sslmode", mode="before")
     @classmethod

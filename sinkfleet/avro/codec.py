@@ -11,6 +11,7 @@ is a ``DecodeError`` with a short, one-line message (it becomes a dead-letter he
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import threading
@@ -42,6 +43,7 @@ from sinkfleet.errors import (
     UnknownWriterSchema,
     ValidationError,
 )
+from sinkfleet.urls import split_credentials
 
 install()  # logical types decode exactly or not at all (sinkfleet/avro/logical.py)
 
@@ -104,7 +106,17 @@ class SchemaStore:
         # id(parsed) -> (parsed, recursive?, named types); holding `parsed` keeps ids unique
         self._shapes: dict[int, tuple[Any, bool, dict[str, Any]]] = {}
         self._failed: dict[int, tuple[float, DecodeError]] = {}  # id -> (when, why)
-        self._registry = registry_url.rstrip("/") if registry_url else None
+        # user:pass@ in the URL is sent as Basic auth and kept out of the URL the HTTP
+        # libraries see, so none of their errors (which end up in dead letters, logs and
+        # /healthz) can quote the password.
+        self._registry: str | None = None
+        self._auth: dict[str, str] = {}  # the Authorization header, if any
+        if registry_url:
+            base, creds = split_credentials(registry_url)
+            self._registry = base.rstrip("/")
+            if creds is not None:
+                token = base64.b64encode(":".join(creds).encode()).decode()
+                self._auth = {"Authorization": f"Basic {token}"}
         self._timeout = timeout
         self._retry_after = retry_after
         self._retry_unreachable = retry_unreachable
@@ -202,9 +214,11 @@ class SchemaStore:
 
     def _fetch(self, schema_id: int) -> Any:
         """Blocking HTTP, for callers without an event loop; workers use ``look_up``."""
-        url = f"{self._registry}/schemas/ids/{schema_id}"
         try:
-            with urllib.request.urlopen(url, timeout=self._timeout) as resp:
+            request = urllib.request.Request(f"{self._registry}/schemas/ids/{schema_id}")
+            for name, value in self._auth.items():
+                request.add_unredirected_header(name, value)
+            with urllib.request.urlopen(request, timeout=self._timeout) as resp:
                 return _answer(schema_id, 200, resp.read(MAX_REGISTRY_ANSWER_BYTES + 1))
         except urllib.error.HTTPError as exc:
             return _answer(schema_id, exc.code, b"")
@@ -226,7 +240,8 @@ class SchemaStore:
         slots = asyncio.Semaphore(concurrency)
         limit = aiohttp.ClientTimeout(total=timeout or self._timeout)
         async with aiohttp.ClientSession(
-                timeout=limit, connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+                timeout=limit, connector=aiohttp.TCPConnector(limit=concurrency),
+                headers=self._auth) as http:
 
             async def one(schema_id: int) -> None:
                 async with slots:

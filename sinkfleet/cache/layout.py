@@ -33,6 +33,12 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _ONE_US = dt.timedelta(microseconds=1)
 _SCORE_TYPES = {"timestamptz", "date", "smallint", "integer", "bigint", "real",
                 "double precision", "numeric"}
+# A recent row stamped further ahead than this (a wrong clock, a hostile producer) is
+# scored as if stamped now + FUTURE_SKEW: scored by its timestamp it would hold one of the
+# `keep` slots of its key until that time (years, maybe), hiding the real newest rows.
+# docs/sink-modes.md, "Recent cache and future timestamps".
+FUTURE_SKEW = dt.timedelta(minutes=5)
+_TIME_TYPES = {"timestamptz", "date"}
 
 
 def score(value: Any) -> float:
@@ -156,9 +162,14 @@ class CacheLayout:
             digest = content_hash(self.project(row, "recent"), self.jsonb)
         return rank_text(millis(row.get(PRODUCED_FIELD)), bytes(digest))
 
-    def score(self, row: dict[str, Any]) -> float:
+    def score(self, row: dict[str, Any], now: dt.datetime | None = None) -> float:
+        """A recent row's score: its ``order_by`` value, a time capped at ``now`` (default:
+        the clock) + ``FUTURE_SKEW``."""
         assert self.recent is not None
-        return score(row.get(self.recent.order_by))
+        value = score(row.get(self.recent.order_by))
+        if self.recent.order_type not in _TIME_TYPES:
+            return value
+        return min(value, score((now or dt.datetime.now(dt.UTC)) + FUTURE_SKEW))
 
 
 def cache_layouts(sinks: Sequence[Sink]) -> dict[str, CacheLayout]:

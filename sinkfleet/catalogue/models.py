@@ -10,14 +10,16 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from sinkfleet.avro.compat import Level
 
-IDENT_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
-TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+# Whole-string patterns: \A…\Z, never ^…$ ($ also matches before a final "\n", so
+# "events\n" would pass); callers use fullmatch, the anchors keep any .match() safe too.
+IDENT_RE = re.compile(r"\A[a-z_][a-z0-9_]{0,62}\Z")
+TOPIC_RE = re.compile(r"\A[A-Za-z0-9._-]{1,249}\Z")
 FIELD_PATH_RE = re.compile(
-    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(\[(0|[1-9][0-9]{0,3})\])?$")
+    r"\A[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(\[(0|[1-9][0-9]{0,3})\])?\Z")
 
 
 def _ident(value: str) -> str:
-    if not IDENT_RE.match(value):
+    if not IDENT_RE.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a safe SQL identifier: use lower-case letters, digits and _"
             " (at most 63, not starting with a digit)"
@@ -26,13 +28,13 @@ def _ident(value: str) -> str:
 
 
 def _topic(value: str) -> str:
-    if not TOPIC_RE.match(value) or value in {".", ".."}:
+    if not TOPIC_RE.fullmatch(value) or value in {".", ".."}:
         raise ValueError(f"{value!r} is not a valid Kafka topic name ([A-Za-z0-9._-], ≤ 249)")
     return value
 
 
 def _field_path(value: str) -> str:
-    if not FIELD_PATH_RE.match(value):
+    if not FIELD_PATH_RE.fullmatch(value):
         raise ValueError(f"{value!r} is not a field path like 'reward.goal' or 'state[0]'")
     return value
 
@@ -127,7 +129,7 @@ class CacheSpec(_Strict):
     recent: RecentCacheSpec | None = None
 
 
-DURATION_RE = re.compile(r"^([1-9][0-9]{0,4})([hdw])$")
+DURATION_RE = re.compile(r"\A([1-9][0-9]{0,4})([hdw])\Z")
 _UNIT = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 # The longest a partition of each interval spans (a month: 31 days).
 INTERVAL_SPAN = {"hour": timedelta(hours=1), "day": timedelta(days=1),
@@ -136,7 +138,7 @@ INTERVAL_SPAN = {"hour": timedelta(hours=1), "day": timedelta(days=1),
 
 def parse_keep(value: str) -> timedelta:
     """``48h``, ``7d`` or ``2w`` as a timedelta."""
-    m = DURATION_RE.match(value)
+    m = DURATION_RE.fullmatch(value)
     if m is None:
         raise ValueError(f"{value!r} is not a duration like 48h, 7d or 2w")
     return int(m.group(1)) * _UNIT[m.group(2)]

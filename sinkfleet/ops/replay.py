@@ -67,13 +67,13 @@ class Target:
                 "duration": "back by {}"}[self.kind].format(self.value).strip()
 
 
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-_ISO_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?$")
+_DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+_ISO_DURATION = re.compile(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)S)?)?")
 
 
 def parse_duration(text: str) -> timedelta:
     """``1h30m``, ``2d``, ``45s`` or ISO-8601 ``PT1H30M`` / ``P2D``."""
-    m = _DURATION.match(text) or _ISO_DURATION.match(text.upper())
+    m = _DURATION.fullmatch(text) or _ISO_DURATION.fullmatch(text.upper())
     if not text or m is None or not any(m.groups()):
         raise ConfigError(f"--by-duration {text!r}: use e.g. 90m, 1h30m, 2d or PT1H30M")
     d, h, mi, s = (int(g or 0) for g in m.groups())

@@ -44,7 +44,7 @@ SAMPLES = 20  # differing rows shown per sink
 
 def shadow_catalogue(catalogue: Catalogue, sink_names: list[str], schema: str) -> Catalogue:
     """The named sinks with their tables moved to ``schema`` (nothing else changes)."""
-    if not IDENT_RE.match(schema):
+    if not IDENT_RE.fullmatch(schema):
         raise ConfigError(f"--into {schema!r} is not a valid schema name")
     live = {catalogue.sinks[n].spec.db_schema for n in catalogue.sinks}
     if schema in live:

@@ -18,6 +18,8 @@ import typer
 from sinkfleet.errors import ConfigError
 
 if TYPE_CHECKING:
+    from rich.text import Text
+
     from sinkfleet.read.reader import Reader
 
 query_app = typer.Typer(help="Read sinks: events, recent rows, state, history, audit trails.",
@@ -55,19 +57,24 @@ def _plain(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def _cell(value: Any) -> str:
+def _cell(value: Any) -> Text:
+    """A stored value as plain text: rows are untrusted, so never parsed as markup."""
+    from rich.text import Text
+
     if value is None:
-        return "[dim]-[/]"
+        return Text("-", style="dim")
     if isinstance(value, (dict, list)):
-        return json.dumps(value, default=_plain, ensure_ascii=False)
+        return Text(json.dumps(value, default=_plain, ensure_ascii=False))
     plain = _plain(value) if isinstance(value, (dt.date, dt.time, bytes, uuid.UUID,
                                                  Decimal)) else value
-    return str(plain).replace("[", r"\[")
+    return Text(str(plain))
 
 
 def _show(rows: list[dict[str, Any]], as_json: bool, columns: str | None, title: str,
           stats: dict[str, Any] | None = None) -> None:
+    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
     from sinkfleet.cli import console, err
 
@@ -75,7 +82,7 @@ def _show(rows: list[dict[str, Any]], as_json: bool, columns: str | None, title:
         print(json.dumps(rows, default=_plain, ensure_ascii=False))
         return
     if not rows:
-        err.print(f"{title}: no rows")
+        err.print(f"{escape(title)}: no rows")
         return
     names = list(rows[0])
     if columns:
@@ -86,11 +93,11 @@ def _show(rows: list[dict[str, Any]], as_json: bool, columns: str | None, title:
                               f" {', '.join(names)}")
         names = wanted
     if len(rows) == 1 and not columns:  # one row: a column per line reads better
-        table = Table("column", "value", title=title)
+        table = Table("column", "value", title=Text(title))
         for name in names:
-            table.add_row(name, _cell(rows[0][name]))
+            table.add_row(Text(name), _cell(rows[0][name]))
     else:
-        table = Table(*names, title=f"{title} ({len(rows):,} rows)")
+        table = Table(*map(escape, names), title=Text(f"{title} ({len(rows):,} rows)"))
         for row in rows:
             table.add_row(*(_cell(row.get(n)) for n in names))
     console.print(table)

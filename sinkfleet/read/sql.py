@@ -228,9 +228,11 @@ class SinkSql:
                                   f" {', '.join(ACTOR_COLUMNS)}); columns:"
                                   f" {', '.join(self.columns)}")
             filters[column] = actor
-        filters.update(where or {})
         args: list[Any] = []
-        clauses = self._equal(filters, args, "where")
+        # ``where`` only narrows: its own clauses are ANDed to the tenant's (and actor's),
+        # so a where on the tenant column can never read another tenant's trail.
+        clauses = self._equal(filters, args, "audit_trail")
+        clauses += self._equal(where or {}, args, "where")
         clauses += self._time_range(start, end, args, "audit_trail")
         args.append(_limit(limit))
         return (f"SELECT {self._select(AUDIT_CHAIN_COLUMNS)} FROM {spec.qualified_table}"

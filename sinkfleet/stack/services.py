@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sinkfleet.config import Settings
 from sinkfleet.errors import StackError
+from sinkfleet.private_files import write_private
 from sinkfleet.stack.process import ManagedProcess, port_open
 
 
@@ -245,7 +246,7 @@ class Postgres(Service):
         if (self.data / "PG_VERSION").is_file():
             return
         pwfile = root / ".pwfile"
-        pwfile.write_text(self.password + "\n")
+        write_private(pwfile, self.password + "\n")
         if user is not None:
             shutil.chown(pwfile, user, user)
         try:
@@ -317,6 +318,7 @@ class Redis(Service):
                 # A cache: it is rebuilt from PostgreSQL, so no persistence.
                 'save ""',
                 "appendonly no",
+                f"maxmemory {self.settings.redis_maxmemory}",
                 "maxmemory-policy allkeys-lru",
                 "",
             ]))

@@ -5,6 +5,7 @@ PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 import time
 from typing import Any
@@ -13,6 +14,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from sinkfleet.cache import CacheLayout, CacheWriter
+from sinkfleet.cache import layout as cache_layout
+from sinkfleet.cache.layout import FUTURE_SKEW, RecentLayout, score
 from sinkfleet.cache.store import CAS_SCRIPT, redis_client
 from sinkfleet.sink.changes import Change
 from tests.cache.records import event, now_us, workflow
@@ -307,3 +310,58 @@ async def test_start_and_close_with_redis_unreachable(cache_catalogue: CacheCata
 
 async def _true(value: Any) -> Any:
     return value
+
+
+async def test_a_future_timestamp_does_not_pin_the_recent_cache(
+        cache_catalogue: CacheCatalogue, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row stamped years ahead is scored as "now + FUTURE_SKEW" when cached (skew 0
+    here, to see it within a test): RECENT_KEEP rows arriving after it push it out,
+    instead of it holding a slot until its timestamp passes."""
+    monkeypatch.setattr(cache_layout, "FUTURE_SKEW", dt.timedelta(0))
+    cc = cache_catalogue
+    sink = cc.sink("experience_events")
+    lay = CacheLayout.of(sink)
+    writer = CacheWriter(cc.settings, [sink], group="g", registry=CollectorRegistry())
+    await writer.start()
+    future = now_us() + 10 * 365 * 86_400_000_000
+    try:
+        before = now_us()
+        await store(cc, "experience_events", [event("f:1", 1, 99, future)], writer)
+        await settled(writer)
+        after = now_us()
+        client = redis_client(cc.settings)
+        try:
+            key = lay.recent_key(["f:1", 1])
+            [(member, pinned)] = await client.zrange(key, 0, -1, withscores=True)
+            assert json.loads(member)["step_number"] == 99
+            assert before <= pinned <= after  # scored as its arrival, not year +10
+            await asyncio.sleep(0.002)
+            newer = [event("f:1", 1, s, now_us() + s) for s in range(RECENT_KEEP)]
+            await store(cc, "experience_events", newer, writer)
+            await settled(writer)
+            members = await client.zrange(key, 0, -1, desc=True)
+        finally:
+            await client.aclose()
+        assert [json.loads(m)["step_number"] for m in members] == list(
+            range(RECENT_KEEP))[::-1]
+    finally:
+        await writer.close()
+
+
+def layout_of(recent: RecentLayout) -> CacheLayout:
+    return CacheLayout(sink="s", latest_columns=(), recent_columns=(), jsonb=frozenset(),
+                       ids=(), version=None, latest=False, recent=recent, types={})
+
+
+def test_score_caps_only_timestamps_ahead_of_the_skew() -> None:
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    recent = RecentLayout(("a",), 5, 60, "ts", "timestamptz")
+    lay = layout_of(recent)
+    near = now + FUTURE_SKEW - dt.timedelta(microseconds=1)
+    cap = score(now + FUTURE_SKEW)
+    assert lay.score({"ts": near}, now=now) == score(near)
+    assert lay.score({"ts": now + dt.timedelta(days=3650)}, now=now) == cap
+    assert lay.score({"ts": now - dt.timedelta(days=1)}, now=now) == score(
+        now - dt.timedelta(days=1))
+    counted = layout_of(RecentLayout(("a",), 5, 60, "n", "bigint"))
+    assert counted.score({"n": 10**15}, now=now) == float(10**15)

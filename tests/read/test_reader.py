@@ -158,6 +158,24 @@ async def test_audit_trail_by_tenant_actor_and_time(cache_catalogue: CacheCatalo
             await r.audit_trail(cc.names["policies"], tenant="x")
 
 
+async def test_audit_trail_where_never_widens_the_tenant(
+        cache_catalogue: CacheCatalogue) -> None:
+    """``where`` narrows a trail, never replaces its tenant (or actor): a where on the
+    tenant column that names another tenant ANDs to nothing, it does not read theirs."""
+    cc = cache_catalogue
+    await fill(cc)
+    sink = cc.names["audit_entries"]
+    async with Reader(cc.settings, cc.catalogue) as r:
+        assert await r.audit_trail(sink, tenant="tenant-1",
+                                   where={"tenant_id": "tenant-2"}) == []
+        assert await r.audit_trail(sink, tenant="tenant-1", actor="agent-1",
+                                   where={"actor": "agent-0"}) == []
+        same = await r.audit_trail(sink, tenant="tenant-1", where={"tenant_id": "tenant-1"})
+        assert [e["action"] for e in same] == [f"act-{i}" for i in range(6)]
+        narrowed = await r.audit_trail(sink, tenant="tenant-1", where={"actor": "agent-1"})
+        assert [e["action"] for e in narrowed] == ["act-1", "act-3", "act-5"]
+
+
 async def test_reader_falls_back_when_redis_is_down(cache_catalogue: CacheCatalogue) -> None:
     cc = cache_catalogue
     await fill(cc)

@@ -24,6 +24,7 @@ from fastavro.write import Writer
 
 from sinkfleet.catalogue import Column, Sink
 from sinkfleet.errors import SinkfleetError
+from sinkfleet.private_files import open_private, private_dirs
 
 FORMAT = "sinkfleet-archive/1"
 ZSTD_LEVEL = 3  # benchmarks/retention.py: 9 saves ~1.5 % for 2.5x the compression CPU
@@ -132,8 +133,8 @@ class ArchiveWriter:
         self.path, self.tmp = path, path.with_name(path.name + ".tmp")
         self.codec = codec or best_codec()
         self.rows = 0
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in close()/abort()
+        private_dirs(path.parent)
+        self._fh = os.fdopen(open_private(self.tmp), "wb")  # closed in close()/abort()
         self._out = _Hashing(self._fh)
         level = ZSTD_LEVEL if self.codec == "zstandard" else None
         self._writer = Writer(cast(BinaryIO, self._out), fastavro.parse_schema(schema),

@@ -22,6 +22,7 @@ from sinkfleet.ops.archive.avro import (
     archive_schema,
     select_list,
 )
+from sinkfleet.private_files import write_private
 from sinkfleet.sink.postgres.ddl import quote_ident
 
 FETCH_ROWS = 5000
@@ -77,7 +78,7 @@ def manifest_path(file: Path) -> Path:
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    write_private(tmp, json.dumps(data, indent=2) + "\n")
     os.replace(tmp, path)
 
 

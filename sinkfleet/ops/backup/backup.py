@@ -41,6 +41,7 @@ from sinkfleet.ops.backup.manifest import (
 from sinkfleet.ops.backup.pgtools import find_tool, libpq_env, run_tool
 from sinkfleet.ops.positions import KafkaPositions, StoredOffset, group_topics, stored_offsets
 from sinkfleet.ops.signing import matching_keys
+from sinkfleet.private_files import open_private
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.ddl import quote_ident
 
@@ -240,9 +241,9 @@ def _to_tar(directory: Path) -> Path:
     target = directory.with_name(directory.name + ".tar")
     partial = directory.with_name(f".{directory.name}.tar.partial")
     try:
-        with tarfile.open(partial, "w") as tf:  # the dump is compressed already
+        with os.fdopen(open_private(partial), "wb") as fh, \
+                tarfile.open(fileobj=fh, mode="w") as tf:  # the dump is compressed already
             tf.add(directory, arcname=directory.name)
-        partial.chmod(0o600)
         partial.rename(target)
     except BaseException:
         partial.unlink(missing_ok=True)

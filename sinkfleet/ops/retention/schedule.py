@@ -28,12 +28,12 @@ from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
 from sinkfleet.sink.postgres.migrate import ensure_partitions
 
 log = logging.getLogger("sinkfleet.retention")
-_EVERY = re.compile(r"^([1-9][0-9]{0,5})([smhd])$")
+_EVERY = re.compile(r"([1-9][0-9]{0,5})([smhd])")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_every(text: str) -> timedelta:
-    m = _EVERY.match(text.strip())
+    m = _EVERY.fullmatch(text.strip())
     if m is None:
         raise ConfigError(f"--every {text!r}: use e.g. 30s, 15m, 1h or 1d")
     return timedelta(seconds=int(m.group(1)) * _UNITS[m.group(2)])

@@ -11,7 +11,7 @@ from sinkfleet.catalogue.models import IDENT_RE
 
 def quote_ident(name: str) -> str:
     """Quote an identifier that already passed the catalogue's strict pattern."""
-    if not IDENT_RE.match(name):
+    if not IDENT_RE.fullmatch(name):
         raise ValueError(f"refusing unsafe SQL identifier {name!r}")
     return f'"{name}"'
 
