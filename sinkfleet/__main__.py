@@ -1,3 +1,3 @@
-from sinkfleet.cli import main
+from sinkfleet.cli.app import main
 
 main()

@@ -1,7 +1,4 @@
 """`sinkfleet audit verify`: the typer sub-app (logic in ops/audit.py).
-
-``sinkfleet.cli`` imports this module to register ``audit_app``, so its helpers
-are imported inside the commands, not at the top.
 """
 
 from __future__ import annotations
@@ -11,6 +8,8 @@ import time
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from sinkfleet.cli.base import console, friendly, run, say, settings_and_catalogue
 
 if TYPE_CHECKING:
     from sinkfleet.ops.audit import Verification
@@ -39,7 +38,6 @@ def audit_verify(
 
     from rich.table import Table
 
-    from sinkfleet.cli import console, friendly, run, settings_and_catalogue
     from sinkfleet.ops.audit import verify
 
     @friendly
@@ -92,8 +90,6 @@ def audit_verify(
 def _print_anchor(result: Verification) -> None:
     """Which signed checkpoint the chains were held against, and what is wrong with the
     checkpoint files; or that there is none."""
-    from sinkfleet.cli import console
-
     anchor = result.anchor
     assert anchor is not None
     for p in anchor.problems:
@@ -121,7 +117,6 @@ def audit_checkpoint(
 
     Written to SINKFLEET_AUDIT_CHECKPOINT_DIR, outside PostgreSQL. Exit 1 if a chain is
     broken (its previously signed head is kept)."""
-    from sinkfleet.cli import friendly, run, say, settings_and_catalogue
     from sinkfleet.ops.audit import checkpoint
 
     @friendly

@@ -1,7 +1,4 @@
 """`sinkfleet dlq inspect|replay`: the typer sub-app (logic in ops/dlq*.py).
-
-``sinkfleet.cli`` imports this module to register ``dlq_app``, so its helpers
-(``friendly``, ``run``, ``console``) are imported inside the commands, not at the top.
 """
 
 from __future__ import annotations
@@ -14,6 +11,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+
+from sinkfleet.cli.base import console, err, friendly, run, say, settings_and_catalogue
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -36,16 +35,14 @@ SHOWN = 50  # replayed records listed in the table
 
 
 def _friendly(fn: Callable[..., T]) -> Callable[..., T]:
-    """``sinkfleet.cli.friendly``, imported when called (cli imports this module)."""
+    """``friendly``, with aiokafka's logs silenced: failures surface as exceptions we turn
+    into one line, which its logs would only repeat."""
+    command = friendly(fn)
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        from sinkfleet.cli import friendly
-
-        # Failures surface as exceptions we turn into one line; aiokafka's logs would
-        # only repeat them.
         logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-        return friendly(fn)(*args, **kwargs)
+        return command(*args, **kwargs)
 
     return wrapper
 
@@ -110,7 +107,6 @@ def inspect(
         help="dead since this ISO date-time (UTC unless it names a zone)")] = None,
 ) -> None:
     """List dead letters from the beginning of the dead-letter topic(s); read-only."""
-    from sinkfleet.cli import console, run, say, settings_and_catalogue
     from sinkfleet.ops.dlq import Filter, dlq_topics
     from sinkfleet.ops.dlq import inspect as do_inspect
 
@@ -147,7 +143,6 @@ def replay(
     each with a reason, and stay; then the exit code is 1."""
     from rich.text import Text
 
-    from sinkfleet.cli import err, run, settings_and_catalogue
     from sinkfleet.ops.dlq import Filter, dlq_sources, dlq_topics
     from sinkfleet.ops.dlq_replay import replay as do_replay
 
@@ -168,8 +163,6 @@ def replay(
 def _replayed(result: ReplayResult, apply: bool) -> None:
     from rich.table import Table
     from rich.text import Text
-
-    from sinkfleet.cli import console, say
 
     if result.records:
         table = Table("dlq", "→ topic", "stage", "error",

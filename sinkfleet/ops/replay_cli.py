@@ -1,7 +1,4 @@
 """`sinkfleet replay plan|apply`: the typer sub-app (logic in ops/replay.py).
-
-``sinkfleet.cli`` imports this module to register ``replay_app``, so its helpers are
-imported inside the commands, not at the top.
 """
 
 from __future__ import annotations
@@ -12,6 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from sinkfleet.cli.base import console, friendly, run, say, settings_and_catalogue
 
 if TYPE_CHECKING:
     from sinkfleet.ops.replay import Plan
@@ -24,8 +23,6 @@ AsJson = Annotated[bool, typer.Option("--json", help="JSON on stdout")]
 
 def _table(plan: Plan) -> None:
     from rich.table import Table
-
-    from sinkfleet.cli import console
 
     table = Table("topic", "partition", "current", "from", "target", "re-read", "log start",
                   "log end", title=f"replay plan for {plan.group}: {plan.target}")
@@ -59,7 +56,6 @@ def replay_plan(
     as_json: AsJson = False,
 ) -> None:
     """Show where a group is and where the replay puts it; write the plan file."""
-    from sinkfleet.cli import friendly, run, say, settings_and_catalogue
     from sinkfleet.ops.replay import make_target, plan_replay
 
     @friendly
@@ -97,7 +93,6 @@ def replay_apply(
     as_json: AsJson = False,
 ) -> None:
     """Move the group's offsets to the plan (PostgreSQL, then Kafka); dry run by default."""
-    from sinkfleet.cli import friendly, run, say, settings_and_catalogue
     from sinkfleet.ops.replay import apply_replay, read_plan_csv
 
     @friendly
@@ -134,7 +129,6 @@ def replay_shadow(
                            ] = None,
 ) -> None:
     """Consume the sinks' topics up to their current end into a separate schema."""
-    from sinkfleet.cli import friendly, run, say, settings_and_catalogue
     from sinkfleet.ops.replay import make_target
     from sinkfleet.ops.shadow import run_shadow
 
@@ -161,7 +155,6 @@ def replay_verify(sink: Sinks, into: Into = "sinkfleet_shadow", as_json: AsJson 
     """Compare the shadow tables with the live ones; exit 1 if they differ."""
     from rich.table import Table
 
-    from sinkfleet.cli import console, friendly, run, settings_and_catalogue
     from sinkfleet.ops.shadow import verify_shadow
 
     @friendly

@@ -1,18 +1,15 @@
 """`sinkfleet schemas check|register|list`: the typer sub-app (logic in ops/schemas.py).
-
-``sinkfleet.cli`` imports this module to register ``schemas_app``, so its helpers
-(``friendly``, ``run``, ``console``) are imported inside the commands, not at the top.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import typer
+
+from sinkfleet.cli.base import console, friendly, run, say, settings_and_catalogue
 
 T = TypeVar("T")
 schemas_app = typer.Typer(
@@ -23,20 +20,8 @@ Families = Annotated[list[str] | None, typer.Option(
     "--family", help="only this family (repeat for several); default: every schemas/*.avsc")]
 
 
-def _friendly(fn: Callable[..., T]) -> Callable[..., T]:
-    """``sinkfleet.cli.friendly``, imported when called (cli imports this module)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> T:
-        from sinkfleet.cli import friendly
-
-        return friendly(fn)(*args, **kwargs)
-
-    return wrapper
-
-
 @schemas_app.command("check")
-@_friendly
+@friendly
 def check(
     family: Families = None,
     against: Annotated[Path | None, typer.Option(
@@ -45,7 +30,6 @@ def check(
 ) -> None:
     """Refuse incompatible schema changes (default BACKWARD; `compatibility:` per topic)."""
     from sinkfleet.catalogue.evolution import check_against_dir, refuse_incompatible
-    from sinkfleet.cli import run, say, settings_and_catalogue
     from sinkfleet.ops.schemas import check_against_db
 
     settings, cat = settings_and_catalogue()
@@ -60,10 +44,9 @@ def check(
 
 
 @schemas_app.command("register")
-@_friendly
+@friendly
 def register(family: Families = None) -> None:
     """Check, then record new schema versions in PostgreSQL (all or nothing)."""
-    from sinkfleet.cli import run, say, settings_and_catalogue
     from sinkfleet.ops.schemas import register as do_register
 
     settings, cat = settings_and_catalogue()
@@ -74,7 +57,7 @@ def register(family: Families = None) -> None:
 
 
 @schemas_app.command("list")
-@_friendly
+@friendly
 def list_(
     family: Families = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON on stdout")] = False,
@@ -82,7 +65,6 @@ def list_(
     """Registered versions: family, version, fingerprint, when."""
     from rich.table import Table
 
-    from sinkfleet.cli import console, run
     from sinkfleet.config import load_settings
     from sinkfleet.ops.schemas import list_versions
 

@@ -37,12 +37,12 @@ HEADROOM = 512 << 20  # address space the worker may add once its modules are im
 # everything, plus HEADROOM: far less than any bomb inflated.
 LAUNCHER = """
 import re, resource, sys
-import sinkfleet.cli
+import sinkfleet.cli.app
 held = int(re.search(r"VmSize:\\s+(\\d+) kB", open("/proc/self/status").read())[1]) * 1024
 resource.setrlimit(resource.RLIMIT_AS, (held + {headroom}, held + {headroom}))
 print(f"RLIMIT_AS {{(held + {headroom}) >> 20}} MiB", flush=True)
 sys.argv = ["sinkfleet", *sys.argv[1:]]
-sinkfleet.cli.main()
+sinkfleet.cli.app.main()
 """
 
 

@@ -1,7 +1,7 @@
 """`sinkfleet backup` and `sinkfleet restore`: parse, call, print (logic in this package).
 
-``sinkfleet.cli`` registers these functions as commands, so the heavier imports happen
-inside them.
+``sinkfleet.cli.app`` registers these functions as commands; the heavier imports happen
+inside them, so other commands start fast.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from sinkfleet.cli.base import console, err, friendly, run, say
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -43,8 +45,6 @@ class RichReporter:
 def _progress() -> Progress:
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from sinkfleet.cli import err
-
     return Progress(SpinnerColumn(finished_text="[green]✓[/]"),
                     TextColumn("{task.description}"), TextColumn("[dim]{task.fields[detail]}"),
                     TimeElapsedColumn(), console=err, transient=False)
@@ -58,14 +58,11 @@ def backup_cmd(
 ) -> None:
     """Back up PostgreSQL (pg_dump, custom format), the catalogue and every group's offsets
     (PostgreSQL's and Kafka's), with a manifest of checksums and rows per sink."""
-    from sinkfleet.cli import friendly
-
     friendly(_backup)(out, tar)
 
 
 def _backup(out: Path, tar: bool) -> None:
     from sinkfleet.catalogue import Catalogue, load_catalogue
-    from sinkfleet.cli import err, run
     from sinkfleet.config import load_settings
     from sinkfleet.errors import CatalogueError
     from sinkfleet.ops.backup.backup import run_backup
@@ -85,8 +82,6 @@ def _backup(out: Path, tar: bool) -> None:
 
 def _print_backup(result: BackupResult) -> None:
     from rich.table import Table
-
-    from sinkfleet.cli import console, say
 
     m = result.manifest
     files = m["files"]
@@ -130,14 +125,11 @@ def restore_cmd(
     """Restore a backup into SINKFLEET_PG_DATABASE: the manifest's signature and the
     checksums first, then pg_restore in one transaction, then rows and offsets checked;
     says what workers will re-read."""
-    from sinkfleet.cli import friendly
-
     friendly(_restore)(backup, execute, force, create_db, as_json, allow_unsigned)
 
 
 def _restore(backup: Path, execute: bool, force: bool, create_db: bool, as_json: bool,
              allow_unsigned: bool) -> None:
-    from sinkfleet.cli import run
     from sinkfleet.config import load_settings
     from sinkfleet.ops.backup.backup import QuietReporter, open_backup
     from sinkfleet.ops.backup.restore import run_restore
@@ -166,8 +158,6 @@ def _restore(backup: Path, execute: bool, force: bool, create_db: bool, as_json:
 
 def _print_restore(r: RestoreResult) -> None:
     from rich.table import Table
-
-    from sinkfleet.cli import console, say
 
     m = r.manifest
     say(f"backup {r.backup.name}: taken {m['created_at']} of database"
@@ -210,8 +200,6 @@ def _print_restore(r: RestoreResult) -> None:
 
 def _print_groups(r: RestoreResult) -> None:
     from rich.table import Table
-
-    from sinkfleet.cli import console, say
 
     if not r.groups:
         return

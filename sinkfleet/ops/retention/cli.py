@@ -1,7 +1,4 @@
 """`sinkfleet retention run` and `sinkfleet archive list|restore` (typer sub-apps).
-
-``sinkfleet.cli`` imports this module to register the apps, so the helpers are
-imported inside the commands, not at the top.
 """
 
 from __future__ import annotations
@@ -12,6 +9,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from sinkfleet.cli.base import console, err, friendly, run, say, settings_and_catalogue
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -68,8 +67,6 @@ def plan_table(report: RunReport) -> Table:
 
 
 def print_plan(report: RunReport) -> None:
-    from sinkfleet.cli import console, say
-
     console.print(plan_table(report))
     for p in report.plans:
         say(f"{p.sink}: keep {p.keep}{' then archive' if p.archive else ''}, horizon"
@@ -102,7 +99,6 @@ def retention_run(
 ) -> None:
     """Archive (if the sink asks), detach and drop partitions older than the sink's
     `retention.keep`; the plan is printed first. One run at a time (advisory lock)."""
-    from sinkfleet.cli import err, friendly, run, say, settings_and_catalogue
     from sinkfleet.errors import ConfigError
     from sinkfleet.ops.retention.run import run_retention
     from sinkfleet.ops.retention.schedule import summary
@@ -142,7 +138,6 @@ def _scheduled(every: str, sinks: list[str] | None, log_level: str) -> None:
     import signal
     import sys
 
-    from sinkfleet.cli import run, settings_and_catalogue
     from sinkfleet.ops.retention.run import retention_sinks
     from sinkfleet.ops.retention.schedule import parse_every, run_every
 
@@ -179,7 +174,6 @@ def archive_table(archives: list[ArchiveFile]) -> Table:
 @archive_app.command("list")
 def archive_list(sink: Sinks = None, as_json: AsJson = False) -> None:
     """Every archived partition: range, rows, size, checksum, when dropped/restored."""
-    from sinkfleet.cli import console, friendly, run, say, settings_and_catalogue
     from sinkfleet.ops.archive.store import list_archives
     from sinkfleet.sink.postgres.connect import connect
 
@@ -217,7 +211,6 @@ def archive_restore(
 ) -> None:
     """Bring archived rows of [--from, --to) back into PostgreSQL (partitions re-created
     as needed; idempotent: rows already there are skipped)."""
-    from sinkfleet.cli import err, friendly, run, say, settings_and_catalogue
     from sinkfleet.ops.archive.restore import restore_range
 
     @friendly

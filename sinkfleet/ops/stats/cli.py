@@ -1,5 +1,5 @@
-"""`sinkfleet stats`: parse, call, print (logic in report.py). ``sinkfleet.cli`` registers
-``stats_cmd``, so the heavier imports happen inside it."""
+"""`sinkfleet stats`: parse, call, print (logic in report.py). ``sinkfleet.cli.app`` registers
+``stats_cmd``; the heavier imports happen inside it, so other commands start fast."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import json
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+from sinkfleet.cli.base import console, err, friendly, run, say, settings_and_catalogue
 
 if TYPE_CHECKING:
     from sinkfleet.ops.stats.report import StatsReport
@@ -23,13 +25,10 @@ def stats_cmd(
 ) -> None:
     """Per sink: rows, bytes (indexes and TOAST included), bytes per row, partitions,
     oldest/newest record, Redis keys and memory; per group: lag; the cache hit rate."""
-    from sinkfleet.cli import friendly
-
     friendly(_stats)(exact, sink, redis_max_keys, as_json)
 
 
 def _stats(exact: bool, sink: str | None, redis_max_keys: int, as_json: bool) -> None:
-    from sinkfleet.cli import err, run, settings_and_catalogue
     from sinkfleet.ops.stats.report import collect_stats
 
     settings, cat = settings_and_catalogue()
@@ -70,8 +69,6 @@ def _when(value: Any) -> str:
 def render(report: StatsReport) -> None:
     from rich.table import Table
 
-    from sinkfleet.cli import console, say
-
     redis = report.redis
     table = Table("sink", "mode", "rows", "size", "bytes/row", "parts", "oldest", "newest",
                   "history rows", "cache keys", "cache memory",
@@ -106,8 +103,6 @@ def render(report: StatsReport) -> None:
 def _render_groups(report: StatsReport) -> None:
     from rich.table import Table
 
-    from sinkfleet.cli import console, say
-
     if report.kafka_error:
         say(f"[yellow]Kafka:[/] {report.kafka_error}")
     if not report.groups or report.kafka_error:
@@ -124,8 +119,6 @@ def _render_groups(report: StatsReport) -> None:
 
 
 def _render_redis(report: StatsReport) -> None:
-    from sinkfleet.cli import say
-
     r = report.redis
     if not r.available:
         say(f"[yellow]Redis:[/] {r.error}")

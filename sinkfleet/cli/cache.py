@@ -1,7 +1,4 @@
 """`sinkfleet cache rebuild`: the typer sub-app (logic in cache/rebuild.py).
-
-``sinkfleet.cli`` imports this module to register ``cache_app``, so its helpers are
-imported inside the commands.
 """
 
 from __future__ import annotations
@@ -10,6 +7,8 @@ import json
 from typing import Annotated
 
 import typer
+
+from sinkfleet.cli.base import console, err, friendly, run, settings_and_catalogue
 
 cache_app = typer.Typer(help="The Redis caches (derived from PostgreSQL).",
                         no_args_is_help=True)
@@ -25,8 +24,6 @@ def rebuild(
 
     Deletes the sink's keys (SCAN by prefix, never FLUSHALL), then writes every latest
     state and the newest rows of every recent key still within its TTL."""
-    from sinkfleet.cli import friendly
-
     friendly(_rebuild)(sink, as_json)
 
 
@@ -35,8 +32,6 @@ def _rebuild(sink: str | None, as_json: bool) -> None:
 
     from sinkfleet.cache.layout import cached_sinks
     from sinkfleet.cache.rebuild import rebuild_caches
-    from sinkfleet.cli import console, err, run, settings_and_catalogue
-
     settings, cat = settings_and_catalogue()
     sinks = cached_sinks(cat, sink)
     if not sinks:

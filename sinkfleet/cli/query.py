@@ -1,7 +1,4 @@
 """`sinkfleet query events|recent|state|history|audit`: the typer sub-app over Reader.
-
-``sinkfleet.cli`` imports this module to register ``query_app``, so its helpers are
-imported inside the commands.
 """
 
 from __future__ import annotations
@@ -15,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sinkfleet.cli.base import console, err, friendly, run, settings_and_catalogue
 from sinkfleet.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -76,8 +74,6 @@ def _show(rows: list[dict[str, Any]], as_json: bool, columns: str | None, title:
     from rich.table import Table
     from rich.text import Text
 
-    from sinkfleet.cli import console, err
-
     if as_json:
         print(json.dumps(rows, default=_plain, ensure_ascii=False))
         return
@@ -108,7 +104,6 @@ def _show(rows: list[dict[str, Any]], as_json: bool, columns: str | None, title:
 
 def _with_reader(body: Callable[[Reader], Awaitable[list[dict[str, Any]]]]
                  ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from sinkfleet.cli import run, settings_and_catalogue
     from sinkfleet.read.reader import Reader
 
     settings, cat = settings_and_catalogue()
@@ -121,21 +116,8 @@ def _with_reader(body: Callable[[Reader], Awaitable[list[dict[str, Any]]]]
     return run(main())
 
 
-def _command(fn: Callable[..., None]) -> Callable[..., None]:
-    """``sinkfleet.cli.friendly``, imported when called (cli imports this module)."""
-    import functools
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
-        from sinkfleet.cli import friendly
-
-        friendly(fn)(*args, **kwargs)
-
-    return wrapper
-
-
 @query_app.command("events")
-@_command
+@friendly
 def events(sink: SinkOpt, start: Start = None, end: End = None, where: Where = None,
            limit: Limit = 100, as_json: AsJson = False, columns: Columns = None) -> None:
     """Rows in a time range, oldest first (filter: --where agent_id=a …).
@@ -148,7 +130,7 @@ def events(sink: SinkOpt, start: Start = None, end: End = None, where: Where = N
 
 
 @query_app.command("recent")
-@_command
+@friendly
 def recent(sink: SinkOpt, by: Annotated[list[str], typer.Argument(
         help="COLUMN=VALUE for each of the cache's `by` columns")],
            as_json: AsJson = False, columns: Columns = None) -> None:
@@ -161,7 +143,7 @@ def recent(sink: SinkOpt, by: Annotated[list[str], typer.Argument(
 
 
 @query_app.command("state")
-@_command
+@friendly
 def state(sink: SinkOpt, ids: Ids, as_json: AsJson = False) -> None:
     """The current (active) version of one id: Redis, else PostgreSQL."""
 
@@ -174,7 +156,7 @@ def state(sink: SinkOpt, ids: Ids, as_json: AsJson = False) -> None:
 
 
 @query_app.command("history")
-@_command
+@friendly
 def history(sink: SinkOpt, ids: Ids, as_json: AsJson = False, columns: Columns = None
             ) -> None:
     """Every version of one id, with its parent version and op (upsert/delete)."""
@@ -183,7 +165,7 @@ def history(sink: SinkOpt, ids: Ids, as_json: AsJson = False, columns: Columns =
 
 
 @query_app.command("audit")
-@_command
+@friendly
 def audit(sink: SinkOpt, tenant: Annotated[str, typer.Option(help="whose chain")],
           actor: Annotated[str | None, typer.Option(help="only this actor")] = None,
           start: Start = None, end: End = None, where: Where = None, limit: Limit = 100,
