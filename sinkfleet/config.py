@@ -24,6 +24,7 @@ from pydantic_settings import (
 )
 
 from sinkfleet.errors import ConfigError
+from sinkfleet.secrets import read_secret
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -197,10 +198,8 @@ class Settings(BaseSettings):
             login = self.login_secret_path(user)
             if login.is_file():
                 return SecretStr(login.read_text().strip())
-        path = self.state / "secrets" / name
-        if path.is_file():
-            return SecretStr(path.read_text().strip())
-        return None
+        generated = read_secret(self.state, name)
+        return None if generated is None else SecretStr(generated)
 
     def login_secret_path(self, login: str) -> Path:
         """Where the password of PostgreSQL login ``login`` is read (and, with no

@@ -13,6 +13,12 @@ import orjson
 RANK_FIELD = "_sinkfleet_rank"
 
 
+class Tombstone(tuple[Any, ...]):
+    """The id of a state row a Kafka tombstone deletes (the id columns' values)."""
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """One stored change of a sink with a cache.

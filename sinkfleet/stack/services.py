@@ -17,6 +17,7 @@ from pathlib import Path
 from sinkfleet.config import Settings
 from sinkfleet.errors import StackError
 from sinkfleet.private_files import write_private
+from sinkfleet.secrets import ensure_secret
 from sinkfleet.stack.process import ManagedProcess, port_open
 
 
@@ -29,28 +30,6 @@ def _run(argv: list[str], what: str, user: str | None = None) -> str:
         tail = (out.stderr or out.stdout).strip().splitlines()[-5:]
         raise StackError(f"{what} failed (exit {out.returncode}): " + " | ".join(tail))
     return out.stdout
-
-
-def ensure_secret(settings: Settings, name: str) -> str:
-    """The local stack's password ``name``: from settings if set, else generated once."""
-    current = getattr(settings, name)
-    if current is not None:
-        return str(current.get_secret_value())
-    return generated_secret(settings.state / "secrets" / name)
-
-
-def generated_secret(path: Path) -> str:
-    """The password in ``path``, generated there (mode 0600) if it does not exist yet.
-    Raises ``OSError`` when it cannot be written (a read-only state directory)."""
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # a concurrent `db migrate` made it meanwhile
-            return path.read_text().strip()
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(24))
-    return path.read_text().strip()
 
 
 @dataclass

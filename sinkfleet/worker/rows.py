@@ -24,6 +24,7 @@ from sinkfleet.sink.audit import (
     hash_field,
 )
 from sinkfleet.sink.audit import named_types as avro_named_types
+from sinkfleet.sink.changes import Tombstone
 
 
 def _expression(path: tuple[str, ...], nullable_at: tuple[bool, ...],
@@ -99,12 +100,6 @@ _CHECKS: dict[str, Callable[[Any, str], None]] = {
     "jsonb": _json_ok,
     "smallint": _smallint_ok,
 }
-
-
-class Tombstone(tuple[Any, ...]):
-    """The id of a state row a Kafka tombstone deletes (the id columns' values)."""
-
-    __slots__ = ()
 
 
 _KEY_PARSERS: dict[str, Callable[[str], Any]] = {

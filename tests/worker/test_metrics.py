@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sinkfleet.http import Health, Phase, route
 from sinkfleet.sink.postgres.connect import connect
-from sinkfleet.worker.heartbeat import list_workers
+from sinkfleet.sink.postgres.workers import list_workers
 from tests.conftest import TestCatalogue, async_wait_for, wait_for
 from tests.worker.test_e2e import publish, stop, stored_offsets, wait_all_stored
 

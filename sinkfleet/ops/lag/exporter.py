@@ -26,7 +26,7 @@ from sinkfleet.http_server import Guard, HttpLimits, Reply, serve
 from sinkfleet.ops.lag.collect import LagCollector, Snapshot
 from sinkfleet.ops.lag.metrics import CONTENT_TYPE, MetricsPage
 from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
-from sinkfleet.worker.heartbeat import list_workers
+from sinkfleet.sink.postgres.workers import list_workers
 
 log = logging.getLogger("sinkfleet.lag")
 

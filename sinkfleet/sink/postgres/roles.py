@@ -28,6 +28,7 @@ import asyncpg
 from sinkfleet.catalogue import Sink
 from sinkfleet.config import Settings, env_name
 from sinkfleet.errors import ConfigError, MigrationError
+from sinkfleet.secrets import generated_secret
 from sinkfleet.sink.postgres.ddl import HISTORY_RANK_COLUMNS, quote_ident
 
 WORKER_ROLE = "sinkfleet_worker"
@@ -100,8 +101,6 @@ def login_password(settings: Settings, login: str) -> str:
 
 
 def _generated(settings: Settings, path: Path, login: str) -> str:
-    from sinkfleet.stack.services import generated_secret
-
     try:
         return generated_secret(path)
     except OSError as exc:  # e.g. the image's root-owned /app/.sinkfleet as uid 10001

@@ -30,10 +30,9 @@ import asyncpg
 
 from sinkfleet.catalogue import Sink
 from sinkfleet.keys import join_key
-from sinkfleet.sink.changes import RANK_FIELD, Change, Written, row_json
+from sinkfleet.sink.changes import RANK_FIELD, Change, Tombstone, Written, row_json
 from sinkfleet.sink.postgres.ddl import derived_name, quote_ident
 from sinkfleet.sink.state_conflicts import Content, as_time, millis, rank_text, resolve
-from sinkfleet.worker.rows import Tombstone
 
 # The conflicts of every state sink, in one core table (migration 0008).
 _RECORD_CONFLICTS = (
