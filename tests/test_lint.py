@@ -1,4 +1,4 @@
-"""ruff and mypy are part of the suite: a lint error fails the tests."""
+"""ruff, mypy and the import contracts are part of the suite: a lint error fails the tests."""
 
 import subprocess
 import sys
@@ -16,4 +16,13 @@ def test_ruff_clean() -> None:
 def test_mypy_clean() -> None:
     out = subprocess.run([sys.executable, "-m", "mypy", "sinkfleet"], cwd=ROOT,
                          capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_import_layers_kept() -> None:
+    """The contracts in pyproject.toml [tool.importlinter]: one-way layers, CLI helpers a
+    leaf, dev tools apart from the runtime, no package cycles (docs/architecture.md)."""
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    out = subprocess.run([str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -13,10 +13,10 @@ from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
 from sinkfleet.avro.codec import SchemaStore
+from sinkfleet.avro.hashing import JSON_PROP
 from sinkfleet.catalogue.models import SinkSpec, TopicSpec, WorkerSpec
 from sinkfleet.catalogue.types import ResolvedField, check_column_type, resolve_path
 from sinkfleet.errors import CatalogueError, DecodeError
-from sinkfleet.sink.audit import JSON_PROP
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,18 @@ from typing import Any
 
 import asyncpg
 
+from sinkfleet.avro.hashing import (
+    HASH_VERSION,
+    LEGACY_HASH_VERSION,
+    ZERO_HASH,
+    Canonical,
+    CanonicalError,
+    chain_hash,
+    content_hash,
+    named_types,
+)
 from sinkfleet.catalogue import Catalogue, Sink
+from sinkfleet.catalogue.audit import hash_field
 from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError
 from sinkfleet.ops.audit_checkpoint import (
@@ -34,17 +45,6 @@ from sinkfleet.ops.audit_checkpoint import (
     write_checkpoint,
 )
 from sinkfleet.ops.signing import matching_keys, verify_key
-from sinkfleet.sink.audit import (
-    HASH_VERSION,
-    LEGACY_HASH_VERSION,
-    ZERO_HASH,
-    Canonical,
-    CanonicalError,
-    chain_hash,
-    content_hash,
-    hash_field,
-    named_types,
-)
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.ddl import quote_ident
 

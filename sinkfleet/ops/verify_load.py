@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from sinkfleet.avro import Codec, SchemaStore
+from sinkfleet.avro.hashing import content_hash
 from sinkfleet.catalogue import Catalogue, Sink
+from sinkfleet.catalogue.audit import hash_field
 from sinkfleet.config import Settings
 from sinkfleet.keys import join_key
 from sinkfleet.ops.audit import verify
 from sinkfleet.producer.synthetic_base import Tombstone
-from sinkfleet.sink.audit import content_hash, hash_field
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.ddl import quote_ident
 from sinkfleet.worker.rows import RowBuilder

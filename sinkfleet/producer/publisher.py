@@ -20,13 +20,14 @@ from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
 
 from sinkfleet.avro import Codec, SchemaStore
+from sinkfleet.avro.hashing import content_hash
 from sinkfleet.catalogue import Catalogue, load_catalogue
+from sinkfleet.catalogue.audit import audit_hash_fields
 from sinkfleet.catalogue.models import TopicSpec
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.errors import PublishError, PublishTimeout, ValidationError
 from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
 from sinkfleet.keys import join_key, record_key
-from sinkfleet.sink.audit import audit_hash_fields, content_hash
 
 T = TypeVar("T")
 

@@ -13,17 +13,17 @@ from collections.abc import Callable
 from typing import Any
 
 from sinkfleet.avro.canonical import canonical_json
-from sinkfleet.catalogue import Column, Sink
-from sinkfleet.errors import ValidationError
-from sinkfleet.keys import split_key
-from sinkfleet.sink.audit import (
+from sinkfleet.avro.hashing import (
     LEGACY_HASH_VERSION,
     CanonicalError,
     canonical_value,
     content_hash,
-    hash_field,
 )
-from sinkfleet.sink.audit import named_types as avro_named_types
+from sinkfleet.avro.hashing import named_types as avro_named_types
+from sinkfleet.catalogue import Column, Sink
+from sinkfleet.catalogue.audit import hash_field
+from sinkfleet.errors import ValidationError
+from sinkfleet.keys import split_key
 from sinkfleet.sink.changes import Tombstone
 
 

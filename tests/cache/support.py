@@ -16,12 +16,13 @@ from typing import Any
 import fastavro
 import pytest_asyncio
 
+from sinkfleet.avro.hashing import content_hash
 from sinkfleet.cache import CacheWriter
 from sinkfleet.cache.store import forget_sink, redis_client
 from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
+from sinkfleet.catalogue.audit import hash_field
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.keys import join_key
-from sinkfleet.sink.audit import content_hash, hash_field
 from sinkfleet.sink.changes import Change
 from sinkfleet.sink.postgres.audit_writer import AuditWriter
 from sinkfleet.sink.postgres.connect import connect

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from sinkfleet.avro import Codec, SchemaStore
+from sinkfleet.avro.hashing import content_hash
 from sinkfleet.catalogue import load_catalogue
+from sinkfleet.catalogue.audit import hash_field
 from sinkfleet.keys import join_key, record_key
 from sinkfleet.producer.synthetic import FAMILIES, LOADS, Tombstone, synthetic_records
 from sinkfleet.producer.synthetic_base import StateLoad
-from sinkfleet.sink.audit import content_hash, hash_field
 
 ROOT = Path(__file__).resolve().parents[2]
 CAT = load_catalogue(ROOT)

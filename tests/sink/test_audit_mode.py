@@ -17,11 +17,11 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from sinkfleet.avro.hashing import LEGACY_HASH_VERSION, chain_hash, content_hash
 from sinkfleet.config import Settings
 from sinkfleet.ops.audit import verify
 from sinkfleet.ops.dlq import Filter, inspect
 from sinkfleet.producer import Publisher
-from sinkfleet.sink.audit import LEGACY_HASH_VERSION, chain_hash, content_hash
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS
 from sinkfleet.sink.postgres.roles import worker_password

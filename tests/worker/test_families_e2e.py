@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
+from sinkfleet.avro.hashing import ZERO_HASH, chain_hash, content_hash
 from sinkfleet.catalogue import Sink
 from sinkfleet.ops.produce import produce
 from sinkfleet.producer.synthetic import LOADS, Tombstone, synthetic_records
 from sinkfleet.producer.synthetic_base import StateLoad
-from sinkfleet.sink.audit import ZERO_HASH, chain_hash, content_hash
 from sinkfleet.sink.postgres.connect import connect
 from tests.conftest import TestCatalogue, async_wait_for
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import asyncpg
 
+from sinkfleet.avro.hashing import ZERO_HASH, chain_hash
 from sinkfleet.catalogue import Sink
 from sinkfleet.errors import StorageUnavailable
-from sinkfleet.sink.audit import ZERO_HASH, chain_hash
 from sinkfleet.sink.changes import Written
 from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS, quote_ident
 

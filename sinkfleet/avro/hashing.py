@@ -21,12 +21,9 @@ import struct
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sinkfleet.avro.canonical import CanonicalError, canonical_json, parse_json
-
-if TYPE_CHECKING:
-    from sinkfleet.catalogue import Catalogue, Sink
 
 ZERO_HASH = bytes(32)
 JSON_PROP = "sinkfleet.json"  # a string field whose text is JSON (stored as jsonb)
@@ -37,8 +34,7 @@ HASH_VERSION = 2  # what publishers compute and workers accept
 LEGACY_HASH_VERSION = 1  # still accepted by `audit verify` for rows stored before v2
 
 __all__ = ["HASH_VERSION", "LEGACY_HASH_VERSION", "ZERO_HASH", "Canonical", "CanonicalError",
-           "audit_hash_fields", "canonical_bytes", "canonical_value", "chain_hash",
-           "content_hash", "hash_field", "named_types"]
+           "canonical_bytes", "canonical_value", "chain_hash", "content_hash", "named_types"]
 
 
 def named_types(schema: Any, names: dict[str, Any] | None = None,
@@ -226,17 +222,3 @@ def content_hash(record: Mapping[str, Any], schema: dict[str, Any], hash_field: 
 def chain_hash(prev_hash: bytes, content: bytes) -> bytes:
     """The link of one entry: SHA-256(previous entry's chain hash ‖ content hash)."""
     return hashlib.sha256(prev_hash + content).digest()
-
-
-def hash_field(sink: Sink) -> str:
-    """The record field an audit sink's hash column comes from."""
-    assert sink.spec.audit is not None
-    column = next(c for c in sink.columns if c.name == sink.spec.audit.hash)
-    assert column.source is not None
-    return column.source.path[0]
-
-
-def audit_hash_fields(catalogue: Catalogue) -> dict[str, str]:
-    """family -> the field holding its content hash, for every audited family."""
-    return {sink.topic.schema_: hash_field(sink) for sink in catalogue.sinks.values()
-            if sink.spec.audit is not None}
