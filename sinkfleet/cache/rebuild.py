@@ -18,10 +18,11 @@ import asyncpg
 import redis.asyncio as aioredis
 
 from sinkfleet.cache.layout import HASH_FIELD, PRODUCED_FIELD, CacheLayout
-from sinkfleet.cache.store import CacheStore, delete_prefix
+from sinkfleet.cache.store import REDIS_ERRORS, CacheStore, delete_prefix, redis_client, redis_error
 from sinkfleet.catalogue import Sink
 from sinkfleet.config import Settings
 from sinkfleet.errors import MigrationError
+from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.ddl import quote_ident as q
 
 CHUNK = 1000
@@ -225,8 +226,6 @@ def _newest(value: Any) -> Any:
 async def rebuild_caches(settings: Settings, sinks: Sequence[Sink],
                          say: Callable[[str], None] = lambda m: None) -> list[RebuildResult]:
     """``sinkfleet cache rebuild``: every cache of ``sinks`` from PostgreSQL."""
-    from sinkfleet.cache.store import REDIS_ERRORS, redis_client, redis_error
-    from sinkfleet.sink.postgres.connect import connect
 
     client = redis_client(settings, timeout=10.0)
     try:

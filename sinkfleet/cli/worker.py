@@ -14,7 +14,7 @@ import typer
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.cli.base import console, err, friendly, run, settings_and_catalogue
 from sinkfleet.config import load_settings
-from sinkfleet.errors import SinkfleetError
+from sinkfleet.errors import CatalogueError, SinkfleetError
 
 
 def _defer_stop_signals() -> list[int]:
@@ -135,7 +135,6 @@ def scale_advice(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """How many workers a group needs: ingress + lag/drain over per-worker throughput."""
-    from sinkfleet.errors import CatalogueError
     from sinkfleet.ops.scale_advice import advice_table, advise
 
     settings = load_settings()

@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 import typer
 
 from sinkfleet.cli.base import console, friendly, run, say, settings_and_catalogue
+from sinkfleet.config import load_settings
 
 T = TypeVar("T")
 schemas_app = typer.Typer(
@@ -65,7 +66,6 @@ def list_(
     """Registered versions: family, version, fingerprint, when."""
     from rich.table import Table
 
-    from sinkfleet.config import load_settings
     from sinkfleet.ops.schemas import list_versions
 
     rows = run(list_versions(load_settings(), family))

@@ -13,7 +13,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.cli.base import console, err, friendly, run, say
+from sinkfleet.config import load_settings
+from sinkfleet.errors import CatalogueError
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -62,9 +65,6 @@ def backup_cmd(
 
 
 def _backup(out: Path, tar: bool) -> None:
-    from sinkfleet.catalogue import Catalogue, load_catalogue
-    from sinkfleet.config import load_settings
-    from sinkfleet.errors import CatalogueError
     from sinkfleet.ops.backup.backup import run_backup
 
     settings = load_settings()
@@ -130,7 +130,6 @@ def restore_cmd(
 
 def _restore(backup: Path, execute: bool, force: bool, create_db: bool, as_json: bool,
              allow_unsigned: bool) -> None:
-    from sinkfleet.config import load_settings
     from sinkfleet.ops.backup.backup import QuietReporter, open_backup
     from sinkfleet.ops.backup.restore import run_restore
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from sinkfleet.cli.base import console, err, friendly, run, say, settings_and_catalogue
+from sinkfleet.errors import ConfigError
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -28,7 +29,6 @@ AsJson = Annotated[bool, typer.Option("--json", help="JSON on stdout")]
 
 
 def parse_when(option: str, text: str) -> datetime:
-    from sinkfleet.errors import ConfigError
 
     try:
         when = datetime.fromisoformat(text)
@@ -99,7 +99,6 @@ def retention_run(
 ) -> None:
     """Archive (if the sink asks), detach and drop partitions older than the sink's
     `retention.keep`; the plan is printed first. One run at a time (advisory lock)."""
-    from sinkfleet.errors import ConfigError
     from sinkfleet.ops.retention.run import run_retention
     from sinkfleet.ops.retention.schedule import summary
 
