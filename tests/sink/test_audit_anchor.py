@@ -17,11 +17,11 @@ import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from sinkfleet.avro.hashing import chain_hash, content_hash
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.ops.audit import BrokenLink, checkpoint, verify
 from sinkfleet.ops.audit_checkpoint import CheckpointError, Head, load_anchor, write_checkpoint
 from sinkfleet.ops.signing import matching_keys, verify_key
-from sinkfleet.avro.hashing import chain_hash, content_hash
 from tests.conftest import async_wait_for
 from tests.sink.support import Family, drain, drop_family, make_family, rows, running_worker
 from tests.sink.test_audit_mode import SCHEMA, SINK, TOPIC, entry, publish, superuser
