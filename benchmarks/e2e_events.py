@@ -72,13 +72,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import yaml
 from _common import (  # benchmarks/ is on sys.path when run as a script
     StoredOffsets,
+    copy_rows,
+    disable_autovacuum,
+    make_records,
+    make_rows,
     profiled,
     settle,
 )
@@ -101,7 +104,6 @@ from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.ops.topics import apply_topics
 from sinkfleet.producer import Publisher
-from sinkfleet.producer.synthetic import synthetic_records
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.loop import Worker
@@ -211,18 +213,6 @@ def build_catalogue(run: BenchRun, project: Catalogue) -> Catalogue:
     return load_catalogue(run.root)
 
 
-# --- records and rows ---------------------------------------------------------------------
-def make_records(count: int, seed: int) -> list[dict[str, Any]]:
-    return list(islice(synthetic_records(FAMILY, seed=seed), count))
-
-
-def make_rows(sink: Sink, records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    """The tuples the worker builds: encode, decode, RowBuilder (as on the wire)."""
-    codec = Codec(sink.schema, SchemaStore())
-    build = RowBuilder(sink)
-    return [build(codec.decode(codec.encode(r, validate=False))) for r in records]
-
-
 # --- setup and teardown -------------------------------------------------------------------
 async def reset_database(settings: Settings) -> None:
     """Drop what earlier runs left: the bench schema, its migrations and offsets."""
@@ -267,25 +257,11 @@ def delete_groups(settings: Settings, groups: list[str]) -> None:
             fut.result()
 
 
-async def disable_autovacuum(settings: Settings) -> None:
-    """Keep autovacuum of one stage's table from landing in a later stage's timing."""
-    conn = await connect(settings)
-    try:
-        leaves = await conn.fetch(
-            "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = $1 AND c.relkind = 'r'", BENCH_SCHEMA)
-        for leaf in leaves:
-            await conn.execute(f"ALTER TABLE {leaf['name']} SET (autovacuum_enabled = off)")
-    finally:
-        await conn.close()
-
-
 async def setup(settings: Settings, catalogue: Catalogue) -> None:
     await reset_database(settings)
     await delete_topics(settings)
     await migrate(settings, catalogue, say=lambda _: None)
-    await disable_autovacuum(settings)
+    await disable_autovacuum(settings, BENCH_SCHEMA)
     await apply_topics(settings, catalogue, say=lambda _: None)
 
 
@@ -335,16 +311,7 @@ class Watch:
 
 # --- (a) COPY ceiling ---------------------------------------------------------------------
 async def bench_copy(settings: Settings, sink: Sink, rows: list[tuple[Any, ...]]) -> Result:
-    columns = RowBuilder(sink).names
-    conn = await connect(settings)
-    try:
-        t0 = time.monotonic()
-        await conn.copy_records_to_table(sink.spec.table, schema_name=sink.spec.db_schema,
-                                         records=rows, columns=columns)
-        seconds = time.monotonic() - t0
-    finally:
-        await conn.close()
-    return Result("a", "COPY ceiling", len(rows), seconds)
+    return Result("a", "COPY ceiling", len(rows), await copy_rows(settings, sink, rows))
 
 
 # --- (c) producer -------------------------------------------------------------------------
@@ -609,7 +576,7 @@ def _progress() -> Progress:
 async def producer_and_ceiling(settings: Settings, catalogue: Catalogue, opts: Options,
                                progress: Progress) -> list[Result]:
     task = progress.add_task("generating records and rows", total=None)
-    records = make_records(opts.count, opts.seed)
+    records = make_records(opts.count, opts.seed, FAMILY)
     rows = make_rows(catalogue.sinks["bench_copy"], records)
     progress.remove_task(task)
     # Keep the collector from rescanning the N records and rows (hundreds of ms per full
