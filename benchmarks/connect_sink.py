@@ -49,7 +49,7 @@ import time
 import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -118,7 +118,8 @@ def _pom_properties(path: Path) -> dict[str, str]:
     return {el.tag.split("}", 1)[1]: (el.text or "").strip() for el in props}
 
 
-def install(settings: Settings, say: Callable[[str], None] = console.print) -> ConnectInstall:
+def install_connect(settings: Settings,
+                    say: Callable[[str], None] = console.print) -> ConnectInstall:
     """Resolve Connect and the Debezium plugin from Maven Central (once, then cached)."""
     stack = _pom_properties(STACK_POM)
     versions = [f"-Dkafka.version={stack['kafka.version']}",
@@ -176,17 +177,17 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def json_messages(sink: Sink, rows: list[tuple[Any, ...]]) -> list[bytes]:
+def json_messages(sink: Sink, rows: Iterable[tuple[Any, ...]]) -> Iterator[bytes]:
     """``{"schema": …, "payload": …}`` per row, the schema serialised once."""
     names = RowBuilder(sink).names
     head = b'{"schema":' + json.dumps(connect_schema(sink), separators=(",", ":")).encode()
-    return [head + b',"payload":' + json.dumps(
-        {n: _json_value(v) for n, v in zip(names, row, strict=True)},
-        separators=(",", ":")).encode() + b"}" for row in rows]
+    for row in rows:
+        payload = {n: _json_value(v) for n, v in zip(names, row, strict=True)}
+        yield head + b',"payload":' + json.dumps(payload, separators=(",", ":")).encode() + b"}"
 
 
 async def publish_json(settings: Settings, topic: str, partitions: int,
-                       messages: list[bytes]) -> None:
+                       messages: Iterable[bytes]) -> None:
     """Create ``topic`` and publish ``messages`` round-robin (untimed; lz4 and acks=all,
     as the Publisher sends)."""
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
@@ -447,7 +448,7 @@ def _progress() -> Progress:
 
 
 async def run_standalone(settings: Settings, opts: argparse.Namespace) -> dict[str, Any]:
-    connect_install = await asyncio.to_thread(install, settings)
+    connect_install = await asyncio.to_thread(install_connect, settings)
     run_id = time.strftime("%Y%m%d%H%M%S")
     topic = f"{TOPIC_PREFIX}{run_id}"
     names = {m: f"bench-connect-{m}-{run_id}" for m in opts.modes}
