@@ -27,6 +27,12 @@ PostgreSQL schema (same columns and types, day partitions, primary key, indexes)
              batch policy (``commit_every`` = max_records, ``commit_interval`` =
              max_age_ms).
 
+(e) connect  Kafka Connect standalone (the stack's Kafka version) with the Debezium
+(f)          JDBC sink, ``insert.mode`` insert (e) and upsert (f), reading the same
+             rows published (untimed) as JsonConverter JSON with schemas into
+             ``bench.connect_{insert,upsert}_events``; see ``connect_sink.py`` and
+             docs/benchmarks.md. ``--no-connect`` skips them.
+
 Quix gets the same table as the others: it is created by the sinkfleet migration
 and Quix runs with ``schema_auto_update=False`` and ``include_metadata=False``, so
 its own DDL (BIGINT/DOUBLE/JSONB/TIMESTAMP columns, no key, no partitions) is not
@@ -41,8 +47,11 @@ Autovacuum is switched off on the bench tables' partitions: it would otherwise v
 the tables of earlier stages during whichever stage runs a minute later.
 
 events/s is N over the stage's wall time. "startup" is the time until the first rows
-were stored; "steady" is the rate after that. After the stages, every table's row
-count, rows with action metadata and an order-independent content hash are compared.
+were stored; "steady" is the rate after that. "CPU s/100k" is the consuming process's
+CPU (/proc/<pid>/stat utime + stime) per 100k rows: this process for (b), which runs
+the worker, the subprocess for (d), the JVM for (e)/(f). After the stages, every
+table's row count, distinct keys, rows with action metadata and an order-independent
+content hash are compared, and every row against COPY's row of the same key.
 
 Rerunnable, one run at a time: each run drops the ``bench`` schema, its migration rows
 and ``bench.*`` offsets first, uses a topic and consumer groups suffixed with a
@@ -51,6 +60,7 @@ timestamp, and deletes them (and, unless ``--keep``, the schema) at the end.
 Usage::
 
     .venv/bin/python benchmarks/e2e_events.py [--count N] [--json PATH] [--profile DIR]
+                                              [--no-connect]
 """
 
 from __future__ import annotations
