@@ -288,8 +288,14 @@ def _failure(port: int, name: str) -> str | None:
         return None  # not up yet
     for part in [status.get("connector", {}), *status.get("tasks", [])]:
         if part.get("state") == "FAILED":
-            return str(part.get("trace", "failed"))[:2000]
+            return str(part.get("trace", "failed"))
     return None
+
+
+def _errors(log: Path, lines: int = 3) -> str:
+    """The log's first ERROR lines: the cause, where the REST trace shows the wrapper."""
+    found = [ln for ln in log.read_text(errors="replace").splitlines() if " ERROR " in ln]
+    return "\n".join(found[:lines])
 
 
 def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -357,8 +363,8 @@ async def run_connect(settings: Settings, install: ConnectInstall, sink: Sink, t
                     next_status = now + 1.0
                     trace = await asyncio.to_thread(_failure, port, name)
                     if trace:
-                        raise RuntimeError(f"Connect {mode}: the connector failed ({log}):"
-                                           f"\n{trace}")
+                        raise RuntimeError(f"Connect {mode}: the connector failed; its first"
+                                           f" errors (all in {log}):\n{_errors(log)}")
                 if now - t0 > timeout:
                     raise TimeoutError(f"Connect {mode}: {done} of {total} rows after"
                                        f" {timeout:.0f}s; see {log}")
