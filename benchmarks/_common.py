@@ -10,16 +10,22 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from rich.progress import Progress
 
+from sinkfleet.avro import Codec, SchemaStore
+from sinkfleet.catalogue import Sink
 from sinkfleet.catalogue.isolate import IsolatedCatalogue
 from sinkfleet.config import Settings
 from sinkfleet.ops.positions import KafkaPositions
+from sinkfleet.producer.synthetic import synthetic_records
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.worker.loop import Worker
+from sinkfleet.worker.rows import RowBuilder
 
 
 @contextlib.contextmanager
@@ -58,6 +64,15 @@ class StoredOffsets:
 
 
 ROOT = str(Path(__file__).resolve().parents[1])
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds a process has used (``/proc/<pid>/stat`` utime + stime);
+    this process when ``pid`` is None."""
+    stat = Path(f"/proc/{pid or 'self'}/stat").read_text()
+    fields = stat.rsplit(") ", 1)[1].split()  # after "pid (comm) ": comm may hold spaces
+    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
 async def settle(settings: Settings) -> None:
@@ -139,3 +154,43 @@ async def cleanup(settings: Settings, iso: IsolatedCatalogue) -> None:
     await forget(settings, tables=list(iso.catalogue.sinks),
                  groups=[w.group for w in iso.catalogue.workers.values()],
                  topics=[t.name for t in iso.catalogue.topics.values()])
+
+
+# --- the events benchmarks' records, rows and tables (e2e_events.py, connect_sink.py) ------
+def make_records(count: int, seed: int, family: str = "experience_event"
+                 ) -> list[dict[str, Any]]:
+    return list(islice(synthetic_records(family, seed=seed), count))
+
+
+def make_rows(sink: Sink, records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    """The tuples the worker builds: encode, decode, RowBuilder (as on the wire)."""
+    codec = Codec(sink.schema, SchemaStore())
+    build = RowBuilder(sink)
+    return [build(codec.decode(codec.encode(r, validate=False))) for r in records]
+
+
+async def copy_rows(settings: Settings, sink: Sink, rows: list[tuple[Any, ...]]) -> float:
+    """The COPY ceiling: one ``copy_records_to_table`` of ``rows``; its seconds."""
+    columns = RowBuilder(sink).names
+    conn = await connect(settings)
+    try:
+        t0 = time.monotonic()
+        await conn.copy_records_to_table(sink.spec.table, schema_name=sink.spec.db_schema,
+                                         records=rows, columns=columns)
+        return time.monotonic() - t0
+    finally:
+        await conn.close()
+
+
+async def disable_autovacuum(settings: Settings, schema: str) -> None:
+    """Keep autovacuum of one stage's table from landing in a later stage's timing."""
+    conn = await connect(settings)
+    try:
+        leaves = await conn.fetch(
+            "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = $1 AND c.relkind = 'r'", schema)
+        for leaf in leaves:
+            await conn.execute(f"ALTER TABLE {leaf['name']} SET (autovacuum_enabled = off)")
+    finally:
+        await conn.close()

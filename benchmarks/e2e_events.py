@@ -27,6 +27,12 @@ PostgreSQL schema (same columns and types, day partitions, primary key, indexes)
              batch policy (``commit_every`` = max_records, ``commit_interval`` =
              max_age_ms).
 
+(e) connect  Kafka Connect standalone (the stack's Kafka version) with the Debezium
+(f)          JDBC sink, ``insert.mode`` insert (e) and upsert (f), reading the same
+             rows published (untimed) as JsonConverter JSON with schemas into
+             ``bench.connect_{insert,upsert}_events``; see ``connect_sink.py`` and
+             docs/benchmarks.md. ``--no-connect`` skips them.
+
 Quix gets the same table as the others: it is created by the sinkfleet migration
 and Quix runs with ``schema_auto_update=False`` and ``include_metadata=False``, so
 its own DDL (BIGINT/DOUBLE/JSONB/TIMESTAMP columns, no key, no partitions) is not
@@ -41,8 +47,11 @@ Autovacuum is switched off on the bench tables' partitions: it would otherwise v
 the tables of earlier stages during whichever stage runs a minute later.
 
 events/s is N over the stage's wall time. "startup" is the time until the first rows
-were stored; "steady" is the rate after that. After the stages, every table's row
-count, rows with action metadata and an order-independent content hash are compared.
+were stored; "steady" is the rate after that. "CPU s/100k" is the consuming process's
+CPU (/proc/<pid>/stat utime + stime) per 100k rows: this process for (b), which runs
+the worker, the subprocess for (d), the JVM for (e)/(f). After the stages, every
+table's row count, distinct keys, rows with action metadata and an order-independent
+content hash are compared, and every row against COPY's row of the same key.
 
 Rerunnable, one run at a time: each run drops the ``bench`` schema, its migration rows
 and ``bench.*`` offsets first, uses a topic and consumer groups suffixed with a
@@ -51,6 +60,7 @@ timestamp, and deletes them (and, unless ``--keep``, the schema) at the end.
 Usage::
 
     .venv/bin/python benchmarks/e2e_events.py [--count N] [--json PATH] [--profile DIR]
+                                              [--no-connect]
 """
 
 from __future__ import annotations
@@ -72,17 +82,29 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import yaml
 from _common import (  # benchmarks/ is on sys.path when run as a script
     StoredOffsets,
+    copy_rows,
+    disable_autovacuum,
+    make_records,
+    make_rows,
+    process_cpu_seconds,
     profiled,
     settle,
 )
 from aiokafka.admin import AIOKafkaAdminClient
+from connect_sink import (
+    ConnectInstall,
+    compare_tables,
+    install_connect,
+    json_messages,
+    publish_json,
+    run_connect,
+)
 from psycopg2 import sql
 from psycopg2.extras import execute_values
 from rich.console import Console
@@ -101,7 +123,6 @@ from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.ops.topics import apply_topics
 from sinkfleet.producer import Publisher
-from sinkfleet.producer.synthetic import synthetic_records
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.loop import Worker
@@ -120,7 +141,9 @@ FAMILY = "experience_event"
 SOURCE_SINK = "experience_events"  # the project's sink whose table shape is benchmarked
 BENCH_SCHEMA = "bench"
 TOPIC_PREFIX = "bench.experience-events."
-TABLES = {"copy": "copy_events", "worker": "worker_events", "quix": "quix_events"}
+TABLES = {"copy": "copy_events", "worker": "worker_events", "quix": "quix_events",
+          "connect_insert": "connect_insert_events", "connect_upsert": "connect_upsert_events"}
+CONNECT_STAGES = {"e": "insert", "f": "upsert"}  # stage → Debezium insert.mode
 POLL_S = 0.05
 
 console = Console()
@@ -136,6 +159,7 @@ class Options:
     keep: bool
     quix_stock_sink: bool
     timeout: float
+    connect: bool = True
 
 
 @dataclass(frozen=True)
@@ -150,8 +174,15 @@ class BenchRun:
         return f"{TOPIC_PREFIX}{self.run_id}"
 
     @property
+    def json_topic(self) -> str:  # the same events as Connect JSON with schemas
+        return f"{self.topic}.connect-json"
+
+    @property
     def topics(self) -> list[str]:
-        return [self.topic, f"{self.topic}.dlq"]
+        return [self.topic, f"{self.topic}.dlq", self.json_topic]
+
+    def connect_name(self, mode: str) -> str:  # its group is "connect-" + the name
+        return f"bench.connect-{mode}.{self.run_id}"
 
     @property
     def worker_group(self) -> str:
@@ -182,8 +213,25 @@ class Result:
             return None
         return (self.events - first) / (self.seconds - self.startup_s)
 
+    @property
+    def cpu_per_100k(self) -> float | None:
+        """CPU seconds of the consuming process per 100k rows, over the whole stage."""
+        cpu = self.extra.get("cpu_s")
+        return None if cpu is None else cpu / self.events * 100_000
+
+    @property
+    def steady_cpu_per_100k(self) -> float | None:
+        """The same after the first rows were stored (start-up left out)."""
+        cpu, at_first = self.extra.get("cpu_s"), self.extra.get("cpu_at_first_s")
+        rows = self.events - self.extra.get("rows_at_first_poll", self.events)
+        if cpu is None or at_first is None or rows <= 0:
+            return None
+        return (cpu - at_first) / rows * 100_000
+
     def as_json(self) -> dict[str, Any]:
-        return asdict(self) | {"events_per_s": self.rate, "steady_events_per_s": self.steady_rate}
+        return asdict(self) | {"events_per_s": self.rate, "steady_events_per_s": self.steady_rate,
+                               "cpu_s_per_100k": self.cpu_per_100k,
+                               "steady_cpu_s_per_100k": self.steady_cpu_per_100k}
 
 
 # --- the benchmark's catalogue ------------------------------------------------------------
@@ -209,18 +257,6 @@ def build_catalogue(run: BenchRun, project: Catalogue) -> Catalogue:
     _dump(run.root / "workers" / "bench.yaml", spec | {
         "name": "bench", "group": run.worker_group, "sinks": ["bench_worker"]})
     return load_catalogue(run.root)
-
-
-# --- records and rows ---------------------------------------------------------------------
-def make_records(count: int, seed: int) -> list[dict[str, Any]]:
-    return list(islice(synthetic_records(FAMILY, seed=seed), count))
-
-
-def make_rows(sink: Sink, records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    """The tuples the worker builds: encode, decode, RowBuilder (as on the wire)."""
-    codec = Codec(sink.schema, SchemaStore())
-    build = RowBuilder(sink)
-    return [build(codec.decode(codec.encode(r, validate=False))) for r in records]
 
 
 # --- setup and teardown -------------------------------------------------------------------
@@ -267,31 +303,19 @@ def delete_groups(settings: Settings, groups: list[str]) -> None:
             fut.result()
 
 
-async def disable_autovacuum(settings: Settings) -> None:
-    """Keep autovacuum of one stage's table from landing in a later stage's timing."""
-    conn = await connect(settings)
-    try:
-        leaves = await conn.fetch(
-            "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c"
-            " JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = $1 AND c.relkind = 'r'", BENCH_SCHEMA)
-        for leaf in leaves:
-            await conn.execute(f"ALTER TABLE {leaf['name']} SET (autovacuum_enabled = off)")
-    finally:
-        await conn.close()
-
-
 async def setup(settings: Settings, catalogue: Catalogue) -> None:
     await reset_database(settings)
     await delete_topics(settings)
     await migrate(settings, catalogue, say=lambda _: None)
-    await disable_autovacuum(settings)
+    await disable_autovacuum(settings, BENCH_SCHEMA)
     await apply_topics(settings, catalogue, say=lambda _: None)
 
 
 async def teardown(settings: Settings, run: BenchRun, keep: bool) -> None:
     await delete_topics(settings, run.topics)
-    await asyncio.to_thread(delete_groups, settings, [run.worker_group, run.quix_group])
+    await asyncio.to_thread(delete_groups, settings, [
+        run.worker_group, run.quix_group,
+        *(f"connect-{run.connect_name(m)}" for m in CONNECT_STAGES.values())])
     if not keep:
         await reset_database(settings)
 
@@ -301,14 +325,23 @@ async def teardown(settings: Settings, run: BenchRun, keep: bool) -> None:
 # --- polling until stored -----------------------------------------------------------------
 @dataclass
 class Watch:
-    """Poll ``stored()`` until it reaches ``total``; remember when rows first appeared."""
+    """Poll ``stored()`` until it reaches ``total``; remember when rows first appeared,
+    and the consuming process's CPU seconds (``cpu()``) then and at the end."""
 
     stored: Callable[[], Awaitable[int]]
     alive: Callable[[], None]  # raises if the consumer under test died
     total: int
     timeout: float
+    cpu: Callable[[], float] | None = None
     first_at: float | None = None
     first_rows: int = 0
+    cpu_start: float = 0.0
+    cpu_first: float | None = None
+    cpu_end: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.cpu is not None:
+            self.cpu_start = self.cpu()
 
     async def until_done(self, progress: Progress, label: str) -> float:
         task = progress.add_task(label, total=self.total)
@@ -318,8 +351,10 @@ class Watch:
             now = time.monotonic()
             if done and self.first_at is None:
                 self.first_at, self.first_rows = now, done
+                self.cpu_first = self.cpu() if self.cpu else None
             progress.update(task, completed=done)
             if done >= self.total:
+                self.cpu_end = self.cpu() if self.cpu else None
                 return now
             self.alive()
             if now > deadline:
@@ -329,22 +364,16 @@ class Watch:
 
     def result(self, stage: str, what: str, t0: float, t_end: float) -> Result:
         startup = None if self.first_at is None else self.first_at - t0
-        return Result(stage, what, self.total, t_end - t0, startup,
-                      {"rows_at_first_poll": self.first_rows})
+        extra: dict[str, Any] = {"rows_at_first_poll": self.first_rows}
+        if self.cpu_end is not None and self.cpu_first is not None:
+            extra |= {"cpu_s": self.cpu_end - self.cpu_start,
+                      "cpu_at_first_s": self.cpu_first - self.cpu_start}
+        return Result(stage, what, self.total, t_end - t0, startup, extra)
 
 
 # --- (a) COPY ceiling ---------------------------------------------------------------------
 async def bench_copy(settings: Settings, sink: Sink, rows: list[tuple[Any, ...]]) -> Result:
-    columns = RowBuilder(sink).names
-    conn = await connect(settings)
-    try:
-        t0 = time.monotonic()
-        await conn.copy_records_to_table(sink.spec.table, schema_name=sink.spec.db_schema,
-                                         records=rows, columns=columns)
-        seconds = time.monotonic() - t0
-    finally:
-        await conn.close()
-    return Result("a", "COPY ceiling", len(rows), seconds)
+    return Result("a", "COPY ceiling", len(rows), await copy_rows(settings, sink, rows))
 
 
 # --- (c) producer -------------------------------------------------------------------------
@@ -402,7 +431,9 @@ async def bench_worker(settings: Settings, catalogue: Catalogue, opts: Options,
     with profiled(profile):
         t0 = time.monotonic()
         task = asyncio.create_task(worker.run())
-        watch = Watch(stored, _task_alive(task), opts.count, opts.timeout)
+        # The worker runs in this process: its CPU includes this loop's polling.
+        watch = Watch(stored, _task_alive(task), opts.count, opts.timeout,
+                      process_cpu_seconds)
         try:
             t_end = await watch.until_done(progress, "(b) sinkfleet worker")
         finally:
@@ -572,7 +603,7 @@ async def bench_quix(settings: Settings, job: QuixJob, opts: Options,
     try:
         t0 = await _wait_started(started, proc, 120)
         watch = Watch(_committed_in_kafka(admin, job.group), _process_alive(proc),
-                      opts.count, opts.timeout)
+                      opts.count, opts.timeout, lambda: process_cpu_seconds(proc.pid))
         t_end = await watch.until_done(progress, "(d) Quix Streams")
     finally:
         await asyncio.to_thread(_stop_process, proc)
@@ -606,10 +637,10 @@ def _progress() -> Progress:
                     refresh_per_second=4)
 
 
-async def producer_and_ceiling(settings: Settings, catalogue: Catalogue, opts: Options,
-                               progress: Progress) -> list[Result]:
+async def producer_and_ceiling(settings: Settings, catalogue: Catalogue, run: BenchRun,
+                               opts: Options, progress: Progress) -> list[Result]:
     task = progress.add_task("generating records and rows", total=None)
-    records = make_records(opts.count, opts.seed)
+    records = make_records(opts.count, opts.seed, FAMILY)
     rows = make_rows(catalogue.sinks["bench_copy"], records)
     progress.remove_task(task)
     # Keep the collector from rescanning the N records and rows (hundreds of ms per full
@@ -620,24 +651,55 @@ async def producer_and_ceiling(settings: Settings, catalogue: Catalogue, opts: O
         copy = await bench_copy(settings, catalogue.sinks["bench_copy"], rows)
         await settle(settings)
         publish = await bench_publish(settings, catalogue, records, opts, progress)
+        if opts.connect:  # Connect's input: the same rows as JSON with schemas (untimed)
+            task = progress.add_task("publishing the Connect JSON topic", total=None)
+            await publish_json(settings, run.json_topic,
+                               catalogue.sinks["bench_copy"].topic.partitions,
+                               json_messages(catalogue.sinks["bench_copy"], rows))
+            progress.remove_task(task)
     finally:
         gc.unfreeze()
     return [copy, publish]
 
 
-async def run_all(settings: Settings, catalogue: Catalogue, run: BenchRun,
-                  opts: Options) -> tuple[list[Result], dict[str, Any]]:
+# --- (e), (f) Kafka Connect (benchmarks/connect_sink.py) ---------------------------------
+async def bench_connect(settings: Settings, install: ConnectInstall, catalogue: Catalogue,
+                        run: BenchRun, stage: str, opts: Options, progress: Progress
+                        ) -> Result:
+    mode = CONNECT_STAGES[stage]
+    got = await run_connect(settings, install, catalogue.sinks[f"bench_connect_{mode}"],
+                            run.json_topic, mode, opts.count, name=run.connect_name(mode),
+                            timeout=opts.timeout, progress=progress,
+                            label=f"({stage}) Connect {mode}")
+    return Result(stage, f"Connect {mode} (Debezium JDBC)", got.rows, got.seconds,
+                  got.startup_s, {"rows_at_first_poll": got.rows_at_first_poll,
+                                  "cpu_s": got.cpu_s, "cpu_at_first_s": got.cpu_at_first_s,
+                                  **got.extra})
+
+
+async def run_all(settings: Settings, catalogue: Catalogue, run: BenchRun, opts: Options,
+                  install: ConnectInstall | None) -> tuple[list[Result], dict[str, Any]]:
     await setup(settings, catalogue)
     try:
         with _progress() as progress:
-            results = await producer_and_ceiling(settings, catalogue, opts, progress)
+            results = await producer_and_ceiling(settings, catalogue, run, opts, progress)
             gc.collect()  # the N records and rows are garbage now; the worker must not pay
             await settle(settings)
             results.append(await bench_worker(settings, catalogue, opts, progress))
             await settle(settings)
             job = quix_job(settings, catalogue, run, opts)
             results.append(await bench_quix(settings, job, opts, progress))
-        checks = {s: await table_check(settings, catalogue.sinks[f"bench_{s}"]) for s in TABLES}
+            for stage in CONNECT_STAGES if install else ():
+                await settle(settings)
+                results.append(await bench_connect(settings, install, catalogue, run, stage,
+                                                   opts, progress))
+        copy = catalogue.sinks["bench_copy"]
+        checks = {}
+        for s in [t for t in TABLES if install or not t.startswith("connect_")]:
+            sink = catalogue.sinks[f"bench_{s}"]
+            checks[s] = await table_check(settings, sink)
+            if s != "copy":  # every row against COPY's row of the same key
+                checks[s] |= await compare_tables(settings, sink, copy)
     finally:
         await teardown(settings, run, opts.keep)
     return results, checks
@@ -650,18 +712,25 @@ def _fmt(value: float | None, spec: str = ",.0f") -> str:
 
 def ratios(results: dict[str, Result]) -> dict[str, float]:
     b = results["b"].rate
-    return {"b/a": b / results["a"].rate, "b/d": b / results["d"].rate,
-            "b/c": b / results["c"].rate}
+    out = {"b/a": b / results["a"].rate, "b/d": b / results["d"].rate,
+           "b/c": b / results["c"].rate}
+    for key in CONNECT_STAGES:  # Connect against the ceiling, and the worker against it
+        if key in results:
+            out |= {f"{key}/a": results[key].rate / results["a"].rate,
+                    f"b/{key}": b / results[key].rate}
+    return out
 
 
 def print_results(results: dict[str, Result], checks: dict[str, Any]) -> None:
     table = Table(title=f"experience events, N = {results['a'].events:,}")
-    for col in ("stage", "what", "seconds", "events/s", "startup s", "steady events/s"):
+    for col in ("stage", "what", "seconds", "events/s", "startup s", "steady events/s",
+                "CPU s/100k", "steady CPU s/100k"):
         table.add_column(col, justify="left" if col in ("stage", "what") else "right")
-    for key in "acbd":
+    for key in [k for k in "acbdef" if k in results]:
         r = results[key]
         table.add_row(f"({key})", r.what, _fmt(r.seconds, ".2f"), _fmt(r.rate),
-                      _fmt(r.startup_s, ".2f"), _fmt(r.steady_rate))
+                      _fmt(r.startup_s, ".2f"), _fmt(r.steady_rate),
+                      _fmt(r.cpu_per_100k, ".2f"), _fmt(r.steady_cpu_per_100k, ".2f"))
     console.print(table)
     console.print("  ".join(f"{k} = {v:.2f}" for k, v in ratios(results).items()))
     c = results["c"].extra
@@ -672,10 +741,12 @@ def print_results(results: dict[str, Result], checks: dict[str, Any]) -> None:
                   f" transaction each) took {b.extra['flush_seconds']:.2f} s in all,"
                   f" {b.extra['flush_seconds'] / b.seconds:.0%} of the stage")
     check = Table(title="integrity")
-    for col in ("table", "rows", "with metadata", "content hash"):
+    for col in ("table", "rows", "distinct keys", "rows ≠ COPY's", "with metadata",
+                "content hash"):
         check.add_column(col)
     for stage, values in checks.items():
-        check.add_row(TABLES[stage], f"{values['rows']:,}", f"{values['with_metadata']:,}",
+        check.add_row(TABLES[stage], f"{values['rows']:,}", _fmt(values.get("keys")),
+                      _fmt(values.get("mismatches")), f"{values['with_metadata']:,}",
                       values["content_hash"])
     console.print(check)
 
@@ -686,10 +757,14 @@ def print_profile(path: Path, title: str, lines: int = 15) -> None:
     stats.sort_stats("tottime").print_stats(lines)
 
 
-def environment(load_before: tuple[float, float, float]) -> dict[str, Any]:
+def environment(load_before: tuple[float, float, float],
+                install: ConnectInstall | None) -> dict[str, Any]:
     versions = {p: metadata.version(p) for p in
                 ("sinkfleet", "aiokafka", "asyncpg", "fastavro", "quixstreams",
                  "confluent-kafka", "psycopg2-binary")}
+    if install:
+        versions |= {"kafka-connect": install.kafka_version,
+                     "debezium-connector-jdbc": install.debezium_version}
     return {"python": sys.version.split()[0], "platform": platform.platform(),
             "cpus": os.cpu_count(), "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(), "versions": versions}
@@ -720,10 +795,13 @@ def parse_args(argv: list[str] | None = None) -> Options:
     p.add_argument("--quix-stock-sink", action="store_true",
                    help="run Quix's unmodified PostgreSQLSink (loses nullable columns)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per stage")
+    p.add_argument("--no-connect", dest="connect", action="store_false",
+                   help="skip the Kafka Connect stages (e) and (f) (no Java, no Maven)")
     a = p.parse_args(argv)
     if a.count < 1:
         p.error("--count must be positive")
-    return Options(a.count, a.seed, a.json, a.profile, a.keep, a.quix_stock_sink, a.timeout)
+    return Options(a.count, a.seed, a.json, a.profile, a.keep, a.quix_stock_sink, a.timeout,
+                   a.connect)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -736,13 +814,14 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(**home)
     if opts.profile_dir:
         opts.profile_dir.mkdir(parents=True, exist_ok=True)
+    install = install_connect(settings) if opts.connect else None
     with tempfile.TemporaryDirectory(prefix="sinkfleet-bench-") as tmp:
         run = BenchRun(time.strftime("%Y%m%d%H%M%S"), Path(tmp))
         catalogue = build_catalogue(run, load_catalogue(settings.home))
-        found, checks = asyncio.run(run_all(settings, catalogue, run, opts))
+        found, checks = asyncio.run(run_all(settings, catalogue, run, opts, install))
     results = {r.stage: r for r in found}
     print_results(results, checks)
-    write_json(opts.json_path, run, opts, environment(load_before), results, checks)
+    write_json(opts.json_path, run, opts, environment(load_before, install), results, checks)
     if opts.profile_dir:
         print_profile(opts.profile_dir / "publish.pstats", "(c) Publisher")
         print_profile(opts.profile_dir / "worker.pstats", "(b) sinkfleet worker")

@@ -10,6 +10,7 @@ import pwd
 import secrets
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -30,6 +31,40 @@ def _run(argv: list[str], what: str, user: str | None = None) -> str:
         tail = (out.stderr or out.stdout).strip().splitlines()[-5:]
         raise StackError(f"{what} failed (exit {out.returncode}): " + " | ".join(tail))
     return out.stdout
+
+
+def maven_fetch(dest: Path, mvn_args: list[str], what: str,
+                say: Callable[[str], None] | None = None) -> Path:
+    """Fill ``dest`` once by running ``mvn -B mvn_args`` (which must write into ``dest``).
+
+    ``dest/.complete`` marks a finished fetch, so an interrupted one is redone and a
+    finished one costs nothing. ``say``, if given, hears each artifact Maven downloads.
+    """
+    if (dest / ".complete").is_file():
+        return dest
+    if shutil.which("mvn") is None:
+        raise StackError("Maven (mvn) not found: install it (apt-get install maven);"
+                         f" it fetches the {what} from Maven Central")
+    argv = ["mvn", "-B", *mvn_args]
+    if say is None:
+        _run([argv[0], "-q", *argv[1:]], f"resolving {what} from Maven Central")
+    else:
+        say(f"{what}: resolving from Maven Central into {dest} (once; cached there)")
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True) as proc:
+            assert proc.stdout is not None
+            lines = []
+            for line in proc.stdout:
+                lines.append(line.rstrip())
+                if line.startswith("Downloaded from"):
+                    say(f"  {line.split(': ', 1)[-1].strip()}")
+        if proc.returncode != 0:
+            tail = [ln for ln in lines if "ERROR" in ln][-5:] or lines[-5:]
+            raise StackError(f"resolving {what} from Maven Central failed"
+                             f" (exit {proc.returncode}): " + " | ".join(tail))
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / ".complete").touch()
+    return dest
 
 
 @dataclass
@@ -97,17 +132,10 @@ class Kafka(Service):
         pom = resources.files("sinkfleet.stack").joinpath("pom.xml")
         digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
         libs = self.home / f"libs-{digest}"
-        if (libs / ".complete").is_file():
-            return libs
-        if shutil.which("mvn") is None:
-            raise StackError("Maven (mvn) not found: install it (apt-get install maven);"
-                             " it fetches the Kafka jars from Maven Central")
         with resources.as_file(pom) as pom_path:
-            _run(["mvn", "-q", "-B", "-f", str(pom_path), "dependency:copy-dependencies",
-                  "-DincludeScope=runtime", f"-DoutputDirectory={libs}"],
-                 "resolving Kafka jars from Maven Central")
-        (libs / ".complete").touch()
-        return libs
+            return maven_fetch(libs, ["-f", str(pom_path), "dependency:copy-dependencies",
+                                      "-DincludeScope=runtime", f"-DoutputDirectory={libs}"],
+                               "Kafka jars")
 
     def prepare(self) -> None:
         if shutil.which("java") is None:
