@@ -85,9 +85,12 @@ def _merged(parts: list[Sequence[Change]]) -> Sequence[Change]:
     of the same columns stay row tuples (the store's fast path)."""
     if len(parts) == 1:
         return parts[0]
-    first = parts[0]
-    same = [p for p in parts if isinstance(p, AppendedRows) and p.columns == first.columns]
-    if len(same) == len(parts):
+    same: list[AppendedRows] = []
+    for part in parts:
+        if not isinstance(part, AppendedRows) or part.columns != (same or [part])[0].columns:
+            break
+        same.append(part)
+    else:
         return AppendedRows(same[0].columns, [r for p in same for r in p.rows])
     return [c for p in parts for c in p]
 
