@@ -178,8 +178,8 @@ async def reset_database(settings: Any) -> None:
     conn = await connect(settings)
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
-        await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id = ANY($1)",
-                           [f"sink:{n}" for n in SINKS.values()])
+        await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
+                           "sink:fleet\\_%")  # ids are sink:<name>:<step>
         await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id LIKE $1",
                            PREFIX + "%")
     finally:
