@@ -35,7 +35,12 @@ from sinkfleet.avro.bounds import (
     scan_body,
     skip_can_spin,
 )
-from sinkfleet.avro.framing import frame_single_object, parse_frame
+from sinkfleet.avro.framing import (
+    SOE_HEADER_LEN,
+    SOE_MAGIC,
+    frame_single_object,
+    parse_frame,
+)
 from sinkfleet.avro.logical import UnrepresentableValue, install
 from sinkfleet.errors import (
     DecodeError,
@@ -322,6 +327,8 @@ class Codec:
         self.max_message_bytes = max_message_bytes
         self.max_depth = max_depth
         self._recursive, self._named = store.shape(self.schema)
+        self._soe_header = SOE_MAGIC + self.fingerprint
+        self._direct = not self._recursive
         # id(writer) -> (writer, recursive?, named types, read through _ExactReader?)
         self._plans: dict[int, tuple[Any, bool, dict[str, Any], bool]] = {}
 
@@ -351,6 +358,21 @@ class Codec:
 
     def decode(self, payload: bytes | None) -> Any:
         """Decode a single-object or Confluent framed record into the reader schema."""
+        # The common case first, with no Frame and no plan: single-object framing of the
+        # reader schema itself, not recursive (nothing to scan first).
+        if (self._direct and payload is not None and payload[:10] == self._soe_header
+                and len(payload) <= self.max_message_bytes):
+            buf = io.BytesIO(payload)
+            buf.seek(SOE_HEADER_LEN)
+            try:
+                record = fastavro.schemaless_reader(buf, self.schema, None)
+            except Exception as exc:  # whatever hostile bytes make fastavro raise
+                raise DecodeError(self._explain(exc, buf.tell(), len(payload))) from None
+            if buf.tell() != len(payload):
+                raise DecodeError(f"{len(payload) - buf.tell()} trailing bytes after the"
+                                  f" {self.name} record: wrong writer schema or corrupt"
+                                  " message")
+            return record
         if payload is not None and len(payload) > self.max_message_bytes:
             raise DecodeError(f"message is {len(payload)} bytes, over the limit of"
                               f" {self.max_message_bytes} (max_message_bytes)")

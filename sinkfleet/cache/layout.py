@@ -38,7 +38,7 @@ _SCORE_TYPES = {"timestamptz", "date", "smallint", "integer", "bigint", "real",
 # `keep` slots of its key until that time (years, maybe), hiding the real newest rows.
 # docs/sink-modes.md, "Recent cache and future timestamps".
 FUTURE_SKEW = dt.timedelta(minutes=5)
-_TIME_TYPES = {"timestamptz", "date"}
+TIME_TYPES = frozenset({"timestamptz", "date"})
 
 
 def score(value: Any) -> float:
@@ -167,7 +167,7 @@ class CacheLayout:
         the clock) + ``FUTURE_SKEW``."""
         assert self.recent is not None
         value = score(row.get(self.recent.order_by))
-        if self.recent.order_type not in _TIME_TYPES:
+        if self.recent.order_type not in TIME_TYPES:
             return value
         return min(value, score((now or dt.datetime.now(dt.UTC)) + FUTURE_SKEW))
 

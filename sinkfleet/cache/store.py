@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import datetime as dt
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -11,10 +13,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import AuthenticationError, AuthorizationError, RedisError
 
-from sinkfleet.cache.layout import PREFIX, CacheLayout
+from sinkfleet.cache.layout import FUTURE_SKEW, PREFIX, TIME_TYPES, CacheLayout, score
 from sinkfleet.config import Settings
 from sinkfleet.errors import SinkfleetError, StorageRefused, StorageUnavailable
-from sinkfleet.sink.changes import Change
+from sinkfleet.sink.changes import AppendedRows, Change, row_json
 
 # Everything that means "Redis did not do it"; OSError covers refused/reset sockets.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, TimeoutError)
@@ -75,12 +77,39 @@ def redis_error(settings: Settings, exc: BaseException) -> SinkfleetError:
                               " running (sinkfleet stack status)?")
 
 
+@dataclass(frozen=True)
+class _TuplePlan:
+    """How to read a recent cache's key, score and member from an appended row tuple."""
+
+    columns: tuple[str, ...]
+    by: Callable[[tuple[Any, ...]], tuple[Any, ...]]
+    order: int | None  # index of the order_by column (None: not among the columns)
+    capped: bool  # order_by is a time: scores are capped at now + FUTURE_SKEW
+
+
+def _tuple_plan(lay: CacheLayout, columns: tuple[str, ...]) -> _TuplePlan | None:
+    """The plan for rows of ``columns``; None unless they are exactly the cached columns
+    (then ``project`` would change nothing, so a member is the row's JSON as is)."""
+    recent = lay.recent
+    if recent is None or set(columns) != set(lay.recent_columns) \
+            or len(columns) != len(lay.recent_columns):
+        return None
+    index = {c: i for i, c in enumerate(columns)}
+    picks = [index.get(c) for c in recent.by]
+
+    def by(row: tuple[Any, ...]) -> tuple[Any, ...]:  # row.get(c) for each: None if absent
+        return tuple(None if i is None else row[i] for i in picks)
+    return _TuplePlan(columns, by, index.get(recent.order_by),
+                      recent.order_type in TIME_TYPES)
+
+
 class CacheStore:
     """Writes of every cache kind, queued on a pipeline the caller executes."""
 
     def __init__(self, client: aioredis.Redis) -> None:
         self.client = client
         self.cas = client.register_script(CAS_SCRIPT)
+        self._plans: dict[tuple[str, tuple[str, ...]], _TuplePlan | None] = {}
 
     async def write_latest(self, pipe: Pipeline, lay: CacheLayout,
                            ops: Iterable[tuple[str, dict[str, Any]]]) -> int:
@@ -111,10 +140,63 @@ class CacheStore:
         pipe.zremrangebyrank(key, 0, -(lay.recent.keep + 1))
         pipe.expire(key, lay.recent.ttl_seconds)
 
-    async def queue_changes(self, pipe: Pipeline, lay: CacheLayout, changes: list[Change]
-                            ) -> dict[str, int]:
+    def _plan(self, lay: CacheLayout, columns: tuple[str, ...]) -> _TuplePlan | None:
+        key = (lay.sink, columns)
+        if key not in self._plans:
+            self._plans[key] = _tuple_plan(lay, columns)
+        return self._plans[key]
+
+    def queue_appended(self, pipe: Pipeline, lay: CacheLayout, plan: _TuplePlan,
+                       rows: list[tuple[Any, ...]]) -> int:
+        """``add_recent`` for appended row tuples, grouped by key, without a dict per row
+        that cannot stay: per key only the rows that can be among the newest ``keep``
+        are sent (the others would be trimmed by ZREMRANGEBYRANK at once). Same members,
+        scores and result as ``add_recent`` of every row; returns the rows queued."""
+        assert lay.recent is not None
+        keys: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+        by = plan.by
+        for row in rows:
+            k = by(row)
+            group = keys.get(k)
+            if group is None:
+                keys[k] = [row]
+            else:
+                group.append(row)
+        order, keep = plan.order, lay.recent.keep
+        cap = score(dt.datetime.now(dt.UTC) + FUTURE_SKEW) if plan.capped else None
+        columns, jsonb = plan.columns, lay.jsonb
+        for k, group in keys.items():
+            if order is None:
+                scored = [(0.0, row) for row in group]
+            elif cap is None:
+                scored = [(score(row[order]), row) for row in group]
+            else:
+                scored = [(min(score(row[order]), cap), row) for row in group]
+            if len(scored) > keep:
+                scored.sort(key=_first, reverse=True)
+            members: dict[str, float] = {}
+            last = None
+            for s, row in scored:
+                # Stop once `keep` distinct members are in and the rest score lower: those
+                # could never be among the newest `keep` (equal JSON means equal score).
+                if len(members) >= keep and s != last:
+                    break
+                members[row_json(dict(zip(columns, row, strict=True)), jsonb)] = s
+                last = s
+            pipe.zadd(lay.recent_key(k), members)
+            pipe.zremrangebyrank(lay.recent_key(k), 0, -(keep + 1))
+            pipe.expire(lay.recent_key(k), lay.recent.ttl_seconds)
+        return len(rows)
+
+    async def queue_changes(self, pipe: Pipeline, lay: CacheLayout,
+                            changes: Sequence[Change]) -> dict[str, int]:
         """Queue ``changes`` of one sink; return how many writes per cache."""
         counts = {"latest": 0, "recent": 0}
+        if isinstance(changes, AppendedRows) and lay.recent is not None:
+            plan = self._plan(lay, changes.columns)
+            if plan is not None:
+                counts["recent"] = self.queue_appended(pipe, lay, plan, changes.rows)
+                return counts
         recent: dict[str, list[dict[str, Any]]] = {}
         latest: list[tuple[str, dict[str, Any]]] = []
         for change in changes:
@@ -130,6 +212,10 @@ class CacheStore:
             self.add_recent(pipe, lay, key, rows)
             counts["recent"] += len(rows)
         return counts
+
+
+def _first(item: tuple[float, Any]) -> float:
+    return item[0]
 
 
 async def scan_keys(client: aioredis.Redis, prefix: str, count: int = 1000

@@ -43,7 +43,7 @@ from sinkfleet.cache.store import REDIS_ERRORS, CacheStore, redis_client, redis_
 from sinkfleet.catalogue import Sink
 from sinkfleet.config import Settings
 from sinkfleet.errors import StorageRefused
-from sinkfleet.sink.changes import Change
+from sinkfleet.sink.changes import AppendedRows, Change
 from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
 
 log = logging.getLogger("sinkfleet.cache")
@@ -80,6 +80,21 @@ class _Gauges(Collector):
         yield from (pending, dirty, rebuild)
 
 
+def _merged(parts: list[Sequence[Change]]) -> Sequence[Change]:
+    """One sequence of the changes of one sink queued in ``parts``; appended row tuples
+    of the same columns stay row tuples (the store's fast path)."""
+    if len(parts) == 1:
+        return parts[0]
+    same: list[AppendedRows] = []
+    for part in parts:
+        if not isinstance(part, AppendedRows) or part.columns != (same or [part])[0].columns:
+            break
+        same.append(part)
+    else:
+        return AppendedRows(same[0].columns, [r for p in same for r in p.rows])
+    return [c for p in parts for c in p]
+
+
 class CacheWriter:
     """Writes the ``latest`` and ``recent`` caches of ``sinks`` (those without a cache
     are ignored)."""
@@ -96,7 +111,7 @@ class CacheWriter:
         self.backoff_cap = backoff_cap
         self.degraded: str | None = None
         self.pending = 0
-        self._queue: deque[tuple[str, list[Change]]] = deque()
+        self._queue: deque[tuple[str, Sequence[Change]]] = deque()
         self._dirty_latest: dict[str, set[Key]] = {s: set() for s in self.layouts}
         self._dirty_recent: dict[str, set[Key]] = {s: set() for s in self.layouts}
         self._rebuild: set[str] = set()
@@ -141,7 +156,7 @@ class CacheWriter:
         self._tasks = [asyncio.create_task(self._write_loop(), name="sinkfleet-cache-write"),
                        asyncio.create_task(self._repair_loop(), name="sinkfleet-cache-repair")]
 
-    def submit(self, sink_name: str, changes: list[Change]) -> None:
+    def submit(self, sink_name: str, changes: Sequence[Change]) -> None:
         """Queue ``changes`` (committed to PostgreSQL) for Redis. Over ``max_pending``
         queued changes, or while Redis fails, only the keys are remembered."""
         if not changes or sink_name not in self.layouts:
@@ -150,7 +165,9 @@ class CacheWriter:
                 or self.pending + len(changes) > self.max_pending:
             self._mark_dirty(sink_name, changes)
             return
-        self._queue.append((sink_name, list(changes)))  # the caller may reuse its list
+        if not isinstance(changes, AppendedRows):  # immutable; a list may be reused
+            changes = list(changes)
+        self._queue.append((sink_name, changes))
         self.pending += len(changes)
         self._wake.set()
 
@@ -199,7 +216,7 @@ class CacheWriter:
         await self._close_pg()
 
     # --- bookkeeping --------------------------------------------------------------------
-    def _mark_dirty(self, sink: str, changes: list[Change]) -> None:
+    def _mark_dirty(self, sink: str, changes: Sequence[Change]) -> None:
         if sink in self._rebuild:
             return
         lay = self.layouts[sink]
@@ -288,16 +305,14 @@ class CacheWriter:
 
     async def _write_some(self) -> None:
         assert self._store is not None
-        batch: list[tuple[str, list[Change]]] = []
         size = 0
+        chunks: dict[str, list[Sequence[Change]]] = {}
         while self._queue and size < PIPELINE_CHANGES:
-            item = self._queue.popleft()
-            batch.append(item)
-            size += len(item[1])
+            sink, changes = self._queue.popleft()
+            chunks.setdefault(sink, []).append(changes)
+            size += len(changes)
         self.pending -= size
-        by_sink: dict[str, list[Change]] = {}
-        for sink, changes in batch:
-            by_sink.setdefault(sink, []).extend(changes)
+        by_sink = {sink: _merged(parts) for sink, parts in chunks.items()}
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for sink in by_sink:  # first: did Redis lose this sink's caches?

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import orjson
 
@@ -32,6 +33,46 @@ class Change:
     row: dict[str, Any]
 
 
+class AppendedRows(Sequence[Change]):
+    """The ``append`` changes of one write, kept as the row tuples it wrote (``columns``
+    name their values). A ``Change`` (and its dict) is made only when one is asked for:
+    the cache writer reads the tuples, so the hot path makes no object per row."""
+
+    __slots__ = ("columns", "rows")
+
+    def __init__(self, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        self.columns = tuple(columns)
+        self.rows = rows
+
+    def _change(self, row: tuple[Any, ...]) -> Change:
+        return Change("append", dict(zip(self.columns, row, strict=True)))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> Change: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Change]: ...
+    def __getitem__(self, index: int | slice) -> Change | list[Change]:
+        if isinstance(index, slice):
+            return [self._change(r) for r in self.rows[index]]
+        return self._change(self.rows[index])
+
+    def __iter__(self) -> Iterator[Change]:
+        return map(self._change, self.rows)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as a list
+
+    def __repr__(self) -> str:
+        return f"AppendedRows({len(self.rows)} rows of {', '.join(self.columns)})"
+
+
 @dataclass(slots=True)
 class Written:
     """What one write of a sink did: rows newly stored, and the changes its caches need
@@ -39,12 +80,12 @@ class Written:
     hands the changes to Redis only once the transaction has committed."""
 
     inserted: int = 0
-    changes: list[Change] = field(default_factory=list)
+    changes: Sequence[Change] = field(default_factory=list)
     conflicts: int = 0  # state sinks: same-version conflicts newly recorded
 
     def __iadd__(self, other: Written) -> Written:
         self.inserted += other.inserted
-        self.changes += other.changes
+        self.changes = [*self.changes, *other.changes]
         self.conflicts += other.conflicts
         return self
 

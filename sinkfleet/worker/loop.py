@@ -429,33 +429,70 @@ class Worker:
         batch = self.batch
         if not batch:
             batch.started = time.monotonic()
-        rows, sources = batch.rows, batch.sources
         for tp, messages in data.items():
             route = self.routes[tp.topic]
-            decode = route.codec.decode
-            for msg in messages:
-                if isinstance(msg, OversizeBatch):  # a whole batch, not inflated
-                    batch.dead.append(oversize_dead_letter(msg))
-                    continue
-                try:
-                    built: list[tuple[str, tuple[Any, ...]]]
-                    if msg.value is None and route.tombstones:
-                        built = [(name, build.tombstone(msg.key)) for name, build in route.sinks]
-                    else:
-                        record = decode(msg.value)
-                        built = [(name, build(record)) for name, build in route.sinks]
-                except (DecodeError, ValidationError) as exc:
-                    stage = "decode" if isinstance(exc, DecodeError) else "validate"
-                    batch.dead.append(dead_letter(msg, stage, exc))
-                else:
-                    for name, row in built:
-                        rows.setdefault(name, []).append(row)
-                        sources.setdefault(name, []).append(msg)
-                batch.nbytes += len(msg.value) if msg.value else 0
+            if len(route.sinks) == 1:
+                self._absorb_one(batch, route, messages)
+            else:
+                self._absorb_many(batch, route, messages)
             batch.records += len(messages)
             self.metrics.consumed.labels(self.spec.group, tp.topic).inc(len(messages))
             batch.offsets[tp] = messages[-1].offset + 1
             batch.last_timestamp[tp] = messages[-1].timestamp
+
+    def _absorb_one(self, batch: Batch, route: Route, messages: list[Any]) -> None:
+        """``_absorb_many`` for a topic feeding one sink (the common case): the same
+        rows, sources, dead letters and order, with less work per record."""
+        name, build = route.sinks[0]
+        rows = batch.rows.get(name) or []
+        sources = batch.sources.get(name) or []
+        add_row, add_source, dead = rows.append, sources.append, batch.dead.append
+        decode, tombstones = route.codec.decode, route.tombstones
+        nbytes = 0
+        for msg in messages:
+            if isinstance(msg, OversizeBatch):  # a whole batch, not inflated
+                dead(oversize_dead_letter(msg))
+                continue
+            value = msg.value
+            try:
+                if value is None and tombstones:
+                    row: tuple[Any, ...] = build.tombstone(msg.key)
+                else:
+                    row = build(decode(value))
+            except (DecodeError, ValidationError) as exc:
+                stage = "decode" if isinstance(exc, DecodeError) else "validate"
+                dead(dead_letter(msg, stage, exc))
+            else:
+                add_row(row)
+                add_source(msg)
+            if value:
+                nbytes += len(value)
+        batch.nbytes += nbytes
+        if rows:  # as _absorb_many: a sink gets an entry with its first row
+            batch.rows[name], batch.sources[name] = rows, sources
+
+    def _absorb_many(self, batch: Batch, route: Route, messages: list[Any]) -> None:
+        rows, sources = batch.rows, batch.sources
+        decode = route.codec.decode
+        for msg in messages:
+            if isinstance(msg, OversizeBatch):  # a whole batch, not inflated
+                batch.dead.append(oversize_dead_letter(msg))
+                continue
+            try:
+                built: list[tuple[str, tuple[Any, ...]]]
+                if msg.value is None and route.tombstones:
+                    built = [(name, build.tombstone(msg.key)) for name, build in route.sinks]
+                else:
+                    record = decode(msg.value)
+                    built = [(name, build(record)) for name, build in route.sinks]
+            except (DecodeError, ValidationError) as exc:
+                stage = "decode" if isinstance(exc, DecodeError) else "validate"
+                batch.dead.append(dead_letter(msg, stage, exc))
+            else:
+                for name, row in built:
+                    rows.setdefault(name, []).append(row)
+                    sources.setdefault(name, []).append(msg)
+            batch.nbytes += len(msg.value) if msg.value else 0
 
     async def checkpoint(self) -> None:
         """Store everything consumed so far, including the batch in flight."""

@@ -102,6 +102,33 @@ _CHECKS: dict[str, Callable[[Any, str], None]] = {
 }
 
 
+# The cheap test of a check, inlined by ``_compile_checks``: the check function itself
+# runs only when it fails (and raises its message), or for types without one.
+_INLINE: dict[str, str] = {
+    "text": "'\\x00' in v",
+    "smallint": "not -32768 <= v <= 32767",
+}
+
+
+def _compile_checks(checks: list[tuple[int, Callable[[Any, str], None], str]]
+                    ) -> Callable[[tuple[Any, ...]], None] | None:
+    """One generated function running every column check of a row (one call per row,
+    not one per checked column)."""
+    if not checks:
+        return None
+    namespace: dict[str, Any] = {}
+    lines = ["def check(row):"]
+    for n, (i, fn, name) in enumerate(checks):
+        namespace[f"c{n}"], namespace[f"n{n}"] = fn, name
+        test = next((t for pg, t in _INLINE.items() if _CHECKS[pg] is fn), None)
+        lines.append(f"    v = row[{int(i)}]")
+        cond = f"v is not None and ({test})" if test else "v is not None"
+        lines.append(f"    if {cond}:\n        c{n}(v, n{n})")
+    exec(compile("\n".join(lines) + "\n", "<sinkfleet-checks>", "exec"), namespace)
+    check: Callable[[tuple[Any, ...]], None] = namespace["check"]
+    return check
+
+
 _KEY_PARSERS: dict[str, Callable[[str], Any]] = {
     "text": str, "smallint": int, "integer": int, "bigint": int, "uuid": uuid.UUID}
 
@@ -125,6 +152,7 @@ class RowBuilder:
             for (p, n), want in arrays.items()]) if arrays else None)
         self._checks = [(i, _CHECKS[c.pg_type], c.name) for i, c in enumerate(self.columns)
                         if c.pg_type in _CHECKS]
+        self._check = _compile_checks(self._checks)
         # Records and maps stored as jsonb: plain JSON text (timestamps as integers, bytes
         # as hex: the canonical values, so an audit row can be re-hashed from the table).
         self._names = avro_named_types(sink.schema)
@@ -150,10 +178,8 @@ class RowBuilder:
             raise ValidationError(f"record lacks a field the sink needs: {exc}") from None
         if self._to_json:
             row = self._jsonify(row)
-        for i, check, name in self._checks:
-            value = row[i]
-            if value is not None:
-                check(value, name)
+        if self._check is not None:
+            self._check(row)
         if self._audit is not None:
             self._check_hash(record)
         return row

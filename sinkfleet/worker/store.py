@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,7 +48,7 @@ class Stored:
     """What storing one batch did, per sink: (rows new, rows written) and changes."""
 
     counts: dict[str, tuple[int, int]] = field(default_factory=dict)
-    changes: dict[str, list[Any]] = field(default_factory=dict)
+    changes: dict[str, Sequence[Any]] = field(default_factory=dict)
     refused: list[DeadLetter] = field(default_factory=list)  # dead-lettered at step 2
     conflicts: dict[str, int] = field(default_factory=dict)  # state sinks: newly recorded
     seconds: float = 0.0  # steps 1 and 2

@@ -251,8 +251,8 @@ class StateWriter:
         written = Written(recorded)
         if self._cached:
             written.changes = [Change("delete", dict(zip((*self.ids, self.version), d,
-                                                         strict=True))) for d in deleted]
-            written.changes += [self._change(r, plan.ranks) for r in upserted]
+                                                         strict=True))) for d in deleted
+                               ] + [self._change(r, plan.ranks) for r in upserted]
         written.conflicts = plan.new_conflicts
         return written
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import asyncpg
 
 from sinkfleet.catalogue import Sink
-from sinkfleet.sink.changes import Change, Written
+from sinkfleet.sink.changes import AppendedRows, Written
 from sinkfleet.sink.postgres.ddl import derived_name, quote_ident
 
 
@@ -57,9 +57,7 @@ class AppendWriter:
             return Written()
         written = Written(await self._write(conn, rows))
         if self._cached:  # re-delivered rows too: the recent cache is a set
-            names = self.columns
-            written.changes = [Change("append", dict(zip(names, row, strict=True)))
-                               for row in rows]
+            written.changes = AppendedRows(self.columns, rows)
         return written
 
     async def _write(self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]]) -> int:
