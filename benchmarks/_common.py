@@ -21,8 +21,8 @@ from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.catalogue import Sink
 from sinkfleet.catalogue.isolate import IsolatedCatalogue
 from sinkfleet.config import Settings
-from sinkfleet.ops.positions import KafkaPositions
-from sinkfleet.producer.synthetic import synthetic_records
+from sinkfleet.dev.synthetic.loads import synthetic_records
+from sinkfleet.kafka.positions import KafkaPositions
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.worker.loop import Worker
 from sinkfleet.worker.rows import RowBuilder

@@ -62,7 +62,7 @@ if str(ROOT) not in sys.path:  # the scenarios live in the test suite
     sys.path.insert(0, str(ROOT))
 
 from sinkfleet.config import Settings, load_settings  # noqa: E402
-from sinkfleet.stack import manager  # noqa: E402
+from sinkfleet.dev.stack import manager  # noqa: E402
 from tests.chaos import scenarios  # noqa: E402
 from tests.chaos.scenarios import FaultResult  # noqa: E402
 from tests.chaos.support import drop_chaos_catalogue, open_chaos_catalogue  # noqa: E402
@@ -137,7 +137,7 @@ async def run_faults(stack: Settings, faults: list[str], opts: argparse.Namespac
 
 
 async def run_hostile(stack: Settings, workdir: Path, good: int) -> HostileResult:
-    from sinkfleet.ops.topics import apply_topics
+    from sinkfleet.ops.setup.topics import apply_topics
     from sinkfleet.sink.postgres.migrate import migrate
     from tests.conftest import forget
 

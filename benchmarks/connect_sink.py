@@ -80,11 +80,11 @@ from rich.progress import (
 
 from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
 from sinkfleet.config import Settings
-from sinkfleet.kafka import kafka_client_kwargs
+from sinkfleet.dev.stack.services import maven_fetch
+from sinkfleet.kafka.client import kafka_client_kwargs
 from sinkfleet.private_files import write_private
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
-from sinkfleet.stack.services import maven_fetch
 from sinkfleet.worker.rows import RowBuilder
 
 ROOT = Path(__file__).resolve().parents[1]

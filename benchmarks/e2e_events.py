@@ -121,7 +121,7 @@ from rich.table import Table
 from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.ops.topics import apply_topics
+from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate

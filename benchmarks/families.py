@@ -38,14 +38,14 @@ from sinkfleet.cache.store import redis_client
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.catalogue.isolate import IsolatedCatalogue, isolated_copy
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.ops.produce import produce, produce_mixed
-from sinkfleet.ops.topics import apply_topics
-from sinkfleet.producer.synthetic import MixedLoad, synthetic_records
-from sinkfleet.producer.synthetic_base import Tombstone
+from sinkfleet.dev.produce import produce, produce_mixed
+from sinkfleet.dev.stack import manager
+from sinkfleet.dev.synthetic.base import Tombstone
+from sinkfleet.dev.synthetic.loads import MixedLoad, synthetic_records
+from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.read import Reader
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
-from sinkfleet.stack import manager
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console()

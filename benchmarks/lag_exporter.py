@@ -39,7 +39,7 @@ seconds is, and what polling costs the workers.
 (3) workers      One worker process (``python -m sinkfleet worker``, a catalogue made by
                  ``tests.conftest.make_catalogue``) drains a backlog of N experience
                  events (default 100,000; the same records, fixed seed and clock, are
-                 produced with ``sinkfleet.ops.produce.produce`` into each run's own
+                 produced with ``sinkfleet.dev.produce.produce`` into each run's own
                  topic before any run) into a fresh table: A without an exporter, B
                  while an exporter process polls every group in Kafka each second (the
                  G x P bench groups included), alternated A B A B after one warm-up run
@@ -110,12 +110,12 @@ from rich.progress import (
 from rich.table import Table
 
 from sinkfleet.config import Settings, load_settings
+from sinkfleet.dev.produce import produce
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.ops.lag.collect import LagCollector, Snapshot
 from sinkfleet.ops.lag.exporter import LagExporter
 from sinkfleet.ops.lag.model import PartitionHistory, Sample
-from sinkfleet.ops.produce import produce
-from sinkfleet.ops.topics import apply_topics
-from sinkfleet.producer.synthetic import ExperienceLoad
+from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
 

@@ -26,13 +26,13 @@ from rich.table import Table
 
 from sinkfleet.catalogue.isolate import isolated_copy
 from sinkfleet.config import load_settings
-from sinkfleet.ops.produce import produce
-from sinkfleet.ops.replay import apply_replay, make_target, plan_replay
-from sinkfleet.ops.topics import apply_topics
-from sinkfleet.producer.synthetic import synthetic_records
+from sinkfleet.dev.produce import produce
+from sinkfleet.dev.stack import manager
+from sinkfleet.dev.synthetic.loads import synthetic_records
+from sinkfleet.ops.replay.plan import apply_replay, make_target, plan_replay
+from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
-from sinkfleet.stack import manager
 
 ROOT = Path(__file__).resolve().parents[1]
 console = Console()

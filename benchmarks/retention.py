@@ -56,11 +56,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sinkfleet.config import Settings, load_settings  # noqa: E402
-from sinkfleet.ops.archive.restore import restore_range  # noqa: E402
-from sinkfleet.ops.produce import produce  # noqa: E402
-from sinkfleet.ops.retention.run import run_retention  # noqa: E402
-from sinkfleet.ops.topics import apply_topics  # noqa: E402
-from sinkfleet.producer.synthetic import ExperienceLoad  # noqa: E402
+from sinkfleet.dev.produce import produce  # noqa: E402
+from sinkfleet.dev.synthetic.loads import ExperienceLoad  # noqa: E402
+from sinkfleet.ops.lifecycle.archive.restore import restore_range  # noqa: E402
+from sinkfleet.ops.lifecycle.retention.run import run_retention  # noqa: E402
+from sinkfleet.ops.setup.topics import apply_topics  # noqa: E402
 from sinkfleet.sink.postgres.connect import connect  # noqa: E402
 from sinkfleet.sink.postgres.ddl import floor_time  # noqa: E402
 from sinkfleet.sink.postgres.migrate import migrate  # noqa: E402

@@ -58,7 +58,7 @@ from rich.table import Table
 from sinkfleet.cache.store import forget_sink, redis_client
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import load_settings
-from sinkfleet.ops.topics import apply_topics
+from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
 

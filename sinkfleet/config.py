@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     # partitions this long. 6 s is the broker's default minimum; heartbeats every sixth.
     kafka_session_timeout_ms: int = Field(6_000, ge=1_000, le=300_000)
     schema_registry_url: str | None = Field(None, repr=False)  # may hold user:password@
-    # Kafka security (every client is built by sinkfleet.kafka.kafka_client_kwargs)
+    # Kafka security (every client is built by sinkfleet.kafka.client.kafka_client_kwargs)
     kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
     kafka_sasl_mechanism: KafkaSaslMechanism = "PLAIN"
     kafka_sasl_username: str | None = None

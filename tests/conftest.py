@@ -82,7 +82,7 @@ def stack() -> Iterator[Settings]:
         os.environ.update(_testcontainers_env())
         yield load_settings(home=ROOT)
         return
-    from sinkfleet.stack import manager
+    from sinkfleet.dev.stack import manager
 
     started = asyncio.run(manager.up(load_settings(home=ROOT), None,
                                      lambda m: print(f"[stack] {m}")))
@@ -202,7 +202,7 @@ def make_catalogue(tmp: Path, stack_settings: Settings, *, partitions: int = 6,
 async def catalogue_factory(stack: Settings, tmp_path: Path
                             ) -> AsyncIterator[Callable[..., Any]]:
     """Build isolated catalogues with their topics applied and tables migrated."""
-    from sinkfleet.ops.topics import apply_topics
+    from sinkfleet.ops.setup.topics import apply_topics
     from sinkfleet.sink.postgres.migrate import migrate
 
     made: list[TestCatalogue] = []

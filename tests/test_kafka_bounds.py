@@ -1,4 +1,4 @@
-"""Bounded batch inflation (sinkfleet.kafka_bounds): each decoder gives exactly the data
+"""Bounded batch inflation (sinkfleet.kafka.bounds): each decoder gives exactly the data
 up to the limit and refuses one byte over; aiokafka's consumer yields an oversize batch
 as one OversizeBatch record, in offset order, and nothing around it is lost."""
 
@@ -18,11 +18,11 @@ from aiokafka.consumer.fetcher import READ_UNCOMMITTED, PartitionRecords
 from aiokafka.record import MemoryRecords
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-import sinkfleet.kafka  # installs the bound, as for every client
-from sinkfleet import kafka_bounds
+import sinkfleet.kafka.client  # installs the bound, as for every client
 from sinkfleet.config import load_settings
 from sinkfleet.errors import ConfigError
-from sinkfleet.kafka_bounds import (
+from sinkfleet.kafka import bounds as kafka_bounds
+from sinkfleet.kafka.bounds import (
     EXCERPT_BYTES,
     INFLATE,
     PATCHED_MODULES,
@@ -101,7 +101,7 @@ def test_the_installed_decoders_are_the_bounded_ones() -> None:
     import importlib
 
     assert aiokafka.__version__.startswith("0.14."), (
-        "aiokafka changed version: check sinkfleet/kafka_bounds.py still bounds every"
+        "aiokafka changed version: check sinkfleet/kafka/bounds.py still bounds every"
         " decoder (record/default_records.py, legacy_records.py, _crecords) and"
         " PartitionRecords._unpack_records, then widen this pin")
     for name, functions in PATCHED_MODULES.items():
@@ -188,7 +188,7 @@ def test_the_limit_must_hold_one_largest_record(tmp_path: Path) -> None:
 
 def test_client_kwargs_set_the_process_limit(tmp_path: Path) -> None:
     try:
-        sinkfleet.kafka.kafka_client_kwargs(load_settings(home=tmp_path,
+        sinkfleet.kafka.client.kafka_client_kwargs(load_settings(home=tmp_path,
                                                           max_batch_bytes=10 << 20))
         assert kafka_bounds.max_batch_bytes() == 10 << 20
     finally:

@@ -1,27 +1,33 @@
 """One entry point: `sinkfleet SUBCOMMAND`. Subcommands parse, call, print.
 
-The root app only registers command groups; each group lives in its own module and
-imports the shared helpers from ``sinkfleet.cli.base``.
+The root app only registers command groups. Each group lives in its own module — the
+operations' commands beside them as ``ops/<capability>/cli.py``, the developer commands in
+``dev/cli.py``, the rest here — and imports the shared helpers from ``sinkfleet.cli.base``.
 """
 
 from __future__ import annotations
 
 import typer
 
-from sinkfleet.cli import dev, lag, rollups, setup, stack, worker
+from sinkfleet.cli import rollups, worker
 from sinkfleet.cli.cache import cache_app
 from sinkfleet.cli.query import query_app
-from sinkfleet.ops.audit_cli import audit_app
-from sinkfleet.ops.backup.cli import backup_cmd, restore_cmd
-from sinkfleet.ops.dlq_cli import dlq_app
-from sinkfleet.ops.replay_cli import replay_app
-from sinkfleet.ops.retention.cli import archive_app, retention_app
-from sinkfleet.ops.schemas_cli import schemas_app
+from sinkfleet.dev import cli as dev
+from sinkfleet.ops.audit.cli import audit_app
+from sinkfleet.ops.deadletters.cli import dlq_app
+from sinkfleet.ops.fleet import cli as fleet
+from sinkfleet.ops.lag import cli as lag
+from sinkfleet.ops.lifecycle.archive.cli import archive_app
+from sinkfleet.ops.lifecycle.backup.cli import backup_cmd, restore_cmd
+from sinkfleet.ops.lifecycle.retention.cli import retention_app
+from sinkfleet.ops.replay.cli import replay_app
+from sinkfleet.ops.schemas.cli import schemas_app
+from sinkfleet.ops.setup import cli as setup
 from sinkfleet.ops.stats.cli import stats_cmd
 
 app = typer.Typer(help="sinkfleet: Avro over Kafka into PostgreSQL and Redis.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-app.add_typer(stack.stack_app, name="stack")
+app.add_typer(dev.stack_app, name="stack")
 app.add_typer(setup.topics_app, name="topics")
 app.add_typer(setup.db_app, name="db")
 app.add_typer(setup.catalogue_app, name="catalogue")
@@ -41,8 +47,8 @@ app.command("worker")(worker.worker)
 app.command("demo")(dev.demo)
 app.command("lag")(lag.lag)
 app.command("lag-exporter")(lag.lag_exporter)
-app.command("fleet")(worker.fleet)
-app.command("scale-advice")(worker.scale_advice)
+app.command("fleet")(fleet.fleet)
+app.command("scale-advice")(fleet.scale_advice)
 app.command("rollups")(rollups.rollups)
 
 

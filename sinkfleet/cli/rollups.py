@@ -32,7 +32,7 @@ def rollups(
 ) -> None:
     """Per-minute and per-hour roll-ups (faust) into PostgreSQL summary tables; exactly once
     in effect across restarts (docs/rollups.md). Runs until SIGTERM/SIGINT."""
-    from sinkfleet.kafka import check_instance_id
+    from sinkfleet.kafka.client import check_instance_id
     from sinkfleet.rollups.app import RollupOptions
     from sinkfleet.rollups.run import run_rollups
 

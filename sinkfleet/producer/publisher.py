@@ -26,7 +26,7 @@ from sinkfleet.catalogue.audit import audit_hash_fields
 from sinkfleet.catalogue.models import TopicSpec
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.errors import PublishError, PublishTimeout, ValidationError
-from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
+from sinkfleet.kafka.client import explain_kafka_error, kafka_client_kwargs
 from sinkfleet.keys import join_key, record_key
 
 T = TypeVar("T")

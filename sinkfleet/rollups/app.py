@@ -27,7 +27,7 @@ from sinkfleet.avro import Codec
 from sinkfleet.catalogue.models import TopicSpec
 from sinkfleet.config import Settings
 from sinkfleet.errors import DecodeError
-from sinkfleet.kafka import kafka_ssl_context
+from sinkfleet.kafka.client import kafka_ssl_context
 from sinkfleet.rollups.families import Family, Unusable
 from sinkfleet.rollups.ordering import InOrder
 from sinkfleet.rollups.store import SummaryWriter

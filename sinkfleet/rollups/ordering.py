@@ -35,7 +35,7 @@ from aiokafka.errors import IllegalStateError, KafkaError
 
 from sinkfleet.config import Settings
 from sinkfleet.errors import SinkfleetError
-from sinkfleet.ops.positions import KafkaPositions
+from sinkfleet.kafka.positions import KafkaPositions
 
 log = logging.getLogger("sinkfleet.rollups")
 

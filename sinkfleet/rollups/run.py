@@ -14,7 +14,7 @@ from sinkfleet.catalogue import Catalogue
 from sinkfleet.catalogue.models import TopicSpec
 from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError, DecodeError, MigrationError, SinkfleetError
-from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
+from sinkfleet.kafka.client import explain_kafka_error, kafka_client_kwargs
 from sinkfleet.rollups.app import RollupOptions, TopicRollup, broker_settings
 from sinkfleet.rollups.families import FAMILIES
 from sinkfleet.rollups.ordering import keep_order

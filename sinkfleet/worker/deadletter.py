@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-from sinkfleet.kafka_bounds import OversizeBatch
+from sinkfleet.kafka.bounds import OversizeBatch
 from sinkfleet.worker.batching import DeadLetter
 
 # The headers, spelled here only.
@@ -36,6 +36,8 @@ HOST = "sinkfleet.host"
 DEAD_AT_MS = "sinkfleet.dead_at_ms"
 REPLAYED_FROM = "sinkfleet.replayed_from"
 LAST_OFFSET = "sinkfleet.last_offset"  # a whole record batch (stage decompress): its end
+# Set by `dlq inspect` on a batch of the dead-letter topic itself too big to inflate.
+DLQ_LAST_OFFSET = "sinkfleet.dlq_last_offset"
 KEY_SIZE = "sinkfleet.key.size"
 KEY_SHA256 = "sinkfleet.key.sha256"
 KEY_TRUNCATED = "sinkfleet.key.truncated"  # the excerpt's length in bytes
@@ -46,11 +48,14 @@ KEY_HEADERS = (KEY_SIZE, KEY_SHA256, KEY_TRUNCATED)
 VALUE_HEADERS = (VALUE_SIZE, VALUE_SHA256, VALUE_TRUNCATED)
 _CUT_HEADERS = sum(map(len, VALUE_HEADERS)) + 19 + 64 + 19  # their names and values, at most
 
+# Where a record can fail, in the order a worker meets them (the STAGE header's values).
+STAGES = ("decompress", "decode", "validate", "write")
+
 # Headers of the original record that a new dead letter keeps: a replayed record that
 # fails again still says which dead letter it came from.
 CARRIED_HEADERS = frozenset({REPLAYED_FROM})
 
-# Dead-letter topics get max.message.bytes = DLQ_RECORD_LIMIT (ops/topics.py), and the
+# Dead-letter topics get max.message.bytes = DLQ_RECORD_LIMIT (ops/setup/topics.py), and the
 # producer refuses a record whose size estimate passes max_request_size. aiokafka's
 # estimate is key + value + header names and values + at most ~200 bytes of batch header
 # and varints (17 headers); RECORD_OVERHEAD leaves room for that. Compression only ever

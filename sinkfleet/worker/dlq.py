@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
 from sinkfleet.config import Settings
 from sinkfleet.http import Health
-from sinkfleet.kafka import kafka_client_kwargs
+from sinkfleet.kafka.client import kafka_client_kwargs
 from sinkfleet.worker.batching import DeadLetter
 from sinkfleet.worker.deadletter import DLQ_PRODUCER_KWARGS, DLQ_RECORD_LIMIT, dead_letter_record
 from sinkfleet.worker.metrics import WorkerMetrics

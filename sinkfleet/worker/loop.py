@@ -31,8 +31,8 @@ from sinkfleet.config import Settings
 from sinkfleet.errors import DecodeError, SinkfleetError, ValidationError
 from sinkfleet.http import Health, Phase, route, serve
 from sinkfleet.http_server import Guard, HttpLimits
-from sinkfleet.kafka import kafka_client_kwargs
-from sinkfleet.kafka_bounds import OversizeBatch
+from sinkfleet.kafka.bounds import OversizeBatch
+from sinkfleet.kafka.client import kafka_client_kwargs
 from sinkfleet.sink.postgres.audit_writer import AuditWriter
 from sinkfleet.sink.postgres.offsets import load_offsets
 from sinkfleet.sink.postgres.state_writer import StateWriter

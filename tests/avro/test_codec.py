@@ -16,8 +16,8 @@ from fastavro.schema import to_parsing_canonical_form
 
 from sinkfleet.avro import Codec, SchemaStore, parse_frame, schema_fingerprint
 from sinkfleet.avro.framing import frame_confluent
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.errors import DecodeError, ValidationError
-from sinkfleet.producer.synthetic import ExperienceLoad
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = json.loads((ROOT / "schemas" / "experience_event.avsc").read_text())

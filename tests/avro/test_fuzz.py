@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from sinkfleet.avro import parse_frame
 from sinkfleet.avro.framing import frame_confluent, frame_single_object
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.errors import DecodeError
-from sinkfleet.producer.synthetic import ExperienceLoad
 from tests.avro.hostile import (
     MEMORY_BUDGET,
     check_message,

@@ -13,9 +13,9 @@ from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.avro.hashing import content_hash
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.catalogue.audit import hash_field
+from sinkfleet.dev.synthetic.base import StateLoad
+from sinkfleet.dev.synthetic.loads import FAMILIES, LOADS, Tombstone, synthetic_records
 from sinkfleet.keys import join_key, record_key
-from sinkfleet.producer.synthetic import FAMILIES, LOADS, Tombstone, synthetic_records
-from sinkfleet.producer.synthetic_base import StateLoad
 
 ROOT = Path(__file__).resolve().parents[2]
 CAT = load_catalogue(ROOT)

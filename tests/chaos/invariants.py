@@ -11,7 +11,7 @@ from typing import Any
 from sinkfleet.cache import CacheLayout
 from sinkfleet.cache.rebuild import PgSource
 from sinkfleet.cache.store import redis_client, scan_keys
-from sinkfleet.ops.audit import verify
+from sinkfleet.ops.audit.verify import verify
 from sinkfleet.sink.postgres.connect import connect
 from tests.chaos.support import ChaosCatalogue, Expected, end_offsets, stored_offsets
 

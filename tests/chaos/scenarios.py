@@ -17,7 +17,7 @@ from pathlib import Path
 
 from sinkfleet.cache.store import redis_client
 from sinkfleet.config import Settings
-from sinkfleet.stack import manager
+from sinkfleet.dev.stack import manager
 from tests.chaos.invariants import Tally, cache_mismatches, tally
 from tests.chaos.support import (
     ChaosCatalogue,

@@ -28,11 +28,11 @@ from sinkfleet.cache import CacheLayout
 from sinkfleet.cache.store import delete_prefix, redis_client
 from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.ops.produce import Pacing
-from sinkfleet.ops.topics import apply_topics
+from sinkfleet.dev.produce import Pacing
+from sinkfleet.dev.synthetic.base import Tombstone
+from sinkfleet.dev.synthetic.loads import ExperienceLoad, MixedLoad
+from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.producer import Publisher
-from sinkfleet.producer.synthetic import ExperienceLoad, MixedLoad
-from sinkfleet.producer.synthetic_base import Tombstone
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
 from tests.conftest import RunsWorkers, async_wait_for

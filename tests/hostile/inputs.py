@@ -28,8 +28,8 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.avro.framing import frame_confluent, frame_single_object
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.producer import Publisher
-from sinkfleet.producer.synthetic import ExperienceLoad
 from sinkfleet.sink.postgres.connect import connect
 from tests.avro.hostile import zigzag
 from tests.conftest import TestCatalogue

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from sinkfleet.ops.audit_checkpoint import Head, load_anchor, write_checkpoint
-from sinkfleet.ops.backup.manifest import (
+from sinkfleet.ops.audit.checkpoint import Head, load_anchor, write_checkpoint
+from sinkfleet.ops.lifecycle.backup.manifest import (
     BackupError,
     check_signature,
     read_manifest,

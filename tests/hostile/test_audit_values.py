@@ -14,7 +14,7 @@ import pytest
 import pytest_asyncio
 
 from sinkfleet.config import Settings
-from sinkfleet.ops.audit import verify
+from sinkfleet.ops.audit.verify import verify
 from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import connect
 from tests.sink.support import Family, drain, drop_family, make_family, rows, running_worker

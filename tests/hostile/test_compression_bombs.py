@@ -19,9 +19,9 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from sinkfleet.kafka_bounds import EXCERPT_BYTES
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
+from sinkfleet.kafka.bounds import EXCERPT_BYTES
 from sinkfleet.producer import Publisher
-from sinkfleet.producer.synthetic import ExperienceLoad
 from tests.conftest import TestCatalogue, async_wait_for, catalogue_env
 from tests.hostile.bombs import Bomb, build, produce_batch
 from tests.worker.test_deadletter import read_all
@@ -186,7 +186,7 @@ async def test_dlq_inspect_and_replay_report_a_bomb_and_read_on(
 
 async def test_lag_takes_a_bombs_timestamp_without_inflating_it(
         catalogue_factory: Any, tmp_path: Path) -> None:
-    from sinkfleet.ops.replay import commit_empty_group
+    from sinkfleet.ops.replay.plan import commit_empty_group
 
     tc: TestCatalogue = await catalogue_factory(partitions=1)
     hour_ago = int(time.time() * 1000) - 3_600_000

@@ -16,10 +16,10 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.errors import DecodeError, ValidationError
-from sinkfleet.ops.topics import desired_topics
+from sinkfleet.ops.setup.topics import desired_topics
 from sinkfleet.producer import Publisher
-from sinkfleet.producer.synthetic import ExperienceLoad
 from sinkfleet.worker import deadletter as h
 from sinkfleet.worker.batching import DeadLetter
 from sinkfleet.worker.deadletter import (

@@ -35,8 +35,8 @@ from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.avro.framing import frame_single_object
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.config import Settings
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.errors import DecodeError, ValidationError
-from sinkfleet.producer.synthetic import ExperienceLoad
 from sinkfleet.read import Reader
 from sinkfleet.sink.postgres.connect import connect, create_pool
 from sinkfleet.sink.postgres.writer import AppendWriter

@@ -14,9 +14,9 @@ from pydantic import TypeAdapter, ValidationError
 from sinkfleet.catalogue import Catalogue
 from sinkfleet.catalogue.models import FieldPath, Ident, TopicName, parse_keep
 from sinkfleet.errors import ConfigError
-from sinkfleet.ops.replay import parse_duration
-from sinkfleet.ops.retention.schedule import parse_every
-from sinkfleet.ops.shadow import shadow_catalogue
+from sinkfleet.ops.lifecycle.retention.schedule import parse_every
+from sinkfleet.ops.replay.plan import parse_duration
+from sinkfleet.ops.replay.shadow import shadow_catalogue
 from sinkfleet.sink.postgres.ddl import quote_ident
 
 TYPES: list[tuple[Any, str]] = [(Ident, "events"), (TopicName, "sinkfleet.events"),

@@ -11,11 +11,12 @@ from typing import Any
 
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.ops.positions import KafkaPositions, stored_offsets
-from sinkfleet.ops.produce import produce_mixed, synthetic_load
-from sinkfleet.ops.topics import apply_topics
+from sinkfleet.dev.produce import produce_mixed, synthetic_load
+from sinkfleet.kafka.positions import KafkaPositions
+from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
+from sinkfleet.sink.postgres.offsets import stored_offsets
 from sinkfleet.worker.loop import Worker
 from tests.conftest import TestCatalogue, _copy_family, async_wait_for, make_catalogue
 from tests.worker.test_e2e import publish

@@ -11,7 +11,7 @@ import asyncpg
 
 from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.catalogue import Sink
-from sinkfleet.producer.synthetic import ExperienceLoad
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.worker.rows import RowBuilder
 
 

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sinkfleet.config import load_settings
 from sinkfleet.errors import ConfigError
-from sinkfleet.ops.audit_checkpoint import Head, load_anchor, write_checkpoint
+from sinkfleet.ops.audit.checkpoint import Head, load_anchor, write_checkpoint
 from sinkfleet.ops.signing import SigningKey, matching_keys, signing_key, verify_key
 
 HEADS = [Head("audit", "acme", 3, "ab" * 32), Head("audit", "globex", 1, "cd" * 32)]

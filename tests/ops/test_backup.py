@@ -18,12 +18,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sinkfleet.config import Settings
-from sinkfleet.ops.backup import backup as backup_module
-from sinkfleet.ops.backup import restore as restore_module
-from sinkfleet.ops.backup.advice import REREAD
-from sinkfleet.ops.backup.backup import open_backup, run_backup
-from sinkfleet.ops.backup.manifest import BackupError, sha256_file, sign_manifest
-from sinkfleet.ops.backup.restore import RestoreError, run_restore
+from sinkfleet.ops.lifecycle.backup import backup as backup_module
+from sinkfleet.ops.lifecycle.backup import restore as restore_module
+from sinkfleet.ops.lifecycle.backup.advice import REREAD
+from sinkfleet.ops.lifecycle.backup.backup import open_backup, run_backup
+from sinkfleet.ops.lifecycle.backup.manifest import BackupError, sha256_file, sign_manifest
+from sinkfleet.ops.lifecycle.backup.restore import RestoreError, run_restore
 from sinkfleet.ops.signing import matching_keys
 from sinkfleet.sink.postgres.connect import connect
 from tests.ops.backup_support import (

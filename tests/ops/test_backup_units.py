@@ -12,7 +12,8 @@ import pytest
 from pydantic import SecretStr
 
 from sinkfleet.config import load_settings
-from sinkfleet.ops.backup.advice import (
+from sinkfleet.kafka.positions import PartitionPosition
+from sinkfleet.ops.lifecycle.backup.advice import (
     AHEAD,
     CURRENT,
     LOST,
@@ -22,7 +23,7 @@ from sinkfleet.ops.backup.advice import (
     advise,
     advise_groups,
 )
-from sinkfleet.ops.backup.manifest import (
+from sinkfleet.ops.lifecycle.backup.manifest import (
     FORMAT,
     BackupError,
     file_entries,
@@ -30,8 +31,7 @@ from sinkfleet.ops.backup.manifest import (
     verify_files,
     write_json,
 )
-from sinkfleet.ops.backup.pgtools import PgToolError, find_tool, libpq_env
-from sinkfleet.ops.positions import PartitionPosition
+from sinkfleet.ops.lifecycle.backup.pgtools import PgToolError, find_tool, libpq_env
 from sinkfleet.ops.stats.cli import size
 from sinkfleet.ops.stats.redis import CacheUsage, RedisStats, _scan, split_key
 

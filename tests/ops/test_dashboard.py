@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
 from sinkfleet.ops.lag.exporter import LagExporter
-from sinkfleet.ops.replay import commit_empty_group
+from sinkfleet.ops.replay.plan import commit_empty_group
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.worker.heartbeat import UPSERT
 from tests.conftest import ROOT, TestCatalogue, async_wait_for

@@ -17,9 +17,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from sinkfleet.avro.framing import frame_confluent
 from sinkfleet.config import Settings
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.keys import record_key
 from sinkfleet.producer import Publisher
-from sinkfleet.producer.synthetic import ExperienceLoad
 from tests.conftest import TestCatalogue, make_catalogue
 from tests.worker.test_e2e import count_rows, stop, wait_all_stored
 

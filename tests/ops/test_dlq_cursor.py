@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sinkfleet.ops import dlq_cursor
-from sinkfleet.ops.dlq_cursor import ReplayCursor, format_ranges, parse_ranges
+from sinkfleet.ops.deadletters import cursor as dlq_cursor
+from sinkfleet.ops.deadletters.cursor import ReplayCursor, format_ranges, parse_ranges
 
 
 def run(start: int, meta: str, kinds: list[str], wanted: set[str], *, stop: int | None = None

@@ -8,7 +8,13 @@ import pytest
 from rich.console import Console
 
 from sinkfleet.errors import ConfigError
-from sinkfleet.ops.fleet import RestartPolicy, Slot, Supervisor, describe_exit, fleet_table
+from sinkfleet.ops.fleet.supervisor import (
+    RestartPolicy,
+    Slot,
+    Supervisor,
+    describe_exit,
+    fleet_table,
+)
 
 
 def crash_loop(policy: RestartPolicy, crash_after: float) -> list[tuple[float, float | None]]:

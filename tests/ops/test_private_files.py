@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from sinkfleet.config import load_settings
-from sinkfleet.ops.archive import store as archive_store
-from sinkfleet.ops.archive.avro import ArchiveWriter, read_records
-from sinkfleet.ops.backup import backup as backup_module
-from sinkfleet.stack import services
+from sinkfleet.dev.stack import services
+from sinkfleet.ops.lifecycle.archive import store as archive_store
+from sinkfleet.ops.lifecycle.archive.avro import ArchiveWriter, read_records
+from sinkfleet.ops.lifecycle.backup import backup as backup_module
 
 SCHEMA = {"type": "record", "name": "r", "fields": [{"name": "n", "type": "long"}]}
 

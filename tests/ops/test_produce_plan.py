@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from sinkfleet.catalogue import load_catalogue
+from sinkfleet.dev.produce import ProduceResult, summary, synthetic_load
+from sinkfleet.dev.synthetic.loads import FAMILIES
 from sinkfleet.errors import CatalogueError, SinkfleetError
-from sinkfleet.ops.produce import ProduceResult, summary, synthetic_load
-from sinkfleet.producer.synthetic import FAMILIES
 
 ROOT = Path(__file__).resolve().parents[2]
 CAT = load_catalogue(ROOT)

@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError
-from sinkfleet.ops.replay import (
+from sinkfleet.ops.replay.plan import (
     ReplayError,
     apply_replay,
     make_target,
@@ -148,7 +148,7 @@ async def test_replay_into_live_tables_changes_nothing(fam: Family, static: bool
 
 async def test_shadow_replay_never_drops_a_schema_it_did_not_make(fam: Family) -> None:
     from sinkfleet.errors import ConfigError
-    from sinkfleet.ops.shadow import run_shadow
+    from sinkfleet.ops.replay.shadow import run_shadow
 
     schema = f"other_app_{fam.table[-10:]}"  # a typo in --into, say
     conn = await connect(fam.settings)
@@ -166,7 +166,7 @@ async def test_shadow_replay_never_drops_a_schema_it_did_not_make(fam: Family) -
 
 
 async def test_shadow_replay_matches_live_and_names_differences(fam: Family) -> None:
-    from sinkfleet.ops.shadow import run_shadow, verify_shadow
+    from sinkfleet.ops.replay.shadow import run_shadow, verify_shadow
 
     schema = f"shadow_{fam.table[-10:]}"
     await publish(fam, [state("t", f"w{i % 12}", v, f"s{v}") for v in (1, 2) for i in range(12)])

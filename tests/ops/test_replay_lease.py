@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
-from sinkfleet.ops.replay import ReplayError, _Hold, apply_replay
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
+from sinkfleet.ops.replay.plan import ReplayError, _Hold, apply_replay
 from sinkfleet.producer import Publisher
-from sinkfleet.producer.synthetic import ExperienceLoad
 from sinkfleet.sink.postgres.connect import connect
 from tests.conftest import TestCatalogue, async_wait_for
 

@@ -18,12 +18,12 @@ import pytest
 import pytest_asyncio
 
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.ops.archive.avro import read_records
-from sinkfleet.ops.archive.restore import restore_range
-from sinkfleet.ops.archive.store import list_archives
-from sinkfleet.ops.retention import run as retention_run
-from sinkfleet.ops.retention.partitions import detach, list_partitions
-from sinkfleet.ops.retention.run import RETENTION_LOCK_KEY, run_retention
+from sinkfleet.ops.lifecycle.archive.avro import read_records
+from sinkfleet.ops.lifecycle.archive.restore import restore_range
+from sinkfleet.ops.lifecycle.archive.store import list_archives
+from sinkfleet.ops.lifecycle.partitions import detach, list_partitions
+from sinkfleet.ops.lifecycle.retention import run as retention_run
+from sinkfleet.ops.lifecycle.retention.run import RETENTION_LOCK_KEY, run_retention
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.ddl import floor_time
 from sinkfleet.sink.postgres.migrate import ensure_partitions

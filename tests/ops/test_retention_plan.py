@@ -13,7 +13,7 @@ import pytest
 
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.errors import CatalogueError, ConfigError
-from sinkfleet.ops.archive.avro import (
+from sinkfleet.ops.lifecycle.archive.avro import (
     ArchiveError,
     ArchiveWriter,
     archive_schema,
@@ -21,9 +21,9 @@ from sinkfleet.ops.archive.avro import (
     read_records,
     verify_file,
 )
-from sinkfleet.ops.retention.partitions import Partition
-from sinkfleet.ops.retention.plan import plan_sink
-from sinkfleet.ops.retention.schedule import parse_every
+from sinkfleet.ops.lifecycle.partitions import Partition
+from sinkfleet.ops.lifecycle.retention.plan import plan_sink
+from sinkfleet.ops.lifecycle.retention.schedule import parse_every
 
 ROOT = Path(__file__).resolve().parents[2]
 SINK = "sinks/experience_events.yaml"

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from sinkfleet.ops.produce import produce
-from sinkfleet.producer.synthetic import ExperienceLoad
+from sinkfleet.dev.produce import produce
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from tests.conftest import TestCatalogue, wait_for
 from tests.ops.test_fleet import free_ports
 from tests.worker.test_e2e import publish, stop

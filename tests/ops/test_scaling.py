@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sinkfleet.errors import ConfigError
-from sinkfleet.ops.scale_advice import metrics_url
-from sinkfleet.ops.scaling import (
+from sinkfleet.ops.fleet.advice import metrics_url
+from sinkfleet.ops.fleet.scaling import (
     backlog,
     cap_at_current,
     consumed_total,

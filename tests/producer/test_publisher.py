@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.errors import ValidationError
 from sinkfleet.producer import Publisher, SyncPublisher, record_key
-from sinkfleet.producer.synthetic import ExperienceLoad
 from tests.conftest import TestCatalogue
 
 pytestmark = pytest.mark.integration

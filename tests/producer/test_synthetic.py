@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from sinkfleet.producer.synthetic import (
+from sinkfleet.dev.synthetic.base import StateLoad
+from sinkfleet.dev.synthetic.loads import (
     LOADS,
     MIX,
     ExperienceLoad,
@@ -17,7 +18,6 @@ from sinkfleet.producer.synthetic import (
     Tombstone,
     synthetic_records,
 )
-from sinkfleet.producer.synthetic_base import StateLoad
 
 STATE = sorted(f for f, load in LOADS.items() if issubclass(load, StateLoad))
 

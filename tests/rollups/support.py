@@ -11,7 +11,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sinkfleet.ops.produce import produce
+from sinkfleet.dev.produce import produce
 from sinkfleet.sink.postgres.connect import connect
 from tests.conftest import TestCatalogue
 

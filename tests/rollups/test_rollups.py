@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from sinkfleet.producer.synthetic_append import LearningMetricLoad, WorkerEventLoad
+from sinkfleet.dev.synthetic.append import LearningMetricLoad, WorkerEventLoad
 from tests.conftest import TestCatalogue, async_wait_for
 from tests.rollups.support import (
     cleanup,

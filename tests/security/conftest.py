@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.stack.services import Service, wait_ready
+from sinkfleet.dev.stack.services import Service, wait_ready
 from tests.security.pki import Pki, make_pki
 from tests.security.servers import (
     KafkaUsers,

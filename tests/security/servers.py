@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sinkfleet.config import Settings
-from sinkfleet.stack.services import SINGLE_NODE_DEFAULTS, Kafka, Postgres, Redis, _run
+from sinkfleet.dev.stack.services import SINGLE_NODE_DEFAULTS, Kafka, Postgres, Redis, _run
 from tests.security.pki import Pki
 
 

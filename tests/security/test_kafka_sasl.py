@@ -20,11 +20,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from sinkfleet.avro import Codec, SchemaStore
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.errors import ConfigError, PublishError, SinkfleetError
-from sinkfleet.kafka import kafka_client_kwargs
-from sinkfleet.ops.topics import apply_topics
+from sinkfleet.kafka.client import kafka_client_kwargs
+from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.producer import Publisher
-from sinkfleet.producer.synthetic import ExperienceLoad
 from sinkfleet.sink.postgres.connect import connect
 from tests.conftest import TestCatalogue, async_wait_for
 from tests.security.conftest import SaslKafkaInfo

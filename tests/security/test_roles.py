@@ -18,8 +18,8 @@ from aiokafka import TopicPartition
 
 from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.config import Settings, load_settings
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.errors import ConfigError
-from sinkfleet.producer.synthetic import ExperienceLoad
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.group_roles import group_role, login_of
 from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets

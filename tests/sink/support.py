@@ -16,8 +16,8 @@ import yaml
 
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.ops.positions import KafkaPositions
-from sinkfleet.ops.topics import apply_topics
+from sinkfleet.kafka.positions import KafkaPositions
+from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.loop import Worker

@@ -19,8 +19,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from sinkfleet.avro.hashing import chain_hash, content_hash
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.ops.audit import BrokenLink, checkpoint, verify
-from sinkfleet.ops.audit_checkpoint import CheckpointError, Head, load_anchor, write_checkpoint
+from sinkfleet.ops.audit.checkpoint import CheckpointError, Head, load_anchor, write_checkpoint
+from sinkfleet.ops.audit.verify import BrokenLink, checkpoint, verify
 from sinkfleet.ops.signing import matching_keys, verify_key
 from tests.conftest import async_wait_for
 from tests.sink.support import Family, drain, drop_family, make_family, rows, running_worker

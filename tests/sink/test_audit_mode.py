@@ -19,8 +19,8 @@ import pytest_asyncio
 
 from sinkfleet.avro.hashing import LEGACY_HASH_VERSION, chain_hash, content_hash
 from sinkfleet.config import Settings
-from sinkfleet.ops.audit import verify
-from sinkfleet.ops.dlq import Filter, inspect
+from sinkfleet.ops.audit.verify import verify
+from sinkfleet.ops.deadletters.inspect import Filter, inspect
 from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS

@@ -14,7 +14,7 @@ from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.config import Settings
 from sinkfleet.errors import CatalogueError, SchemaIncompatible
-from sinkfleet.ops.schemas import check_against_db, list_versions, register
+from sinkfleet.ops.schemas.registry import check_against_db, list_versions, register
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.sink.postgres.schema_versions import registered_versions

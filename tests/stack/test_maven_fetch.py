@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from sinkfleet.dev.stack.services import maven_fetch
 from sinkfleet.errors import StackError
-from sinkfleet.stack.services import maven_fetch
 
 FAKE_MVN = """#!/bin/sh
 echo "$@" > "{log}"
@@ -78,7 +78,7 @@ def test_missing_maven_is_a_clear_error(tmp_path: Path,
 def test_kafka_jars_resolve_into_a_fresh_state_dir(stack: object, tmp_path: Path) -> None:
     """The stack's own fetch, through maven_fetch, from an empty state directory."""
     from sinkfleet.config import load_settings
-    from sinkfleet.stack.services import Kafka
+    from sinkfleet.dev.stack.services import Kafka
 
     settings = load_settings(home=Path(__file__).resolve().parents[2], state_dir=tmp_path)
     libs = Kafka("kafka", settings)._libs()

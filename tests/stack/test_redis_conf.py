@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from sinkfleet.config import load_settings
+from sinkfleet.dev.stack.services import Redis
 from sinkfleet.errors import ConfigError
-from sinkfleet.stack.services import Redis
 from tests.worker.test_metrics import free_port
 
 

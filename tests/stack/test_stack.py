@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from sinkfleet.config import Settings, load_settings
+from sinkfleet.dev.stack import manager
 from sinkfleet.errors import StackError
-from sinkfleet.stack import manager
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from sinkfleet.avro.framing import frame_confluent
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.producer import Publisher
-from sinkfleet.producer.synthetic import ExperienceLoad
 from tests.conftest import TestCatalogue
 from tests.worker.test_e2e import count_rows, stop, wait_all_stored
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from sinkfleet.ops.produce import produce
-from sinkfleet.producer.synthetic import ExperienceLoad
+from sinkfleet.dev.produce import produce
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.sink.postgres.connect import connect
 from tests.conftest import TestCatalogue, async_wait_for
 

@@ -21,9 +21,9 @@ import pytest
 
 from sinkfleet.avro.hashing import ZERO_HASH, chain_hash, content_hash
 from sinkfleet.catalogue import Sink
-from sinkfleet.ops.produce import produce
-from sinkfleet.producer.synthetic import LOADS, Tombstone, synthetic_records
-from sinkfleet.producer.synthetic_base import StateLoad
+from sinkfleet.dev.produce import produce
+from sinkfleet.dev.synthetic.base import StateLoad
+from sinkfleet.dev.synthetic.loads import LOADS, Tombstone, synthetic_records
 from sinkfleet.sink.postgres.connect import connect
 from tests.conftest import TestCatalogue, async_wait_for
 
@@ -177,7 +177,7 @@ async def test_state_family_keeps_the_newest_version_and_every_version(
 
 async def test_audit_family_stores_every_entry_chained_per_tenant(
         catalogue_factory: Any, tmp_path: Path) -> None:
-    from sinkfleet.ops.audit import verify
+    from sinkfleet.ops.audit.verify import verify
 
     tc: TestCatalogue = await catalogue_factory(family="audit_entry", max_records=400)
     items = await run_family(tc, tmp_path / "worker.log", seed=13)

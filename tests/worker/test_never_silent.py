@@ -15,8 +15,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.producer import Publisher
-from sinkfleet.producer.synthetic import ExperienceLoad
 from sinkfleet.sink.postgres.connect import connect
 from tests.conftest import TestCatalogue, async_wait_for, wait_for
 from tests.faults import TcpProxy

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from sinkfleet.catalogue import load_catalogue
+from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.errors import ValidationError
-from sinkfleet.producer.synthetic import ExperienceLoad
 from sinkfleet.worker.rows import RowBuilder
 
 ROOT = Path(__file__).resolve().parents[2]

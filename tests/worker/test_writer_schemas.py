@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaProducer
 from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.avro.framing import frame_confluent
 from sinkfleet.config import Settings
-from sinkfleet.ops.topics import apply_topics
+from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.sink.postgres.schema_versions import register_catalogue

@@ -18,7 +18,7 @@ from aiokafka.structs import ConsumerRecord
 
 from sinkfleet.config import Settings
 from sinkfleet.errors import SinkfleetError
-from sinkfleet.kafka import explain_kafka_error, kafka_client_kwargs
+from sinkfleet.kafka.client import explain_kafka_error, kafka_client_kwargs
 from sinkfleet.ops.lag.model import PartitionHistory, Sample, worst
 from sinkfleet.ops.lag.protocol import DescribeGroupsV2, OffsetFetchAll
 

@@ -11,15 +11,11 @@ from typing import Any
 from sinkfleet.catalogue import Catalogue
 from sinkfleet.config import Settings
 from sinkfleet.errors import SinkfleetError
-from sinkfleet.ops.positions import (
-    KafkaPositions,
-    PartitionPosition,
-    StoredOffset,
-    stored_offsets,
-)
+from sinkfleet.kafka.positions import KafkaPositions, PartitionPosition
 from sinkfleet.ops.stats.pg import SinkStats, sink_stats
 from sinkfleet.ops.stats.redis import RedisStats, redis_stats
 from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.offsets import StoredOffset, stored_offsets
 
 
 @dataclass
@@ -85,7 +81,8 @@ async def _groups(settings: Settings, catalogue: Catalogue, stored: list[StoredO
     mine = [o for o in stored if o.group in ours]
     try:
         async with KafkaPositions(settings) as kafka:
-            positions = await kafka.positions({g.group: set(g.topics) for g in groups}, mine)
+            positions = await kafka.positions({g.group: set(g.topics) for g in groups},
+                                             {o.key(): o.next_offset for o in mine})
     except (SinkfleetError, OSError) as exc:
         return groups, str(exc)
     by_group = {g.group: g for g in groups}
