@@ -29,6 +29,7 @@ from sinkfleet.dev.verify_load import FamilyCheck, check_load
 from sinkfleet.kafka.client import kafka_client_kwargs
 from sinkfleet.keys import key_values
 from sinkfleet.ops.setup.topics import apply_topics
+from sinkfleet.read import Reader
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.sink.postgres.offsets import group_offsets
@@ -147,8 +148,6 @@ def summary_lines(s: Summary, workers: int) -> list[str]:
 async def cache_reads(settings: Settings, catalogue: Catalogue,
                       published: list[tuple[str, Any]], reads: int = 500) -> dict[str, Any]:
     """Read current state through the Reader (Redis first) for ids the load touched."""
-    from sinkfleet.read import Reader
-
     state_sinks = {s.topic.schema_: s for s in catalogue.sinks.values()
                    if s.spec.state is not None and s.spec.cache is not None}
     last: dict[tuple[str, tuple[Any, ...]], bool] = {}  # id -> exists (not deleted)

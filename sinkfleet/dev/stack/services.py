@@ -176,6 +176,7 @@ class Kafka(Service):
                 "kafka.Kafka", str(self.home / "server.properties")]
 
     async def probe(self) -> None:
+        # aiokafka only when Kafka is probed: `stack up --only postgres` never loads it
         from aiokafka.admin import AIOKafkaAdminClient
 
         from sinkfleet.kafka.client import kafka_client_kwargs
