@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
+from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect, pg
 from tests.faults import TcpProxy
 
 pytestmark = pytest.mark.integration
@@ -33,3 +33,21 @@ async def test_session_ended_by_the_server_while_idle_is_retriable(stack: Settin
         conn.terminate()
         await admin.close()
         await proxy.stop()
+
+
+async def test_pg_closes_its_connection_on_every_way_out(stack: Settings) -> None:
+    """``async with pg(settings)`` closes the connection after the block, after an error
+    in it, and when the server already ended the session (no error from the close)."""
+    async with pg(stack) as conn:
+        assert await conn.fetchval("SELECT 1") == 1
+    assert conn.is_closed()
+
+    with pytest.raises(ZeroDivisionError):
+        async with pg(stack) as failing:
+            1 / 0  # noqa: B018
+    assert failing.is_closed()
+
+    async with pg(stack) as admin, pg(stack) as killed:
+        await admin.execute("SELECT pg_terminate_backend($1)", killed.get_server_pid())
+        await asyncio.sleep(0.2)
+    assert killed.is_closed() and admin.is_closed()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -72,6 +74,20 @@ async def connect(settings: Settings, timeout: float = 10.0) -> asyncpg.Connecti
             raise _unavailable(settings, exc) from None
         raise
     return conn
+
+
+@asynccontextmanager
+async def pg(settings: Settings, timeout: float = 10.0) -> AsyncIterator[asyncpg.Connection]:
+    """``async with pg(settings) as conn:`` — ``connect``'s connection, closed on the way
+    out (terminated if closing itself fails, e.g. the server went away)."""
+    conn = await connect(settings, timeout)
+    try:
+        yield conn
+    finally:
+        try:
+            await conn.close(timeout=5)
+        except (*RETRIABLE_PG_ERRORS, asyncpg.PostgresError):
+            conn.terminate()
 
 
 async def create_pool(settings: Settings, size: int = 2, **kwargs: Any) -> asyncpg.Pool:
