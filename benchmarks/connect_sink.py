@@ -80,6 +80,7 @@ from rich.progress import (
 
 from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
 from sinkfleet.config import Settings
+from sinkfleet.dev.stack import services as stack_services
 from sinkfleet.dev.stack.services import maven_fetch
 from sinkfleet.kafka.client import kafka_client_kwargs
 from sinkfleet.private_files import write_private
@@ -88,9 +89,10 @@ from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.rows import RowBuilder
 
 ROOT = Path(__file__).resolve().parents[1]
-STACK_POM = ROOT / "sinkfleet" / "stack" / "pom.xml"
+STACK = Path(stack_services.__file__).parent  # the local stack's pom.xml and log4j2 config
+STACK_POM = STACK / "pom.xml"
 CONNECT_POM = Path(__file__).resolve().parent / "connect" / "pom.xml"
-LOG4J = ROOT / "sinkfleet" / "stack" / "log4j2.properties"
+LOG4J = STACK / "log4j2.properties"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 MODES = ("insert", "upsert")
 BATCH = 3000
