@@ -5,6 +5,8 @@ Playwright drives Debian's Chromium (never a browser of Playwright's own). Every
 the page shows for the group must equal /api/lag's at the same moment, the page must log
 no errors and request nothing but the exporter, and a REWIND must show up as a badge and
 as markers on the group's charts. A screenshot goes to tests/artifacts/dashboard.png.
+At 500 groups x 12 partitions the overview lists every group worst first, filters, and
+opens one card on demand (tests/artifacts/dashboard-500.png, dashboard-500.json).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 import urllib.request
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +23,11 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
+from sinkfleet.config import Settings
+from sinkfleet.http_server import Guard, serve
+from sinkfleet.ops.lag.collect import GroupLag, PartitionLag, Snapshot
 from sinkfleet.ops.lag.exporter import LagExporter
+from sinkfleet.ops.lag.model import STATUSES, Sample, worst
 from sinkfleet.ops.replay.plan import commit_empty_group
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.worker.heartbeat import UPSERT
@@ -36,7 +43,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 SCREENSHOT = ROOT / "tests" / "artifacts" / "dashboard.png"
 PARTITIONS = 4
-INT_FIELDS = ("partition", "committed_offset", "log_end_offset", "lag_records")
+INT_FIELDS = ("partition", "committed_offset", "log_end_offset", "lag_records",
+              "expired_records")
 
 # One read of everything the page shows for a group, straight from the DOM hooks.
 READ_DOM = """(group) => {
@@ -45,9 +53,13 @@ READ_DOM = """(group) => {
   const text = (root, f) => { const n = q(root, f); return n ? n.textContent.trim() : null; };
   const card = document.querySelector('article[data-group="' + CSS.escape(group) + '"]');
   if (!card) return null;
+  const ov = document.querySelector('#overview tr[data-group="' + CSS.escape(group) + '"]');
+  const overview = {};
+  for (const f of ['status', 'members', 'partitions', 'lag_records', 'expired_records',
+                   'lag_seconds']) overview[f] = val(ov, f);
   const stats = card.querySelector('.stats');
   const fields = ['topic', 'partition', 'committed_offset', 'log_end_offset', 'lag_records',
-                  'lag_seconds', 'status'];
+                  'expired_records', 'lag_seconds', 'status'];
   const rows = [...card.querySelectorAll('tr[data-topic]')].map(tr => {
     const row = {topic: tr.dataset.topic, partition: tr.dataset.partition, values: {},
                  texts: {}};
@@ -61,7 +73,8 @@ READ_DOM = """(group) => {
   return {generated_at: val(document.getElementById('totals'), 'generated_at'),
           status: val(card, 'status'), card_status: card.dataset.status,
           members: val(stats, 'members'), lag_records: val(stats, 'lag_records'),
-          lag_seconds: val(stats, 'lag_seconds'), rows, dlq};
+          lag_seconds: val(stats, 'lag_seconds'),
+          expired_records: val(stats, 'expired_records'), rows, dlq, overview};
 }"""
 
 
@@ -115,7 +128,14 @@ def assert_dom_matches_api(dom: dict[str, Any], api: dict[str, Any], tc: TestCat
     assert dom["status"] == dom["card_status"] == group["status"]
     assert _num(dom["members"]) == group["members"]
     assert _num(dom["lag_records"]) == group["lag_records"]
+    assert _num(dom["expired_records"]) == group["expired_records"]
     assert abs(_num(dom["lag_seconds"]) - group["lag_seconds"]) <= 2
+    overview = dom["overview"]  # the group's overview row says the same
+    assert overview["status"] == group["status"]
+    for f in ("members", "lag_records", "expired_records"):
+        assert _num(overview[f]) == group[f], f
+    assert _num(overview["partitions"]) == len(group["partitions"])
+    assert abs(_num(overview["lag_seconds"]) - group["lag_seconds"]) <= 2
     api_rows = {(p["topic"], p["partition"]): p for p in group["partitions"]}
     dom_rows = {(r["topic"], int(r["partition"])): r for r in dom["rows"]}
     assert set(dom_rows) == set(api_rows) == {(tp.topic, tp.partition) for tp in expected}
@@ -215,8 +235,14 @@ async def test_dashboard_shows_the_api_numbers(catalogue_factory: Any) -> None:
                 page.on("request", lambda r: requested.append(r.url))
 
                 await page.goto(f"{base}/")
+                row = page.locator(f'#overview tr[data-group="{tc.group}"]')
+                await row.wait_for(timeout=20_000)
                 card = page.locator(f'article[data-group="{tc.group}"]')
+                assert await card.count() == 0  # cards on demand: closed until asked for
+                await row.click()
                 await card.wait_for(timeout=20_000)
+                assert await row.get_attribute("aria-expanded") == "true"
+                assert page.url.endswith("#open=" + tc.group)
                 await page.wait_for_function(
                     """([g, n]) => document.querySelectorAll(
                          'article[data-group="' + CSS.escape(g) + '"] tr[data-topic]'
@@ -331,3 +357,128 @@ async def test_dashboard_links_only_http_metrics_urls(catalogue_factory: Any) ->
     finally:
         exporter.stop()
         await asyncio.wait_for(task, 30)
+
+
+def many_groups(at: float, groups: int = 500, partitions: int = 12) -> Snapshot:
+    """A snapshot of ``groups`` groups x ``partitions``: most OK, some lagging, stalled,
+    rewound or with expired records, in every order of name."""
+    out = []
+    for i in range(groups):
+        name = f"load-{(i * 7919) % groups:03d}"  # names not in rank order
+        g = GroupLag(name, "Stable" if i % 5 else "Empty", i % 4)
+        for p in range(partitions):
+            end = 1_000 + 37 * i + p
+            committed = end - (i % 9) * (p + 1) * 3
+            start = committed + 5 if i % 61 == 0 and p == 0 else 0  # expired records
+            ts = at - (i % 13) * 4.5 - p if committed < end else None
+            status = ("ERROR" if start > committed else "STALL" if i % 47 == 0 else
+                      "REWIND" if i % 53 == 0 else "WARN" if i % 11 == 0 and p == 3 else "OK")
+            g.partitions.append(PartitionLag(f"t{i % 7}", p, Sample(at, committed, start, end,
+                                                                    ts), status))
+        g.status = worst([q.status for q in g.partitions])
+        out.append(g)
+    out.sort(key=lambda g: g.group)  # the API's order
+    return Snapshot(at, out, {"t0.dlq": 3}, 0.25)
+
+
+def worst_first(groups: list[dict[str, Any]]) -> list[str]:
+    """The overview's order: status, age of the oldest waiting record, records, name."""
+    rank = {s: i for i, s in enumerate(STATUSES)}
+    return [g["group"] for g in sorted(groups, key=lambda g: (
+        -rank[g["status"]], -(g["lag_seconds"] if g["lag_seconds"] is not None else -1),
+        -(g["lag_records"] or 0), g["group"]))]
+
+
+async def test_dashboard_overview_of_500_groups(stack: Settings) -> None:
+    """500 groups x 12 partitions: one overview row per group, worst first, numbers equal
+    to the API's; the name filter and the "not OK" switch show exactly the matching
+    groups; a row opens that group's card, and only its history is fetched. The time to
+    the first full overview and to a filter are written to tests/artifacts."""
+    async_playwright = _require_browser()
+    exporter = LagExporter(stack, groups=["none"])
+    exporter.snapshot = many_groups(time.time())
+    bound: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    server = await serve("127.0.0.1", 0, exporter.handle, bound.set_result,
+                         guard=Guard.of((), "127.0.0.1"))
+    try:
+        base = f"http://127.0.0.1:{await asyncio.wait_for(bound, 10)}"
+        api = await get_json(f"{base}/api/lag")
+        assert len(api["groups"]) == 500
+        expected = worst_first(api["groups"])
+        by_name = {g["group"]: g for g in api["groups"]}
+        assert by_name[expected[0]]["status"] == "ERROR"
+        async with async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
+                                               headless=True)
+            try:
+                page = await browser.new_page(viewport={"width": 1280, "height": 900})
+                errors: list[str] = []
+                page.on("pageerror", lambda e: errors.append(f"page error: {e}"))
+                requested: list[str] = []
+                page.on("request", lambda r: requested.append(r.url))
+                await page.goto(f"{base}/")
+                await page.wait_for_function(
+                    "() => document.querySelectorAll('#overview tbody tr').length === 500",
+                    polling="raf", timeout=30_000)
+                first_ms = await page.evaluate("performance.now()")
+                rows = await page.evaluate("""() => [...document.querySelectorAll(
+                    '#overview tbody tr')].map(tr => {
+                      const v = f => tr.querySelector('[data-field="' + f + '"]').dataset.value;
+                      return {group: tr.dataset.group, status: v('status'),
+                              lag_records: v('lag_records'), lag_seconds: v('lag_seconds'),
+                              expired_records: v('expired_records'),
+                              partitions: v('partitions'), members: v('members')}; })""")
+                assert [r["group"] for r in rows] == expected
+                for r in rows:
+                    g = by_name[r["group"]]
+                    assert r["status"] == g["status"]
+                    assert int(r["lag_records"]) == g["lag_records"]
+                    assert int(r["expired_records"]) == g["expired_records"]
+                    assert int(r["partitions"]) == 12 and int(r["members"]) == g["members"]
+                    if g["lag_seconds"] is None:
+                        assert r["lag_seconds"] == ""
+                    else:
+                        assert abs(float(r["lag_seconds"]) - g["lag_seconds"]) < 1e-6
+                assert await page.locator("article[data-group]").count() == 0
+                assert not [u for u in requested if "/api/history" in u]
+
+                visible = "() => [...document.querySelectorAll('#overview tbody tr')]" \
+                          ".filter(tr => !tr.hidden).map(tr => tr.dataset.group)"
+                started = await page.evaluate("performance.now()")
+                await page.fill("#filter", "load-04")
+                shown = await page.evaluate(visible)
+                filter_ms = await page.evaluate("performance.now()") - started
+                assert shown == [n for n in expected if "load-04" in n] and len(shown) == 10
+                await page.fill("#filter", "")
+                await page.check("#trouble-only")
+                assert await page.evaluate(visible) == [
+                    n for n in expected if by_name[n]["status"] != "OK"]
+                shown_text = await page.locator('.toolbar [data-field="shown"]').inner_text()
+                trouble = sum(g["status"] != "OK" for g in api["groups"])
+                assert shown_text == f"{trouble} of 500 groups"
+                assert 0 < trouble < 500
+
+                worst_group = expected[0]
+                await page.locator(f'#overview tr[data-group="{worst_group}"]').click()
+                card = page.locator(f'article[data-group="{worst_group}"]')
+                await card.wait_for(timeout=10_000)
+                assert await card.locator("tr[data-topic]").count() == 12
+                await page.wait_for_timeout(2500)  # one more poll: still only this history
+                history = {u.split("group=", 1)[1] for u in requested if "/api/history" in u}
+                assert history == {worst_group}
+
+                await page.uncheck("#trouble-only")
+                await page.evaluate("window.scrollTo(0, 0)")
+                os.makedirs(SCREENSHOT.parent, exist_ok=True)
+                await page.screenshot(path=str(SCREENSHOT.with_name("dashboard-500.png")),
+                                      full_page=True)
+                timings = {"groups": 500, "partitions_each": 12,
+                           "first_overview_ms": round(first_ms, 1),
+                           "filter_ms": round(filter_ms, 1)}
+                SCREENSHOT.with_name("dashboard-500.json").write_text(json.dumps(timings))
+                print("dashboard at 500 groups x 12 partitions:", timings)
+                assert not errors, errors
+            finally:
+                await browser.close()
+    finally:
+        server.close()

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from prometheus_client.parser import text_string_to_metric_families
 
 from sinkfleet.ops.lag.collect import LagCollector
@@ -84,6 +85,46 @@ async def test_lag_records_and_seconds_are_exact(catalogue_factory: Any) -> None
         if first[p.partition] > 0:
             assert true_age > 1.5
     assert group.lag_records == sum(end.values()) - sum(committed.values())
+
+
+async def test_commit_below_the_log_start_lags_as_kafka_counts_with_expired_apart(
+        catalogue_factory: Any) -> None:
+    """Retention deleted records the group never read: lag is log end - committed, as
+    `kafka-consumer-groups --describe` shows it, expired records are their own figure, and
+    the age is that of the oldest record still in the log."""
+    tc: TestCatalogue = await catalogue_factory()
+    await publish(tc, 600, seed=43)
+    end = await ends(tc)
+    busy = [p for p, off in end.items() if off >= 20]
+    committed = {p: 5 for p in busy}
+    start = {p: end[p] // 2 for p in busy}  # retention took the first half
+    await commit(tc, committed)
+    admin = AIOKafkaAdminClient(bootstrap_servers=tc.settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({TopicPartition(tc.topic, p): RecordsToDelete(off)
+                                    for p, off in start.items()})
+    finally:
+        await admin.close()
+    truth = await first_timestamps(tc, start)
+    async with LagCollector(tc.settings, groups=[tc.group]) as collector:
+        snap = await collector.collect()
+    [group] = snap.groups
+    parts = {p.partition: p for p in group.partitions}
+    assert set(parts) == set(busy)
+    for p in busy:
+        s = parts[p].sample
+        assert (s.committed, s.log_start, s.log_end) == (5, start[p], end[p])
+        assert s.lag_records == end[p] - 5
+        assert s.expired_records == start[p] - 5
+        assert s.lag_seconds == pytest.approx(snap.at - truth[p], abs=0.001)
+        assert parts[p].status == "ERROR"  # the group lost records: out of range
+    assert group.lag_records == sum(end[p] - 5 for p in busy)
+    assert group.expired_records == sum(start[p] - 5 for p in busy)
+    api = group.as_dict()
+    assert api["expired_records"] == group.expired_records
+    assert {q["partition"]: q["expired_records"] for q in api["partitions"]} == {
+        p: start[p] - 5 for p in busy}
 
 
 async def test_two_groups_at_different_offsets_of_one_partition(

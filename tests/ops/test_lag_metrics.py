@@ -45,6 +45,7 @@ class Reference(Collector):
         committed = GaugeMetricFamily("sinkfleet_group_committed_offset", "", labels=labels)
         end = GaugeMetricFamily("sinkfleet_group_log_end_offset", "", labels=labels)
         lag = GaugeMetricFamily("sinkfleet_group_lag_records", "", labels=labels)
+        expired = GaugeMetricFamily("sinkfleet_group_expired_records", "", labels=labels)
         lag_s = GaugeMetricFamily("sinkfleet_group_lag_seconds", "", labels=labels)
         status = GaugeMetricFamily("sinkfleet_group_status", "", labels=["group", "status"])
         members = GaugeMetricFamily("sinkfleet_group_members", "", labels=["group"])
@@ -59,12 +60,14 @@ class Reference(Collector):
                     committed.add_metric(key, sample.committed)
                 if sample.lag_records is not None:
                     lag.add_metric(key, sample.lag_records)
+                if sample.expired_records is not None:
+                    expired.add_metric(key, sample.expired_records)
                 if sample.lag_seconds is not None:
                     lag_s.add_metric(key, age_now(sample, self.now))
         dlq = GaugeMetricFamily("sinkfleet_dlq_records", "", labels=["topic"])
         for topic, count in sorted(self.snap.dlq_records.items()):
             dlq.add_metric([topic], count)
-        yield from (committed, end, lag, lag_s, status, members, dlq,
+        yield from (committed, end, lag, expired, lag_s, status, members, dlq,
                     GaugeMetricFamily("sinkfleet_exporter_scrape_seconds", "",
                                       value=self.snap.seconds),
                     GaugeMetricFamily("sinkfleet_exporter_last_collect_timestamp_seconds", "",

@@ -29,11 +29,29 @@ def test_missing_offsets_are_unknown_not_zero() -> None:
     assert s(1000.0, 10, 100, ts=None).lag_seconds is None  # timestamp not fetched
 
 
-def test_committed_below_log_start_counts_from_the_log_start() -> None:
-    sample = s(1000.0, 5, 100, start=50)
-    assert sample.lag_records == 50
+def test_committed_below_log_start_is_lag_as_kafka_counts_it_plus_expired() -> None:
+    """`kafka-consumer-groups --describe` says LAG = log end - committed (95 here), so
+    dashboards and Kafka's own tools agree; the 45 records deleted by retention before
+    the group read them are their own figure."""
+    sample = s(1000.0, 5, 100, start=50, ts=990.0)
+    assert sample.lag_records == 95
+    assert sample.expired_records == 45
+    assert sample.lag_seconds == pytest.approx(10.0)  # the oldest record still readable
     assert sample.out_of_range
     assert partition_status([sample]) == "ERROR"
+
+
+def test_expired_is_zero_when_nothing_was_lost_and_unknown_without_a_commit() -> None:
+    assert s(1000.0, 50, 100, start=50).expired_records == 0
+    assert s(1000.0, 70, 100, start=50).expired_records == 0
+    assert s(1000.0, None, 100, start=50).expired_records is None
+
+
+def test_everything_expired_lags_without_an_age() -> None:
+    """All unread records were deleted: Kafka's lag is 40, but no record waits, so its
+    age is 0, not unknown."""
+    sample = s(1000.0, 60, 100, start=100)
+    assert (sample.lag_records, sample.expired_records, sample.lag_seconds) == (40, 40, 0.0)
 
 
 def test_caught_up_and_idle_is_ok() -> None:

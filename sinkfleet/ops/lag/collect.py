@@ -48,7 +48,8 @@ class PartitionLag:
         return {"topic": self.topic, "partition": self.partition,
                 "committed_offset": s.committed, "log_start_offset": s.log_start,
                 "log_end_offset": s.log_end, "lag_records": s.lag_records,
-                "lag_seconds": s.lag_seconds, "status": self.status}
+                "expired_records": s.expired_records, "lag_seconds": s.lag_seconds,
+                "status": self.status}
 
 
 @dataclass
@@ -64,6 +65,10 @@ class GroupLag:
         return sum(p.sample.lag_records or 0 for p in self.partitions)
 
     @property
+    def expired_records(self) -> int:
+        return sum(p.sample.expired_records or 0 for p in self.partitions)
+
+    @property
     def lag_seconds(self) -> float | None:
         known = [p.sample.lag_seconds for p in self.partitions]
         values = [v for v in known if v is not None]
@@ -72,7 +77,7 @@ class GroupLag:
     def as_dict(self) -> dict[str, Any]:
         return {"group": self.group, "state": self.state, "members": self.members,
                 "status": self.status, "lag_records": self.lag_records,
-                "lag_seconds": self.lag_seconds,
+                "expired_records": self.expired_records, "lag_seconds": self.lag_seconds,
                 "partitions": [p.as_dict() for p in self.partitions]}
 
 
@@ -263,8 +268,10 @@ class LagCollector:
         await self._meta._client.set_topics(sorted({tp.topic for tp in all_tps}))
         ends = await self._meta.end_offsets(all_tps) if all_tps else {}
         starts = await self._meta.beginning_offsets(all_tps) if all_tps else {}
-        wanted = {(tp, off) for c in committed.values() for tp, off in c.items()
-                  if off is not None and starts[tp] <= off < ends[tp]}
+        # The oldest record each group still has to read: at its commit, or at the log
+        # start when retention deleted the records there (they count as expired).
+        wanted = {(tp, max(off, starts[tp])) for c in committed.values()
+                  for tp, off in c.items() if off is not None and max(off, starts[tp]) < ends[tp]}
         await self._timestamps(wanted)
         result = await self._build(now, groups, committed, starts, ends)
         self._forget(now, wanted)
@@ -284,7 +291,7 @@ class LagCollector:
         for g, (state, members) in groups.items():
             glag = GroupLag(g, state, members)
             for tp, off in sorted(committed.get(g, {}).items()):
-                ts = None if off is None else self._ts.get((tp, off))
+                ts = None if off is None else self._ts.get((tp, max(off, starts[tp])))
                 sample = Sample(now, off, starts[tp], ends[tp], ts)
                 hist = self.history.get((g, tp))
                 if hist is None:

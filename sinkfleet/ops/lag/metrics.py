@@ -53,7 +53,10 @@ class MetricsPage:
         committed, end, lag = [_family("sinkfleet_group_committed_offset",
                                        "Committed offset (next to consume)")], [
             _family("sinkfleet_group_log_end_offset", "Log-end offset")], [
-            _family("sinkfleet_group_lag_records", "Records not yet consumed")]
+            _family("sinkfleet_group_lag_records",
+                    "Records not yet consumed (log end - committed, as Kafka counts)")]
+        expired = [_family("sinkfleet_group_expired_records",
+                           "Records deleted by retention before the group read them")]
         # (line head, timestamp that ages, or None and the fixed value)
         self._lag_seconds: list[tuple[str, float | None, float]] = []
         for g in snap.groups:
@@ -69,11 +72,14 @@ class MetricsPage:
                         f"sinkfleet_group_committed_offset{{{text}}} {s.committed}\n")
                 if s.lag_records is not None:
                     lag.append(f"sinkfleet_group_lag_records{{{text}}} {s.lag_records}\n")
+                if s.expired_records is not None:
+                    expired.append(
+                        f"sinkfleet_group_expired_records{{{text}}} {s.expired_records}\n")
                 if s.lag_seconds is not None:
                     ageing = s.first_unconsumed_ts if s.lag_records else None
                     self._lag_seconds.append((f"sinkfleet_group_lag_seconds{{{text}}} ",
                                               ageing, age_now(s, snap.at)))
-        self._head = "".join([*committed, *end, *lag, _family(
+        self._head = "".join([*committed, *end, *lag, *expired, _family(
             "sinkfleet_group_lag_seconds", "Age of the oldest unconsumed record")]).encode()
         self._tail = "".join(self._rest(snap)).encode()
 

@@ -35,23 +35,30 @@ class Sample:
     committed: int | None  # next offset to consume; None = the group has none
     log_start: int
     log_end: int
-    first_unconsumed_ts: float | None = None  # unix seconds of the record at `committed`
-    # Records not yet consumed (None: no committed offset).
+    first_unconsumed_ts: float | None = None  # unix seconds of the oldest readable one
+    # Records not yet consumed, as Kafka counts them (`kafka-consumer-groups` LAG: log end
+    # - committed, so dashboards and Kafka's tools agree); None: no committed offset.
     lag_records: int | None = field(init=False, compare=False)
-    # How old the oldest unconsumed record is (exact, from its timestamp; 0 when there
-    # is none, None when its timestamp is unknown).
+    # Of those, records deleted by retention before the group read them (committed below
+    # the log start): lost to this group, never to be read.
+    expired_records: int | None = field(init=False, compare=False)
+    # How old the oldest unconsumed record still in the log is (exact, from its
+    # timestamp; 0 when none waits, None when its timestamp is unknown).
     lag_seconds: float | None = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        lag, age, committed = None, None, self.committed
+        lag, expired, age, committed = None, None, None, self.committed
         if committed is not None:
-            lag = self.log_end - (committed if committed > self.log_start else self.log_start)
+            lag = self.log_end - committed
+            expired = self.log_start - committed if committed < self.log_start else 0
             if lag <= 0:
-                lag, age = 0, 0.0
+                lag, expired, age = 0, 0, 0.0
+            elif lag <= expired:  # every unread record expired: none waits
+                age = 0.0
             elif self.first_unconsumed_ts is not None:
                 age = self.at - self.first_unconsumed_ts
                 age = age if age > 0.0 else 0.0
-        self.lag_records, self.lag_seconds = lag, age
+        self.lag_records, self.expired_records, self.lag_seconds = lag, expired, age
 
     @property
     def out_of_range(self) -> bool:
