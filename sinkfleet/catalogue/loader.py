@@ -14,6 +14,7 @@ from pydantic import ValidationError as PydanticValidationError
 
 from sinkfleet.avro.codec import SchemaStore
 from sinkfleet.avro.hashing import JSON_PROP
+from sinkfleet.catalogue.merge import check_merge
 from sinkfleet.catalogue.models import SinkSpec, TopicSpec, WorkerSpec
 from sinkfleet.catalogue.types import ResolvedField, check_column_type, resolve_path
 from sinkfleet.errors import CatalogueError, DecodeError
@@ -145,6 +146,8 @@ def _check_mode(spec: SinkSpec, topic: TopicSpec, schema: dict[str, Any],
             raise CatalogueError(
                 f"{where}: a state sink's id must be its topic's key: topic {topic.name!r}"
                 f" has key {list(topic.key)}, the id columns come from {sources}")
+    if spec.merge is not None:
+        check_merge(spec, columns, where)
     if spec.audit is not None:
         tenant, hashed = by_name[spec.audit.tenant], by_name[spec.audit.hash]
         if tenant.nullable:

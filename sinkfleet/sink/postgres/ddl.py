@@ -95,9 +95,11 @@ def audit_guard_sql(sink: Sink) -> list[str]:
     ]
 
 
-def create_table_sql(sink: Sink) -> str:
+def create_table_sql(sink: Sink, columns: list[str] | None = None) -> str:
+    """The sink's table(s); ``columns``: its column definitions, if not the sink's own
+    columns (a merge sink's values and states: sinkfleet.sink.postgres.merge_sql)."""
     spec = sink.spec
-    lines = _column_lines(sink)
+    lines = _column_lines(sink) if columns is None else list(columns)
     if spec.audit is not None:
         lines += ["    chain_seq bigint NOT NULL", "    prev_hash bytea NOT NULL",
                   "    chain_hash bytea NOT NULL",
