@@ -282,6 +282,8 @@ class SinkSpec(_Strict):
             raise ValueError("merge sinks are not time-partitioned (one row per id)")
         if self.cache is not None:
             raise ValueError("merge sinks have no Redis cache (yet): drop 'cache:'")
+        if merge.replica in merge.crdts:
+            raise ValueError(f"merge: the replica column {merge.replica!r} is not a CRDT")
         inputs = {merge.replica, *merge.crdts}
         for col in self.columns:
             if col.name in self.id:
@@ -293,8 +295,6 @@ class SinkSpec(_Strict):
                     f"merge: column {col.name!r} is neither an id, the replica nor a CRDT"
                     " (merge.crdts): a plain column would depend on delivery order; make it"
                     " a CRDT (max keeps the greatest value) or drop it")
-        if merge.replica in merge.crdts:
-            raise ValueError(f"merge: the replica column {merge.replica!r} is not a CRDT")
         names = {c.name for c in self.columns}
         for name, kind in merge.crdts.items():
             if kind not in STATEFUL_CRDTS:

@@ -53,6 +53,7 @@ async def project_family(tmp: Path, stack: Settings, sink_name: str) -> Family:
     topic = next(t for p in (ROOT / "topics").glob("*.yaml")
                  if (t := yaml.safe_load(p.read_text()))["name"] == sink["topic"])
     schema = json.loads((ROOT / "schemas" / f"{topic['schema']}.avsc").read_text())
+    schema["name"] = topic["schema"]  # make_family names files and tables by it
     topic = {k: v for k, v in topic.items() if k not in ("name", "schema", "partitions")}
     sink = {k: v for k, v in sink.items() if k not in ("name", "topic", "table")}
     return await make_family(tmp, stack, schema, topic, sink)
