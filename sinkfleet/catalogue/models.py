@@ -79,6 +79,11 @@ class ColumnSpec(_Strict):
     type: ColumnType | None = None
     nullable: bool | None = None
     default: Literal["now()"] | None = None
+    dimension: int | None = Field(None, ge=1, le=16_000, description=(
+        "a real[] or double precision[] column as a vector (an embedding, coordinates):"
+        " exactly this many finite elements, or the record is dead-lettered"))
+    max_bytes: int | None = Field(None, ge=1, le=1 << 30, description=(
+        "a bytea or text column: values longer than this are dead-lettered"))
 
     @model_validator(mode="after")
     def _source_or_default(self) -> ColumnSpec:
@@ -87,9 +92,21 @@ class ColumnSpec(_Strict):
         return self
 
 
+# `cube`: a GiST index over cube(column) (PostgreSQL's contrib extension, created by the
+# sink's migration) for region (<@) and nearest-neighbour (<->) queries on a vector
+# column of at most 100 dimensions (docs/column-types.md).
+CUBE_MAX_DIMENSION = 100
+
+
 class IndexSpec(_Strict):
     columns: list[Ident] = Field(min_length=1)
-    using: Literal["btree", "brin", "gin"] = "btree"
+    using: Literal["btree", "brin", "gin", "cube"] = "btree"
+
+    @model_validator(mode="after")
+    def _one_vector(self) -> IndexSpec:
+        if self.using == "cube" and len(self.columns) != 1:
+            raise ValueError("a cube index covers exactly one vector column")
+        return self
 
 
 class PartitioningSpec(_Strict):

@@ -157,6 +157,24 @@ class Reader:
         query, args = sql.history(id)
         return [dict(r) for r in await self._fetch(query, args)]
 
+    async def nearest(self, sink: str, column: str, vector: Any, *, k: int = 10,
+                      where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The ``k`` rows of ``sink`` whose vector ``column`` is nearest ``vector``
+        (Euclidean), nearest first, each with its ``distance``; ``where``: equality
+        filters. A ``cube`` index on the column makes it an index scan."""
+        sql = self._sink_sql(find_sink(self.catalogue, sink))
+        query, args = sql.nearest(column, vector, k, where)
+        return [dict(r) for r in await self._fetch(query, args)]
+
+    async def region(self, sink: str, column: str, low: Any, high: Any, *,
+                     where: dict[str, Any] | None = None, limit: int = 1000
+                     ) -> list[dict[str, Any]]:
+        """Rows of ``sink`` whose vector ``column`` lies within [low, high] on every
+        axis, by id (seed 001's "tokens in a region": where={"level": 2})."""
+        sql = self._sink_sql(find_sink(self.catalogue, sink))
+        query, args = sql.region(column, low, high, where, limit)
+        return [dict(r) for r in await self._fetch(query, args)]
+
     async def merged(self, sink: str, *id: Any) -> dict[str, Any] | None:
         """The joined row of one id of a merge sink (None before its first record): the
         ids, each CRDT's value (counters as integers, sets as sorted lists) and, beside

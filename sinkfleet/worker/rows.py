@@ -25,6 +25,7 @@ from sinkfleet.catalogue.audit import hash_field
 from sinkfleet.errors import ValidationError
 from sinkfleet.keys import split_key
 from sinkfleet.sink.changes import Tombstone
+from sinkfleet.worker.column_checks import column_checks
 from sinkfleet.worker.merge_rows import merge_checks
 
 
@@ -155,6 +156,7 @@ class RowBuilder:
                         if c.pg_type in _CHECKS]
         self._check = _compile_checks(self._checks)
         self._merge_check = merge_checks(sink, self.names)  # before _jsonify: raw values
+        self._limits = column_checks(sink, self.names)
         # Records and maps stored as jsonb: plain JSON text (timestamps as integers, bytes
         # as hex: the canonical values, so an audit row can be re-hashed from the table).
         self._names = avro_named_types(sink.schema)
@@ -180,6 +182,8 @@ class RowBuilder:
             raise ValidationError(f"record lacks a field the sink needs: {exc}") from None
         if self._merge_check is not None:
             self._merge_check(row)
+        if self._limits is not None:
+            self._limits(row)
         if self._to_json:
             row = self._jsonify(row)
         if self._check is not None:
