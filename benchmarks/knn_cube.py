@@ -127,8 +127,9 @@ if __name__ == "__main__":
             else "uniform")
     for name in ("knn", "region"):
         r = result[name]
-        print(f"{name:6} {result['rows']:,} × {result['dim']}-D, {data}: index {r['index_ms']} ms/query,"
-              f" seq scan {r['seqscan_ms']} ms/query → {r['speedup']}× (index used:"
+        print(f"{name:6} {result['rows']:,} x {result['dim']}-D, {data}:"
+              f" index {r['index_ms']} ms/query,"
+              f" seq scan {r['seqscan_ms']} ms/query -> {r['speedup']}x (index used:"
               f" {r['uses_index']}, {r['mean_rows']:.1f} rows/query)")
     print(f"load {result['load_s']} s, index build {result['index_build_s']} s,"
           f" index {result['index_mb']} MB")
