@@ -14,7 +14,14 @@ from pydantic import ValidationError as PydanticValidationError
 
 from sinkfleet.avro.codec import SchemaStore
 from sinkfleet.avro.hashing import JSON_PROP
-from sinkfleet.catalogue.models import SinkSpec, TopicSpec, WorkerSpec
+from sinkfleet.catalogue.merge import check_merge
+from sinkfleet.catalogue.models import (
+    CUBE_MAX_DIMENSION,
+    ColumnSpec,
+    SinkSpec,
+    TopicSpec,
+    WorkerSpec,
+)
 from sinkfleet.catalogue.types import ResolvedField, check_column_type, resolve_path
 from sinkfleet.errors import CatalogueError, DecodeError
 
@@ -28,6 +35,8 @@ class Column:
     nullable: bool
     source: ResolvedField | None
     default: str | None
+    dimension: int | None = None  # a vector: exactly this many finite elements
+    max_bytes: int | None = None  # bytea/text: the longest value stored
 
 
 @dataclass
@@ -113,11 +122,39 @@ def _resolve_columns(spec: SinkSpec, schema: dict[str, Any], where: Path) -> lis
         nullable = resolved.nullable if col.nullable is None else col.nullable
         if resolved.nullable and not nullable:
             raise CatalogueError(f"{ctx}: {col.source!r} may be null; drop 'nullable: false'")
-        columns.append(Column(col.name, pg_type, nullable, resolved, col.default))
+        _check_limits(col, pg_type, ctx)
+        columns.append(Column(col.name, pg_type, nullable, resolved, col.default,
+                              col.dimension, col.max_bytes))
+    _check_cube_indexes(spec, columns, where)
     for id_col in spec.id:
         if next(c for c in columns if c.name == id_col).nullable:
             raise CatalogueError(f"{where}: id column {id_col!r} must not be nullable")
     return columns
+
+
+_VECTOR_TYPES = {"real[]", "double precision[]"}
+_SIZED_TYPES = {"bytea", "text"}
+
+
+def _check_limits(col: ColumnSpec, pg_type: str, ctx: str) -> None:
+    if col.dimension is not None and pg_type not in _VECTOR_TYPES:
+        raise CatalogueError(f"{ctx}: 'dimension' needs a real[] or double precision[]"
+                             f" column (an array of float or double); it is {pg_type}")
+    if col.max_bytes is not None and pg_type not in _SIZED_TYPES:
+        raise CatalogueError(f"{ctx}: 'max_bytes' needs a bytea or text column; it is"
+                             f" {pg_type}")
+
+
+def _check_cube_indexes(spec: SinkSpec, columns: list[Column], where: Path) -> None:
+    by_name = {c.name: c for c in columns}
+    for index in spec.indexes:
+        if index.using != "cube":
+            continue
+        col = by_name[index.columns[0]]
+        if col.dimension is None or col.dimension > CUBE_MAX_DIMENSION:
+            raise CatalogueError(
+                f"{where}: cube index on {col.name!r}: the column needs 'dimension' of at"
+                f" most {CUBE_MAX_DIMENSION} (cube's limit; docs/column-types.md)")
 
 
 _KEY_TYPES = {"text", "smallint", "integer", "bigint", "uuid"}
@@ -145,6 +182,8 @@ def _check_mode(spec: SinkSpec, topic: TopicSpec, schema: dict[str, Any],
             raise CatalogueError(
                 f"{where}: a state sink's id must be its topic's key: topic {topic.name!r}"
                 f" has key {list(topic.key)}, the id columns come from {sources}")
+    if spec.merge is not None:
+        check_merge(spec, columns, where)
     if spec.audit is not None:
         tenant, hashed = by_name[spec.audit.tenant], by_name[spec.audit.hash]
         if tenant.nullable:

@@ -79,6 +79,11 @@ class ColumnSpec(_Strict):
     type: ColumnType | None = None
     nullable: bool | None = None
     default: Literal["now()"] | None = None
+    dimension: int | None = Field(None, ge=1, le=16_000, description=(
+        "a real[] or double precision[] column as a vector (an embedding, coordinates):"
+        " exactly this many finite elements, or the record is dead-lettered"))
+    max_bytes: int | None = Field(None, ge=1, le=1 << 30, description=(
+        "a bytea or text column: values longer than this are dead-lettered"))
 
     @model_validator(mode="after")
     def _source_or_default(self) -> ColumnSpec:
@@ -87,9 +92,21 @@ class ColumnSpec(_Strict):
         return self
 
 
+# `cube`: a GiST index over cube(column) (PostgreSQL's contrib extension, created by the
+# sink's migration) for region (<@) and nearest-neighbour (<->) queries on a vector
+# column of at most 100 dimensions (docs/column-types.md).
+CUBE_MAX_DIMENSION = 100
+
+
 class IndexSpec(_Strict):
     columns: list[Ident] = Field(min_length=1)
-    using: Literal["btree", "brin", "gin"] = "btree"
+    using: Literal["btree", "brin", "gin", "cube"] = "btree"
+
+    @model_validator(mode="after")
+    def _one_vector(self) -> IndexSpec:
+        if self.using == "cube" and len(self.columns) != 1:
+            raise ValueError("a cube index covers exactly one vector column")
+        return self
 
 
 class PartitioningSpec(_Strict):
@@ -103,6 +120,18 @@ class StateSpec(_Strict):
 
     version: Ident = Field(description="column holding the record's version (integer)")
     history_table: Ident | None = Field(None, description="default: <table>_history")
+
+
+CrdtKind = Literal["g_counter", "pn_counter", "g_set", "or_set", "max"]
+
+
+class MergeSpec(_Strict):
+    """mode: merge — one row per id whose columns are CRDTs, merged in SQL
+    (docs/merge-mode.md): any delivery order, duplicate or replay gives the same row."""
+
+    replica: Ident = Field(description="column naming the replica that wrote the record"
+                                       " (an input of the merge, not stored)")
+    crdts: dict[Ident, CrdtKind] = Field(min_length=1, description="column → CRDT kind")
 
 
 class AuditSpec(_Strict):
@@ -134,6 +163,16 @@ _UNIT = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1
 # The longest a partition of each interval spans (a month: 31 days).
 INTERVAL_SPAN = {"hour": timedelta(hours=1), "day": timedelta(days=1),
                  "week": timedelta(weeks=1), "month": timedelta(days=31)}
+
+
+# CRDTs whose value is not their state: a second column holds the state (per replica
+# counts, or-set tags); a g_set and a max register are their own state.
+STATEFUL_CRDTS = frozenset({"g_counter", "pn_counter", "or_set"})
+
+
+def merge_state_column(name: str) -> str:
+    """The column holding a merge sink's CRDT state beside its value column ``name``."""
+    return f"{name}_state"
 
 
 def parse_keep(value: str) -> timedelta:
@@ -171,7 +210,7 @@ class SinkSpec(_Strict):
     topic: TopicName
     table: Ident
     db_schema: Ident = Field("public", alias="schema")
-    mode: Literal["append", "audit", "state"]
+    mode: Literal["append", "audit", "state", "merge"]
     id: list[Ident] = Field(min_length=1)
     time_column: Ident | None = None
     partitioning: PartitioningSpec | None = None
@@ -179,6 +218,7 @@ class SinkSpec(_Strict):
     indexes: list[IndexSpec] = Field(default_factory=list)
     state: StateSpec | None = None
     audit: AuditSpec | None = None
+    merge: MergeSpec | None = None
     cache: CacheSpec | None = None
     retention: RetentionSpec | None = None
 
@@ -220,7 +260,8 @@ class SinkSpec(_Strict):
                 " or lower history")
 
     def _check_mode(self, known: set[str]) -> None:
-        for mode, section in (("state", self.state), ("audit", self.audit)):
+        for mode, section in (("state", self.state), ("audit", self.audit),
+                              ("merge", self.merge)):
             if self.mode == mode and section is None:
                 raise ValueError(f"mode {mode} needs a '{mode}:' section")
             if self.mode != mode and section is not None:
@@ -237,6 +278,8 @@ class SinkSpec(_Strict):
             named += [("audit.tenant", self.audit.tenant), ("audit.hash", self.audit.hash)]
             if self.partitioning is not None:
                 raise ValueError("audit sinks are not time-partitioned (chains span time)")
+        if self.merge is not None:
+            named += self._check_merge(self.merge)
         if self.cache is not None:
             if self.cache.latest and self.mode != "state":
                 raise ValueError("cache.latest needs mode: state")
@@ -250,6 +293,38 @@ class SinkSpec(_Strict):
         for where, col in named:
             if col not in known:
                 raise ValueError(f"{where}: column {col!r} is not among the columns")
+
+    def _check_merge(self, merge: MergeSpec) -> list[tuple[str, str]]:
+        if self.partitioning is not None:
+            raise ValueError("merge sinks are not time-partitioned (one row per id)")
+        if self.cache is not None:
+            raise ValueError("merge sinks have no Redis cache (yet): drop 'cache:'")
+        if merge.replica in merge.crdts:
+            raise ValueError(f"merge: the replica column {merge.replica!r} is not a CRDT")
+        inputs = {merge.replica, *merge.crdts}
+        for col in self.columns:
+            if col.name in self.id:
+                if col.name in inputs:
+                    raise ValueError(f"merge: id column {col.name!r} cannot be the replica"
+                                     " or a CRDT")
+            elif col.name not in inputs and col.source is not None:
+                raise ValueError(
+                    f"merge: column {col.name!r} is neither an id, the replica nor a CRDT"
+                    " (merge.crdts): a plain column would depend on delivery order; make it"
+                    " a CRDT (max keeps the greatest value) or drop it")
+        names = {c.name for c in self.columns}
+        for name, kind in merge.crdts.items():
+            if kind not in STATEFUL_CRDTS:
+                continue
+            state = merge_state_column(name)
+            if state in names:
+                raise ValueError(f"merge: column {state!r} would hold the state of CRDT"
+                                 f" {name!r}; rename one of them")
+            if len(state) > 63:
+                raise ValueError(f"merge: CRDT column {name!r} is too long for its state"
+                                 f" column {state!r} (at most 57 characters)")
+        return [("merge.replica", merge.replica),
+                *((f"merge.crdts.{n}", n) for n in merge.crdts)]
 
     @property
     def history_table(self) -> str:

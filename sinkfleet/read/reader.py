@@ -34,6 +34,7 @@ from sinkfleet.config import Settings, load_settings
 from sinkfleet.errors import ConfigError, MigrationError, StorageUnavailable
 from sinkfleet.read.sql import SinkSql, decode_cached, find_sink
 from sinkfleet.sink.postgres.connect import RETRIABLE_PG_ERRORS, create_pool
+from sinkfleet.sink.postgres.merge_sql import merge_columns
 
 REDIS_PAUSE_SECONDS = 5.0  # after a Redis error, read PostgreSQL only for this long
 
@@ -155,6 +156,34 @@ class Reader:
         sql = self._sink_sql(find_sink(self.catalogue, sink, "state"))
         query, args = sql.history(id)
         return [dict(r) for r in await self._fetch(query, args)]
+
+    async def nearest(self, sink: str, column: str, vector: Any, *, k: int = 10,
+                      where: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """The ``k`` rows of ``sink`` whose vector ``column`` is nearest ``vector``
+        (Euclidean), nearest first, each with its ``distance``; ``where``: equality
+        filters. A ``cube`` index on the column makes it an index scan."""
+        sql = self._sink_sql(find_sink(self.catalogue, sink))
+        query, args = sql.nearest(column, vector, k, where)
+        return [dict(r) for r in await self._fetch(query, args)]
+
+    async def region(self, sink: str, column: str, low: Any, high: Any, *,
+                     where: dict[str, Any] | None = None, limit: int = 1000
+                     ) -> list[dict[str, Any]]:
+        """Rows of ``sink`` whose vector ``column`` lies within [low, high] on every
+        axis, by id (seed 001's "tokens in a region": where={"level": 2})."""
+        sql = self._sink_sql(find_sink(self.catalogue, sink))
+        query, args = sql.region(column, low, high, where, limit)
+        return [dict(r) for r in await self._fetch(query, args)]
+
+    async def merged(self, sink: str, *id: Any) -> dict[str, Any] | None:
+        """The joined row of one id of a merge sink (None before its first record): the
+        ids, each CRDT's value (counters as integers, sets as sorted lists) and, beside
+        a counter or an or_set, its state ``<column>_state`` (docs/merge-mode.md)."""
+        s = find_sink(self.catalogue, sink, "merge")
+        sql = self._sink_sql(s)
+        query, args = sql.latest(sql.id_values(id), merge_columns(s))
+        rows = await self._fetch(query, args)
+        return dict(rows[0]) if rows else None
 
     async def audit_trail(self, sink: str, *, tenant: Any, actor: Any = None,
                           start: Any = None, end: Any = None,

@@ -9,12 +9,14 @@ as the stored one.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from sinkfleet.catalogue import Catalogue, Sink
+from sinkfleet.catalogue.models import CUBE_MAX_DIMENSION
 from sinkfleet.errors import CatalogueError, ConfigError
 from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS, HISTORY_COLUMNS
 from sinkfleet.sink.postgres.ddl import quote_ident as q
@@ -121,6 +123,7 @@ class SinkSql:
         self.nullable = {c.name for c in sink.columns if c.nullable}
         self.jsonb = frozenset(n for n, t in self.types.items() if t == "jsonb")
         self.columns = [c.name for c in sink.columns]
+        self.dimensions = {c.name: c.dimension for c in sink.columns if c.dimension}
 
     def column(self, name: str, purpose: str) -> str:
         if name not in self.types:
@@ -200,6 +203,45 @@ class SinkSql:
         args.append(_limit(limit))
         return (f"SELECT {self._select()} FROM {self.spec.qualified_table}"
                 f"{self._where(clauses)} ORDER BY {q(column)} LIMIT ${len(args)}", args)
+
+    def _vector(self, name: str, values: Any, purpose: str) -> list[float]:
+        """A query vector for ``name``, a vector column (``dimension`` ≤ 100, cube's)."""
+        self.column(name, purpose)
+        dimension = self.dimensions.get(name)
+        if dimension is None or dimension > CUBE_MAX_DIMENSION:
+            raise ConfigError(f"column {name!r} is not a vector of at most"
+                              f" {CUBE_MAX_DIMENSION} dimensions ('dimension' in its sink)")
+        try:
+            vector = [float(v) for v in values]
+        except (TypeError, ValueError):
+            raise ConfigError(f"{purpose}: {values!r} is not a list of numbers") from None
+        if len(vector) != dimension or not all(map(math.isfinite, vector)):
+            raise ConfigError(f"{purpose}: give {dimension} finite numbers for {name!r},"
+                              f" got {len(vector)}")
+        return vector
+
+    def nearest(self, column: str, vector: Any, k: int, where: Mapping[str, Any] | None
+                ) -> tuple[str, list[Any]]:
+        """The ``k`` rows whose ``column`` is nearest ``vector`` (Euclidean), nearest
+        first, each with its ``distance``: a GiST k-NN scan with a cube index."""
+        args: list[Any] = [self._vector(column, vector, "nearest")]
+        clauses = self._equal(where or {}, args, "where")
+        args.append(_limit(k))
+        distance = f"cube({q(column)}::float8[]) <-> cube($1::float8[])"
+        return (f"SELECT {self._select()}, {distance} AS distance"
+                f" FROM {self.spec.qualified_table}{self._where(clauses)}"
+                f" ORDER BY {distance} LIMIT ${len(args)}", args)
+
+    def region(self, column: str, low: Any, high: Any, where: Mapping[str, Any] | None,
+               limit: int) -> tuple[str, list[Any]]:
+        """Rows whose ``column`` lies in the box [low, high] (bounds included), by id."""
+        args: list[Any] = [self._vector(column, low, "low"), self._vector(column, high, "high")]
+        clauses = [f"cube({q(column)}::float8[]) <@ cube($1::float8[], $2::float8[])",
+                   *self._equal(where or {}, args, "where")]
+        args.append(_limit(limit))
+        order = ", ".join(q(c) for c in self.spec.id)
+        return (f"SELECT {self._select()} FROM {self.spec.qualified_table}"
+                f"{self._where(clauses)} ORDER BY {order} LIMIT ${len(args)}", args)
 
     def latest(self, ids: Sequence[Any], columns: Sequence[str]) -> tuple[str, list[Any]]:
         args: list[Any] = []

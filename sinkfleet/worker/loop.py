@@ -34,6 +34,7 @@ from sinkfleet.http_server import Guard, HttpLimits
 from sinkfleet.kafka.bounds import OversizeBatch
 from sinkfleet.kafka.client import kafka_client_kwargs
 from sinkfleet.sink.postgres.audit_writer import AuditWriter
+from sinkfleet.sink.postgres.merge_writer import MergeWriter
 from sinkfleet.sink.postgres.offsets import load_offsets
 from sinkfleet.sink.postgres.state_writer import StateWriter
 from sinkfleet.sink.postgres.writer import AppendWriter, SinkWriter
@@ -48,8 +49,9 @@ from sinkfleet.worker.storage import Storage
 from sinkfleet.worker.store import KafkaMirror, Stored, StoreStep, dead_letter
 
 log = logging.getLogger("sinkfleet.worker")
-WRITERS: dict[str, type[AppendWriter | StateWriter | AuditWriter]] = {
-    "append": AppendWriter, "state": StateWriter, "audit": AuditWriter}  # by sink mode
+WRITERS: dict[str, type[AppendWriter | StateWriter | AuditWriter | MergeWriter]] = {
+    "append": AppendWriter, "state": StateWriter, "audit": AuditWriter,
+    "merge": MergeWriter}  # by sink mode
 
 
 @dataclass

@@ -25,6 +25,8 @@ from sinkfleet.catalogue.audit import hash_field
 from sinkfleet.errors import ValidationError
 from sinkfleet.keys import split_key
 from sinkfleet.sink.changes import Tombstone
+from sinkfleet.worker.column_checks import column_checks
+from sinkfleet.worker.merge_rows import merge_checks
 
 
 def _expression(path: tuple[str, ...], nullable_at: tuple[bool, ...],
@@ -153,6 +155,8 @@ class RowBuilder:
         self._checks = [(i, _CHECKS[c.pg_type], c.name) for i, c in enumerate(self.columns)
                         if c.pg_type in _CHECKS]
         self._check = _compile_checks(self._checks)
+        self._merge_check = merge_checks(sink, self.names)  # before _jsonify: raw values
+        self._limits = column_checks(sink, self.names)
         # Records and maps stored as jsonb: plain JSON text (timestamps as integers, bytes
         # as hex: the canonical values, so an audit row can be re-hashed from the table).
         self._names = avro_named_types(sink.schema)
@@ -176,6 +180,10 @@ class RowBuilder:
             row = self._row(record)
         except (KeyError, TypeError, IndexError) as exc:
             raise ValidationError(f"record lacks a field the sink needs: {exc}") from None
+        if self._merge_check is not None:
+            self._merge_check(row)
+        if self._limits is not None:
+            self._limits(row)
         if self._to_json:
             row = self._jsonify(row)
         if self._check is not None:

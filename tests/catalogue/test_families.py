@@ -20,6 +20,9 @@ from sinkfleet.keys import join_key, record_key
 ROOT = Path(__file__).resolve().parents[2]
 CAT = load_catalogue(ROOT)
 STATE = sorted(f for f, load in LOADS.items() if issubclass(load, StateLoad))
+# Families `sinkfleet produce` cannot generate yet: the seed families of issue 15 come as
+# catalogue files first, their synthetic loads later (with producer/ moving to dev/).
+NO_LOAD_YET = {"distributed_metric", "capability_set", "token", "graph_connection"}
 
 
 def sink_of(family: str) -> Any:
@@ -28,14 +31,16 @@ def sink_of(family: str) -> Any:
 
 
 def test_every_family_has_a_topic_a_sink_a_worker_and_a_synthetic_load() -> None:
-    assert set(CAT.schemas) == set(FAMILIES)
-    sinks = [sink_of(f).spec.name for f in FAMILIES]
+    assert set(CAT.schemas) == set(FAMILIES) | NO_LOAD_YET
+    assert not NO_LOAD_YET & set(FAMILIES), "a family with a load is no longer pending"
+    sinks = [sink_of(f).spec.name for f in CAT.schemas]
     carried = [s for w in CAT.workers.values() for s in w.sinks]
     assert sorted(carried) == sorted(sinks), "every sink in exactly one worker group"
     assert CAT.worker("events").group == "sinkfleet.events"
     modes = {f: sink_of(f).spec.mode for f in FAMILIES}
-    assert {f for f, m in modes.items() if m == "state"} == set(STATE)
+    assert {f for f, m in modes.items() if m == "state"} - NO_LOAD_YET == set(STATE)
     assert [f for f, m in modes.items() if m == "audit"] == ["audit_entry"]
+    assert {sink_of(f).spec.mode for f in NO_LOAD_YET} == {"merge", "state"}
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -95,9 +95,11 @@ def audit_guard_sql(sink: Sink) -> list[str]:
     ]
 
 
-def create_table_sql(sink: Sink) -> str:
+def create_table_sql(sink: Sink, columns: list[str] | None = None) -> str:
+    """The sink's table(s); ``columns``: its column definitions, if not the sink's own
+    columns (a merge sink's values and states: sinkfleet.sink.postgres.merge_sql)."""
     spec = sink.spec
-    lines = _column_lines(sink)
+    lines = _column_lines(sink) if columns is None else list(columns)
     if spec.audit is not None:
         lines += ["    chain_seq bigint NOT NULL", "    prev_hash bytea NOT NULL",
                   "    chain_hash bytea NOT NULL",
@@ -109,6 +111,9 @@ def create_table_sql(sink: Sink) -> str:
         assert spec.time_column is not None
         sql += f" PARTITION BY RANGE ({quote_ident(spec.time_column)})"
     statements = [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(spec.db_schema)}", sql]
+    if any(index.using == "cube" for index in spec.indexes):
+        # contrib, trusted: a database owner may create it (docs/column-types.md)
+        statements.insert(0, "CREATE EXTENSION IF NOT EXISTS cube")
     if spec.partitioning is not None:
         default = quote_ident(derived_name(spec.table, "default"))
         statements.append(f"CREATE TABLE {quote_ident(spec.db_schema)}.{default}"
@@ -116,8 +121,11 @@ def create_table_sql(sink: Sink) -> str:
     for index in spec.indexes:
         name = quote_ident(derived_name(spec.table, *index.columns, index.using, "idx"))
         cols = ", ".join(quote_ident(c) for c in index.columns)
+        method: str = index.using
+        if method == "cube":  # the vector as a point: region (<@) and k-NN (<->) scans
+            method, cols = "gist", f"cube({cols}::float8[])"
         statements.append(f"CREATE INDEX {name} ON {spec.qualified_table}"
-                          f" USING {index.using} ({cols})")
+                          f" USING {method} ({cols})")
     if spec.state is not None:
         statements += history_table_sql(sink)
     if spec.audit is not None:

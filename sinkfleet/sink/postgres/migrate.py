@@ -27,6 +27,7 @@ from sinkfleet.sink.postgres.ddl import (
     quote_ident,
 )
 from sinkfleet.sink.postgres.group_roles import Login, maintain, planned_logins
+from sinkfleet.sink.postgres.merge_sql import merge_table_sql
 from sinkfleet.sink.postgres.roles import (
     WORKER_ROLE,
     ensure_worker_login,
@@ -64,8 +65,8 @@ def planned_migrations(catalogue: Catalogue) -> list[Migration]:
 def sink_migrations(sink: Sink) -> list[Migration]:
     """What makes ``sink``'s tables, in order (also used to build shadow copies)."""
     name = sink.spec.name
-    plan = [Migration(f"sink:{name}:0001", f"create {sink.spec.qualified_table}",
-                      create_table_sql(sink))]
+    create = create_table_sql(sink) if sink.spec.merge is None else merge_table_sql(sink)
+    plan = [Migration(f"sink:{name}:0001", f"create {sink.spec.qualified_table}", create)]
     if sink.spec.state is not None:
         plan.append(Migration(f"sink:{name}:0002", f"rank columns of {sink.spec.history_table}"
                               " (same-version conflicts)", history_rank_sql(sink)))

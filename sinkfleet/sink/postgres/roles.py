@@ -119,6 +119,8 @@ def sink_grants(sink: Sink, grantee: str) -> list[str]:
     # is insert-only but for a same-version conflict's winner (the loser moves to
     # sinkfleet.state_conflicts); audit tables and events are insert-only.
     latest = "SELECT, INSERT, UPDATE, DELETE" if spec.state is not None else "SELECT, INSERT"
+    if spec.merge is not None:  # merge: rows are joined in place, never deleted
+        latest = "SELECT, INSERT, UPDATE"
     out = [f"GRANT {latest} ON {spec.qualified_table} TO {grantee}"]
     if spec.state is not None:
         history = f"{schema}.{quote_ident(spec.history_table)}"
