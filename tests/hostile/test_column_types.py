@@ -16,7 +16,7 @@ import pytest_asyncio
 
 from sinkfleet.config import Settings
 from sinkfleet.errors import ValidationError
-from sinkfleet.ops.dlq import Filter, inspect
+from sinkfleet.ops.deadletters.inspect import Filter, inspect
 from sinkfleet.producer import Publisher
 from sinkfleet.worker.rows import RowBuilder
 from tests.sink.merge_support import project_family
