@@ -33,7 +33,7 @@ from typing import Any
 
 from sinkfleet.catalogue import Sink
 from sinkfleet.errors import ConfigError
-from sinkfleet.read.sql import coerce
+from sinkfleet.read.sql import coerce as _coerce
 from sinkfleet.sink.postgres.ddl import quote_ident as q
 from sinkfleet.sink.postgres.tenancy import tenant_view
 
@@ -203,7 +203,8 @@ class SinkQuery:
         return [self.column(c, "columns") for c in dict.fromkeys(columns)]
 
     def _order(self, query: Query, fixed: set[str]) -> str:
-        order = query.order_by or self.spec.time_column or self.spec.id[0]
+        order = (query.order_by if query.order_by is not None
+                 else self.spec.time_column or self.spec.id[0])
         self.column(order, "order_by")
         allowed = self.orderable(fixed)
         if order not in allowed:
@@ -380,6 +381,20 @@ class _Keyset:
         if not isinstance(values, list) or len(values) != len(self.keys):
             raise bad
         return values
+
+
+def coerce(kind: str, value: Any, where: str) -> Any:
+    """``value`` in column type ``kind`` (sql.coerce), refusing what PostgreSQL text
+    cannot hold (NUL), so a hostile value is a clear error rather than a driver's."""
+    try:
+        out = _coerce(kind, value, where)
+    except QueryError:
+        raise
+    except ConfigError as exc:
+        raise QueryError(str(exc)) from None
+    if isinstance(out, str) and "\x00" in out:
+        raise QueryError(f"{where}: a text value cannot contain a NUL character")
+    return out
 
 
 def _listed(f: Filter, where: str) -> list[Any]:

@@ -268,6 +268,8 @@ class Reader:
         except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
             raise MigrationError(f"{exc}: the database does not match the catalogue; run"
                                  " `sinkfleet db migrate`") from None
+        except asyncpg.DataError as exc:  # a value PostgreSQL refuses (bad encoding …)
+            raise ConfigError(f"PostgreSQL refused a value of the query: {exc}") from None
         except asyncpg.InsufficientPrivilegeError as exc:
             raise ConfigError(f"{exc} (PostgreSQL user {self.settings.pg_user}): a reader"
                               " sees a tenant sink only as one tenant; give the tenant"
