@@ -14,6 +14,7 @@ import pytest
 
 from sinkfleet import Reader
 from sinkfleet.catalogue import load_catalogue
+from sinkfleet.config import load_settings
 from sinkfleet.read.query import MAX_LIMIT, Filter, Query, QueryError, SinkQuery, parse_filter
 from tests.conftest import ROOT, catalogue_env
 from tests.read.query_support import Seeded, json_rows, seeded
@@ -53,7 +54,7 @@ def test_parse_filter_keeps_hostile_text_in_the_value() -> None:
     sql, args = plan("jobs", filters=[f])
     assert "OR '1'" not in sql and args[0] == "failed' OR '1'='1"
     for text in ("status; drop table jobs", "1=1", "=x", "status", "(status)=x",
-                 "status == x"[:0] + "status ~ x"):
+                 "status ~ x", "Status=x"):
         with pytest.raises(QueryError):
             parse_filter(text)
 
@@ -118,7 +119,7 @@ def test_values_are_bound_with_the_columns_types() -> None:
 def tamper(cursor: str) -> list[str]:
     raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
     mac, body = raw[:8], raw[8:]
-    shape, values = json.loads(body)
+    shape, _ = json.loads(body)
     forged = json.dumps([shape, ["9.9", "zzz"]], separators=(",", ":")).encode()
     return [
         cursor[:-2] + ("A" if cursor[-2] != "A" else "B") + cursor[-1],  # one char
@@ -135,9 +136,7 @@ def test_tampered_cursors_are_refused() -> None:
     for bad in tamper(good):
         with pytest.raises(QueryError, match="damaged or was altered"):
             plan("policies", order_by="avg_reward", cursor=bad)
-    for bad in (None, 12, b"abc"):
-        if bad is None:
-            continue
+    for bad in (12, b"abc", ["x"]):
         with pytest.raises(QueryError, match="damaged"):
             plan("policies", order_by="avg_reward", cursor=bad)
 
@@ -198,15 +197,10 @@ def test_cli_errors_are_one_friendly_line(seeded: Seeded) -> None:
 
 
 def test_cli_help_lists_the_options() -> None:
-    env = catalogue_env(ROOT, load_settings_for_help())
+    env = catalogue_env(ROOT, load_settings(home=ROOT))
     proc = subprocess.run([sys.executable, "-m", "sinkfleet", "query", "rows", "--help"],
                           capture_output=True, text=True, env={**env, "COLUMNS": "200"})
     assert proc.returncode == 0, proc.stderr
     for option in ("--where", "--order-by", "--desc", "--limit", "--cursor", "--tenant"):
         assert option in proc.stdout
 
-
-def load_settings_for_help():  # type: ignore[no-untyped-def]
-    from sinkfleet.config import load_settings
-
-    return load_settings(home=ROOT)
