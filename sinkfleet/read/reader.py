@@ -130,6 +130,8 @@ class Reader:
         ``page.next_cursor`` reads the next page (None after the last).
 
         E.g. ``await r.query("policies", order_by="avg_reward", newest_first=True)``."""
+        if isinstance(filters, (str, Filter)):
+            filters = [filters]
         if isinstance(sink, Query):
             q = sink
         else:

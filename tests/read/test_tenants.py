@@ -90,6 +90,14 @@ async def test_a_tenant_reads_only_its_own_rows_whatever_the_path(seeded: Seeded
         # tags only tenant-2 uses
         mem = seeded.names["memory_entries"]
         assert (await r.query(mem, ["tags contains secret"])).rows == []
+        for m in MEMORIES:  # another tenant's ids, as filters
+            mine = m["tenant_id"] == "tenant-1"
+            got = (await r.query(mem, [f"entry_id={m['entry_id']}"])).rows
+            assert [str(e["entry_id"]) for e in got] == ([m["entry_id"]] if mine else [])
+        for a in AUDITS:
+            got = (await r.query(seeded.names["audit_entries"],
+                                 [f"entry_id={a['entry_id']}"])).rows
+            assert len(got) == (a["tenant_id"] == "tenant-1")
         assert (await r.query(mem, ["tags overlaps secret,important"])).rows == [
             row for row in (await r.query(mem, ["tags contains important"])).rows]
         assert tenants((await r.query(mem, limit=100)).rows) == {"tenant-1"}
