@@ -221,6 +221,8 @@ class SinkSpec(_Strict):
     merge: MergeSpec | None = None
     cache: CacheSpec | None = None
     retention: RetentionSpec | None = None
+    tenant: Ident | None = Field(None, description="column naming the row's tenant: readers"
+                                 " see a tenant's rows only (docs/reads.md)")
 
     @model_validator(mode="after")
     def _consistent(self) -> SinkSpec:
@@ -236,6 +238,12 @@ class SinkSpec(_Strict):
             raise ValueError("partitioning needs time_column")
         if self.time_column is not None and self.time_column not in known:
             raise ValueError(f"time_column {self.time_column!r} is not among the columns")
+        if self.tenant is not None and self.tenant not in known:
+            raise ValueError(f"tenant {self.tenant!r} is not among the columns")
+        if (self.tenant is not None and self.audit is not None
+                and self.tenant != self.audit.tenant):
+            raise ValueError(f"tenant {self.tenant!r} differs from audit.tenant"
+                             f" {self.audit.tenant!r}: a chain belongs to one tenant")
         for index in self.indexes:
             for col in index.columns:
                 if col not in known:
@@ -331,6 +339,14 @@ class SinkSpec(_Strict):
         """The state sink's history table."""
         assert self.state is not None
         return self.state.history_table or f"{self.table}_history"
+
+    @property
+    def tenant_column(self) -> str | None:
+        """The column whose value owns a row (``tenant``, or an audit sink's chain
+        owner): readers see one tenant's rows of such a sink, through its tenant view."""
+        if self.tenant is not None:
+            return self.tenant
+        return self.audit.tenant if self.audit is not None else None
 
     @property
     def qualified_table(self) -> str:

@@ -8,7 +8,13 @@ and every cache miss — from PostgreSQL.
         state = await r.state("workflow_state", "tenant-1", "wf-42")   # dict or None
         versions = await r.state_history("workflow_state", "tenant-1", "wf-42")
         trail = await r.audit_trail("audit_entries", tenant="tenant-1", actor="agent-7")
+        page = await r.query("policies", order_by="avg_reward", newest_first=True)
+        more = await r.query("policies", order_by="avg_reward", newest_first=True,
+                             cursor=page.next_cursor)
         print(r.cache_stats.hit_rate)
+
+    async with Reader(tenant="tenant-1") as r:   # only tenant-1's rows of tenant sinks
+        failed = await r.query("workflow_states", ["status=failed"])
 
 A Redis failure is never an error for a reader: it reads PostgreSQL instead (and skips
 Redis for a few seconds, so an outage costs one timeout, not one per read). The reader
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from types import TracebackType
 from typing import Any
@@ -32,9 +39,11 @@ from sinkfleet.cache.store import REDIS_ERRORS, redis_client
 from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.errors import ConfigError, MigrationError, StorageUnavailable
-from sinkfleet.read.sql import SinkSql, decode_cached, find_sink
+from sinkfleet.read.query import Filter, Page, Query, SinkQuery, parse_filter
+from sinkfleet.read.sql import SinkSql, coerce, decode_cached, find_sink
 from sinkfleet.sink.postgres.connect import RETRIABLE_PG_ERRORS, create_pool
 from sinkfleet.sink.postgres.merge_sql import merge_columns
+from sinkfleet.sink.postgres.tenancy import SET_TENANT_SQL
 
 REDIS_PAUSE_SECONDS = 5.0  # after a Redis error, read PostgreSQL only for this long
 
@@ -68,12 +77,20 @@ def _dumps(value: Any) -> str:
 
 
 class Reader:
-    """Async reads over the catalogue's sinks. Rows are plain dicts (column → value)."""
+    """Async reads over the catalogue's sinks. Rows are plain dicts (column → value).
+
+    With ``tenant``, every read of a tenant sink goes through its tenant view with the
+    transaction's ``sinkfleet.tenant`` set: PostgreSQL returns that tenant's rows only,
+    whatever the filters, cursors or ids (docs/reads.md)."""
 
     def __init__(self, settings: Settings | None = None, catalogue: Catalogue | None = None,
-                 *, redis_timeout: float = 0.5, pool_size: int = 4) -> None:
+                 *, tenant: str | None = None, redis_timeout: float = 0.5,
+                 pool_size: int = 4) -> None:
         self.settings = settings or load_settings()
         self.catalogue = catalogue or load_catalogue(self.settings.home)
+        if tenant is not None and (not isinstance(tenant, str) or not tenant):
+            raise ConfigError(f"tenant must be a non-empty string, got {tenant!r}")
+        self.tenant = tenant
         self.cache_stats = CacheStats()
         self._redis_timeout = redis_timeout
         self._pool_size = pool_size
@@ -105,20 +122,54 @@ class Reader:
             await pool.close()
 
     # --- the API ------------------------------------------------------------------------
+    async def query(self, sink: str | Query, filters: Sequence[Filter | str] = (), *,
+                    order_by: str | None = None, newest_first: bool = False,
+                    limit: int = 100, cursor: str | None = None,
+                    columns: Sequence[str] | None = None) -> Page:
+        """One page of ``sink``'s rows matching every filter (``Filter`` or its text form,
+        e.g. ``"avg_reward>0.5"``), ordered by an indexed column, id as tie-breaker;
+        ``page.next_cursor`` reads the next page (None after the last).
+
+        E.g. ``await r.query("policies", order_by="avg_reward", newest_first=True)``."""
+        if isinstance(filters, (str, Filter)):
+            filters = [filters]
+        if isinstance(sink, Query):
+            q = sink
+        else:
+            q = Query(sink, [f if isinstance(f, Filter) else parse_filter(f) for f in filters],
+                      order_by=order_by, newest_first=newest_first, limit=limit,
+                      cursor=cursor, columns=columns)
+        planner = SinkQuery(find_sink(self.catalogue, q.sink), self.tenant)
+        sql, args, keyset = planner.plan(q)
+        return keyset.page([dict(r) for r in await self._fetch(sql, args)])
+
     async def events(self, sink: str, *, start: Any = None, end: Any = None,
                      where: dict[str, Any] | None = None, limit: int = 1000
                      ) -> list[dict[str, Any]]:
         """Rows of ``sink`` with ``start <= time_column < end`` (either may be omitted)
-        and ``column = value`` for each of ``where``, oldest first, at most ``limit``."""
-        sql = self._sink_sql(find_sink(self.catalogue, sink))
-        query, args = sql.events(start=start, end=end, where=where, limit=limit)
-        return [dict(r) for r in await self._fetch(query, args)]
+        and ``column = value`` for each of ``where``, oldest first, at most ``limit``
+        (a ``query`` of one page)."""
+        s = find_sink(self.catalogue, sink)
+        column = s.spec.time_column
+        if column is None:
+            raise ConfigError(f"sink {sink!r} has no time_column; events() reads"
+                              " time-ordered sinks (query() orders any indexed column)")
+        filters = [Filter(k, "=", v) for k, v in (where or {}).items()]
+        if start is not None:
+            filters.append(Filter(column, ">=", start))
+        if end is not None:
+            filters.append(Filter(column, "<", end))
+        page = await self.query(sink, filters, order_by=column, limit=limit)
+        return page.rows
 
     async def recent(self, sink: str, /, **by: Any) -> list[dict[str, Any]]:
         """The newest rows (at most the cache's ``keep``) for one ``by`` key, newest first:
         from Redis, or from PostgreSQL when the key is not cached."""
         s = find_sink(self.catalogue, sink)
         lay = self._layout(s)
+        if self._scoped(s):
+            raise ConfigError(f"sink {sink!r} is per tenant: read it with query() (recent()"
+                              " reads the cache, which holds every tenant's rows)")
         if lay.recent is None:
             raise ConfigError(f"sink {sink!r} has no recent cache (cache.recent in its spec);"
                               " use events()")
@@ -144,7 +195,8 @@ class Reader:
         if lay.latest:
             data = await self._cached(lambda r: r.hget(lay.latest_key(values), "d"))
             if data is not None:
-                return decode_cached(lay.types, json.loads(data))
+                row = decode_cached(lay.types, json.loads(data))
+                return row if self._own(s, row) else None
         query, args = sql.latest(values, lay.latest_columns)
         rows = await self._fetch(query, args)
         return dict(rows[0]) if rows else None
@@ -210,8 +262,20 @@ class Reader:
     def _sink_sql(self, sink: Sink) -> SinkSql:
         name = sink.spec.name
         if name not in self._sql:
-            self._sql[name] = SinkSql(sink)
+            self._sql[name] = SinkSql(sink, tenant_scoped=self.tenant is not None)
         return self._sql[name]
+
+    def _scoped(self, sink: Sink) -> bool:
+        return self.tenant is not None and sink.spec.tenant_column is not None
+
+    def _own(self, sink: Sink, row: dict[str, Any]) -> bool:
+        """A cached row may be read by this reader: the cache holds every tenant's rows,
+        so a tenant reader checks the row's tenant (PostgreSQL's views do it there)."""
+        column = sink.spec.tenant_column
+        if not self._scoped(sink) or column is None:
+            return True
+        kind = next(c.pg_type for c in sink.columns if c.name == column)
+        return bool(row.get(column) == coerce(kind, self.tenant, "tenant"))
 
     def _layout(self, sink: Sink) -> CacheLayout:
         name = sink.spec.name
@@ -223,7 +287,11 @@ class Reader:
         if self._pool is None:
             raise ConfigError("the Reader is not open: use `async with Reader() as r:`")
         try:
-            return list(await self._pool.fetch(query, *args))
+            if self.tenant is None:
+                return list(await self._pool.fetch(query, *args))
+            async with self._pool.acquire() as conn, conn.transaction(readonly=True):
+                await conn.execute(SET_TENANT_SQL, self.tenant)
+                return list(await conn.fetch(query, *args))
         except RETRIABLE_PG_ERRORS as exc:
             raise StorageUnavailable(f"cannot read PostgreSQL at {self.settings.pg_host}:"
                                      f"{self.settings.pg_port}: {type(exc).__name__}: {exc}"
@@ -231,6 +299,12 @@ class Reader:
         except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError) as exc:
             raise MigrationError(f"{exc}: the database does not match the catalogue; run"
                                  " `sinkfleet db migrate`") from None
+        except asyncpg.DataError as exc:  # a value PostgreSQL refuses (bad encoding …)
+            raise ConfigError(f"PostgreSQL refused a value of the query: {exc}") from None
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise ConfigError(f"{exc} (PostgreSQL user {self.settings.pg_user}): a reader"
+                              " sees a tenant sink only as one tenant; give the tenant"
+                              " (Reader(tenant=…), --tenant)") from None
 
     async def _cached(self, command: Any) -> Any:
         """Run a Redis read; None/empty on a miss, an error, or while Redis is paused."""

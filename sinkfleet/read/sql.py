@@ -20,6 +20,7 @@ from sinkfleet.catalogue.models import CUBE_MAX_DIMENSION
 from sinkfleet.errors import CatalogueError, ConfigError
 from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS, HISTORY_COLUMNS
 from sinkfleet.sink.postgres.ddl import quote_ident as q
+from sinkfleet.sink.postgres.tenancy import tenant_history_view, tenant_view
 
 ACTOR_COLUMNS = ("actor", "actor_id")  # audit_trail(actor=…) filters the first present
 _INTS = {"smallint", "integer", "bigint"}
@@ -114,11 +115,17 @@ def decode_cached(types: Mapping[str, str], data: dict[str, Any]) -> dict[str, A
 
 
 class SinkSql:
-    """The read queries of one sink."""
+    """The read queries of one sink; ``tenant_scoped`` reads its tenant views (the
+    rows of the tenant set in the transaction, docs/reads.md)."""
 
-    def __init__(self, sink: Sink) -> None:
+    def __init__(self, sink: Sink, tenant_scoped: bool = False) -> None:
         self.sink = sink
         self.spec = sink.spec
+        scoped = tenant_scoped and sink.spec.tenant_column is not None
+        self.table = tenant_view(sink) if scoped else sink.spec.qualified_table
+        if sink.spec.state is not None:
+            self.history_table = (tenant_history_view(sink) if scoped else
+                                  f"{q(sink.spec.db_schema)}.{q(sink.spec.history_table)}")
         self.types = {c.name: c.pg_type for c in sink.columns}
         self.nullable = {c.name for c in sink.columns if c.nullable}
         self.jsonb = frozenset(n for n, t in self.types.items() if t == "jsonb")
@@ -188,22 +195,6 @@ class SinkSql:
     def _where(clauses: list[str]) -> str:
         return f" WHERE {' AND '.join(clauses)}" if clauses else ""
 
-    def events(self, *, start: Any, end: Any, where: Mapping[str, Any] | None, limit: int
-               ) -> tuple[str, list[Any]]:
-        """Rows in [start, end) matching ``where``, oldest first: equality on the leading
-        columns and a range on the time column, the shape of an (agent, episode, ts)
-        index (or a time index, when only the range is given)."""
-        column = self.spec.time_column
-        if column is None:
-            raise ConfigError(f"sink {self.spec.name!r} has no time_column; events() reads"
-                              " time-ordered sinks")
-        args: list[Any] = []
-        clauses = self._equal(where or {}, args, "where")
-        clauses += self._time_range(start, end, args, "events")
-        args.append(_limit(limit))
-        return (f"SELECT {self._select()} FROM {self.spec.qualified_table}"
-                f"{self._where(clauses)} ORDER BY {q(column)} LIMIT ${len(args)}", args)
-
     def _vector(self, name: str, values: Any, purpose: str) -> list[float]:
         """A query vector for ``name``, a vector column (``dimension`` ≤ 100, cube's)."""
         self.column(name, purpose)
@@ -246,7 +237,7 @@ class SinkSql:
     def latest(self, ids: Sequence[Any], columns: Sequence[str]) -> tuple[str, list[Any]]:
         args: list[Any] = []
         clauses = self._ids(ids, args)
-        return (f"SELECT {', '.join(q(c) for c in columns)} FROM {self.spec.qualified_table}"
+        return (f"SELECT {', '.join(q(c) for c in columns)} FROM {self.table}"
                 f"{self._where(clauses)}", args)
 
     def history(self, ids: Sequence[Any]) -> tuple[str, list[Any]]:
@@ -254,8 +245,8 @@ class SinkSql:
         assert spec.state is not None
         args: list[Any] = []
         clauses = self._ids(ids, args)
-        table = f"{q(spec.db_schema)}.{q(spec.history_table)}"
-        return (f"SELECT {self._select(HISTORY_COLUMNS)} FROM {table}{self._where(clauses)}"
+        return (f"SELECT {self._select(HISTORY_COLUMNS)} FROM {self.history_table}"
+                f"{self._where(clauses)}"
                 f" ORDER BY {q(spec.state.version)}, kafka_partition, kafka_offset", args)
 
     def audit_trail(self, *, tenant: Any, actor: Any, start: Any, end: Any,
@@ -277,7 +268,7 @@ class SinkSql:
         clauses += self._equal(where or {}, args, "where")
         clauses += self._time_range(start, end, args, "audit_trail")
         args.append(_limit(limit))
-        return (f"SELECT {self._select(AUDIT_CHAIN_COLUMNS)} FROM {spec.qualified_table}"
+        return (f"SELECT {self._select(AUDIT_CHAIN_COLUMNS)} FROM {self.table}"
                 f"{self._where(clauses)} ORDER BY chain_seq LIMIT ${len(args)}", args)
 
 

@@ -59,7 +59,7 @@ GROUP = "S I U (own)"  # offsets and heartbeats: a group's own rows only
 # same-version conflict winner's columns only; (own) = own group's (own sinks') rows only.
 EXPECTED: dict[str, dict[str, str]] = {
     "experience_events": {"events": "S I", "reader": "S", "legacy": "S I"},
-    "audit_entries": {"audit": "S I", "reader": "S", "legacy": "S I"},
+    "audit_entries": {"audit": "S I", "legacy": "S I"},  # readers: its tenant view
     "policies": {"state": "S I U D", "reader": "S", "legacy": "S I U D"},
     "policies_history": {"state": "S I U(cols)", "reader": "S", "legacy": "S I U(cols)"},
     "sinkfleet.state_conflicts": {"state": "S I U D (own)", "legacy": "S I U D"},

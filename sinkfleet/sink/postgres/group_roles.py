@@ -32,6 +32,7 @@ from sinkfleet.sink.postgres.roles import (
     sink_grants,
     sink_tables,
 )
+from sinkfleet.sink.postgres.tenancy import maintain_tenant_views
 
 GROUP_MARKER = "sinkfleet_group"  # every group role is a member: the policies' target
 ROLLUPS_ROLE = "sinkfleet_rollups"
@@ -152,13 +153,16 @@ async def _schema_usage(conn: asyncpg.Connection, schema: str, grantee: str) -> 
 
 
 async def grant_readers(conn: asyncpg.Connection, catalogue: Catalogue) -> None:
-    """Readers (`sinkfleet query`, the Reader API, analysts) may SELECT every sink table."""
+    """Readers (`sinkfleet query`, the Reader API, analysts) may SELECT every sink table,
+    but a tenant sink's only through its tenant views (``tenancy``)."""
     async with conn.transaction():
         for name in sorted(catalogue.sinks):
             sink = catalogue.sinks[name]
             await _schema_usage(conn, sink.spec.db_schema, READER_ROLE)
-            await conn.execute(f"GRANT SELECT ON {', '.join(sink_tables(sink))}"
-                               f" TO {READER_ROLE}")
+            if sink.spec.tenant_column is None:
+                await conn.execute(f"GRANT SELECT ON {', '.join(sink_tables(sink))}"
+                                   f" TO {READER_ROLE}")
+    await maintain_tenant_views(conn, catalogue, READER_ROLE)
 
 
 async def maintain(conn: asyncpg.Connection, catalogue: Catalogue, logins: list[Login],
