@@ -55,10 +55,9 @@ async def end_offsets(tc: TestCatalogue) -> dict[int, int]:
     consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap, group_id=None)
     await consumer.start()
     try:
+        await consumer._client.force_metadata_update()
         parts = consumer.partitions_for_topic(tc.topic) or set()
-        if not parts:
-            await consumer.topics()
-            parts = consumer.partitions_for_topic(tc.topic) or set()
+        assert parts, f"no partitions of {tc.topic}"
         tps = [TopicPartition(tc.topic, p) for p in sorted(parts)]
         ends = await consumer.end_offsets(tps)
         return {tp.partition: off for tp, off in ends.items()}

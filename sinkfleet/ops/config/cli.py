@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from sinkfleet.cli.base import console, err, friendly, run, say, settings_and_catalogue
+from sinkfleet.ops.config.fields import visible
 
 if TYPE_CHECKING:
     from sinkfleet.ops.config.versioned import Written
@@ -67,9 +68,10 @@ def _report(done: Written, what: str, as_json: bool) -> None:
 
 
 def _esc(text: str) -> str:
+    """Text for a markup line: markup escaped, control characters shown, not obeyed."""
     from rich.markup import escape
 
-    return escape(text)
+    return escape(visible(text))
 
 
 def _show(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
@@ -83,11 +85,11 @@ def _show(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
         return
     names = list(rows[0])
     if len(rows) == 1:  # one row: a column per line reads better
-        table = Table("column", "value", title=Text(title))
+        table = Table("column", "value", title=Text(visible(title)))
         for name in names:
             table.add_row(Text(name), _cell(rows[0][name]))
     else:
-        table = Table(*names, title=Text(f"{title} ({len(rows)} versions)"))
+        table = Table(*names, title=Text(visible(f"{title} ({len(rows)} versions)")))
         for row in rows:
             table.add_row(*(_cell(row.get(n)) for n in names))
     console.print(table)
@@ -100,8 +102,9 @@ def _cell(value: Any) -> Any:
     if value is None:
         return Text("-", style="dim")
     if isinstance(value, (dict, list)):
-        return Text(json.dumps(value, ensure_ascii=False))
-    return Text(str(_plain(value) if isinstance(value, (dt.datetime, bytes)) else value))
+        return Text(visible(json.dumps(value, ensure_ascii=False)))
+    return Text(visible(str(_plain(value) if isinstance(value, (dt.datetime, bytes))
+                             else value)))
 
 
 def _get(family: Family, ids: list[str], sink: str | None, as_json: bool) -> None:
@@ -142,7 +145,8 @@ def _note(message: str) -> None:
 @friendly
 def config_set(component: Component, key: Key,
                value: Annotated[str, typer.Argument(
-                   help="the value as JSON: 0.1, true, '\"text\"', '{\"a\": 1}'")],
+                   help="the value as JSON: 0.1, true, '\"text\"', '{\"a\": 1}';"
+                   " a negative number after --: config set c k -- -1")],
                text: Annotated[bool, typer.Option(
                    "--text", help="VALUE is plain text: store it as a JSON string")] = False,
                by: By = None, sink: SinkOpt = None, no_wait: NoWait = False,

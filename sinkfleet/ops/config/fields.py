@@ -33,6 +33,15 @@ def _shown(text: str) -> str:
     return repr(text if len(text) <= _SHOWN else text[:_SHOWN] + "…")
 
 
+def visible(text: str) -> str:
+    """Control and format characters (ESC, C1, bidi overrides) as escapes: ids and stored
+    values are untrusted and must not drive the terminal that shows them."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode()
+                   for c in text)
+
+
 def fields_of(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """The schema's top-level fields by name."""
     return {f["name"]: f for f in schema["fields"]}

@@ -27,6 +27,7 @@ from typing import Any
 
 import asyncpg
 
+from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.catalogue import Catalogue, Sink
 from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError, SinkfleetError, ValidationError
@@ -88,6 +89,7 @@ class VersionedWriter:
         self.poll = poll
         self._family = sink.topic.schema_
         self._builder = RowBuilder(sink)
+        self._codec = Codec(sink.schema, SchemaStore(settings.schema_registry_url))
         by_column = {c.name: c for c in sink.columns}
         # the schema fields behind the id and version columns
         self._id_fields = [_field_of(by_column[c], sink) for c in self.rows.ids]
@@ -144,7 +146,7 @@ class VersionedWriter:
                        taken: list[int]) -> Written:
         """Validate as a worker will, then publish (acks=all); nothing is sent on error."""
         _, _, value = pub.encode(self._family, record)  # Avro: ValidationError, none sent
-        self._builder(record)  # the sink's column rules (JSON, NUL, …)
+        self._builder(self._codec.decode(value))  # the sink's column rules, as a worker
         if self._max_bytes is not None and len(value) > self._max_bytes:
             raise ValidationError(f"the record is {len(value):,} bytes; topic"
                                   f" {self.sink.topic.name} takes at most {self._max_bytes:,}"

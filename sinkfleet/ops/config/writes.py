@@ -23,7 +23,13 @@ from typing import Any
 from sinkfleet.catalogue import Catalogue, Sink
 from sinkfleet.config import Settings
 from sinkfleet.errors import ValidationError
-from sinkfleet.ops.config.fields import check_json, fields_of, is_json_field, missing_fields
+from sinkfleet.ops.config.fields import (
+    check_json,
+    fields_of,
+    is_json_field,
+    missing_fields,
+    visible,
+)
 from sinkfleet.ops.config.store import SinkRows, family_sink
 from sinkfleet.ops.config.versioned import VersionedWriter, Written
 from sinkfleet.sink.postgres.connect import pg
@@ -96,7 +102,7 @@ async def _version_row(settings: Settings, rows: SinkRows, ids: list[Any], versi
 
 
 def _what(family: Family, ids: list[str]) -> str:
-    return f"{family.noun} {'/'.join(ids)}"
+    return f"{family.noun} {visible('/'.join(ids))}"
 
 
 async def set_config(settings: Settings, catalogue: Catalogue, component: str, key: str,
