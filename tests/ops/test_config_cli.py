@@ -114,10 +114,11 @@ async def test_no_wait_versions_follow_unstored_writes(catalogue_factory: Any,
 
 async def test_no_worker_fails_clearly_after_the_timeout(catalogue_factory: Any) -> None:
     tc = await config_catalogue(catalogue_factory)
-    out = cli(tc, "config", "set", "c", "k", "1", "--timeout", "2")
+    out = cli(tc, "config", "set", "c", "k", "1", "--timeout", "6")
     assert out.returncode == 2
+    assert "waiting for a worker to store version 1 (partition" in out.stderr  # progress
     assert f"published {tc.table} 'c:k' as version 1 (partition" in out.stderr
-    assert (f"not yet stored after 2s — is a worker running for sink {tc.table}"
+    assert (f"not yet stored after 6s — is a worker running for sink {tc.table}"
             f" (group {tc.group})?") in out.stderr
     assert "Traceback" not in out.stderr
     assert sum((await end_offsets(tc)).values()) == 1  # published once, not again
