@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import asyncpg
@@ -123,7 +123,7 @@ class VersionedWriter:
                     return done
                 await self._wait_stored(conn, done, timeout)
                 if await self._ours(conn, done):
-                    return Written(**{**done.__dict__, "confirmed": True})
+                    return replace(done, confirmed=True)
                 taken.append(done.version)
                 if len(taken) > retries:
                     raise VersionTaken(

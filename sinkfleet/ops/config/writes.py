@@ -52,10 +52,9 @@ class Family:
 
     def owned(self, sink: Sink) -> set[str]:
         """Fields nobody sets by hand: the id, the version and what the tool fills."""
-        by_column = {c.name: c for c in sink.columns}
-        keyed = [*sink.spec.id, sink.spec.state.version if sink.spec.state else ""]
-        names = {by_column[c].source.path[0] for c in keyed  # type: ignore[union-attr]
-                 if c in by_column and by_column[c].source is not None}
+        keyed = {*sink.spec.id, sink.spec.state.version if sink.spec.state else ""}
+        names = {c.source.path[0] for c in sink.columns
+                 if c.name in keyed and c.source is not None}
         return names | {f for f in (self.stamp, self.author, self.parent) if f}
 
     def stamped(self, content: dict[str, Any], by: str | None) -> dict[str, Any]:
