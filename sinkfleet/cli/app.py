@@ -14,6 +14,7 @@ from sinkfleet.cli.cache import cache_app
 from sinkfleet.cli.query import query_app
 from sinkfleet.dev import cli as dev
 from sinkfleet.ops.audit.cli import audit_app
+from sinkfleet.ops.config.cli import config_app, policy_app
 from sinkfleet.ops.deadletters.cli import dlq_app
 from sinkfleet.ops.fleet import cli as fleet
 from sinkfleet.ops.lag import cli as lag
@@ -39,6 +40,8 @@ app.add_typer(cache_app, name="cache")
 app.add_typer(query_app, name="query")
 app.add_typer(retention_app, name="retention")
 app.add_typer(archive_app, name="archive")
+app.add_typer(config_app, name="config")
+app.add_typer(policy_app, name="policy")
 app.command("backup")(backup_cmd)
 app.command("restore")(restore_cmd)
 app.command("stats")(stats_cmd)
