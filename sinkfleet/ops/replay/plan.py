@@ -200,7 +200,7 @@ async def commit_empty_group(settings: Settings, group: str,
         await consumer.stop()
 
 
-class _Kafka(KafkaPositions):
+class _ReplayCluster(KafkaPositions):
     """The Kafka side of a replay: log bounds, time lookups, group state, commits."""
 
     @property
@@ -211,7 +211,7 @@ class _Kafka(KafkaPositions):
     def meta(self) -> AIOKafkaConsumer:
         return self._meta
 
-    async def __aenter__(self) -> _Kafka:
+    async def __aenter__(self) -> _ReplayCluster:
         try:
             await super().__aenter__()
         except SinkfleetError as exc:
@@ -265,7 +265,7 @@ async def plan_replay(settings: Settings, catalogue: Catalogue, group: str,
     """Where the group is and where ``target`` puts it, per partition (read-only)."""
     topics = topics or consumed_topics(catalogue, group)
     plan = Plan(group, target.describe())
-    async with _Kafka(settings) as kafka:
+    async with _ReplayCluster(settings) as kafka:
         tps = [tp for t in topics for tp in await kafka.partitions(t)
                if partitions is None or tp.partition in partitions]
         if not tps:
@@ -397,7 +397,7 @@ class _Hold:
             await conn.close()
 
 
-async def _wait_empty(kafka: _Kafka, group: str, timeout: float,
+async def _wait_empty(kafka: _ReplayCluster, group: str, timeout: float,
                       say: Callable[[str], None]) -> None:
     deadline = time.monotonic() + timeout
     state, members = await kafka.members(group)
@@ -430,7 +430,7 @@ async def apply_replay(settings: Settings, group: str, offsets: dict[TopicPartit
                        say: Callable[[str], None] = lambda m: None) -> Applied:
     """Move ``group`` to ``offsets`` (PostgreSQL first, then Kafka); dry run by default."""
     tps = list(offsets)
-    async with _Kafka(settings) as kafka:
+    async with _ReplayCluster(settings) as kafka:
         for topic in sorted({tp.topic for tp in tps}):
             known = set(await kafka.partitions(topic))
             unknown = [tp.partition for tp in tps if tp.topic == topic and tp not in known]

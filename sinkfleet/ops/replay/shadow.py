@@ -69,7 +69,7 @@ class ShadowWorker(Worker):
         self.dead: list[DeadLetter] = []
         self.dead_letters = self.store.dead_letters = _Kept(self)
 
-    def _absorb(self, data: dict[TopicPartition, list[Any]]) -> None:
+    def _add_to_batch(self, data: dict[TopicPartition, list[Any]]) -> None:
         bounded = {}
         for tp, messages in data.items():
             end = self.stop_at.get(tp, 0)
@@ -77,7 +77,7 @@ class ShadowWorker(Worker):
             if kept:
                 bounded[tp] = kept
         if bounded:
-            super()._absorb(bounded)
+            super()._add_to_batch(bounded)
 
 
 
