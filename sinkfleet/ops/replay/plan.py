@@ -42,7 +42,7 @@ from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError, SinkfleetError
 from sinkfleet.kafka.client import kafka_client_kwargs
 from sinkfleet.kafka.positions import KafkaPositions
-from sinkfleet.ops.lag.collect import _DescribeGroupsV2
+from sinkfleet.ops.lag.protocol import DescribeGroupsV2
 from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
 from sinkfleet.sink.postgres.offsets import group_offsets, move_offsets
 
@@ -231,7 +231,7 @@ class _ReplayCluster(KafkaPositions):
     async def members(self, group: str) -> tuple[str, int]:
         """Kafka's state of ``group`` and its number of live members."""
         node = await self.admin.find_coordinator(group)
-        response = await self.admin._send_request(_DescribeGroupsV2([group]), node)
+        response = await self.admin._send_request(DescribeGroupsV2([group]), node)
         [described] = response.to_object()["groups"]
         return described["state"], len(described["members"])
 
