@@ -43,7 +43,7 @@ from sinkfleet.errors import ConfigError, SinkfleetError
 from sinkfleet.kafka.client import kafka_client_kwargs
 from sinkfleet.kafka.positions import KafkaPositions
 from sinkfleet.ops.lag.protocol import DescribeGroupsV2
-from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
+from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect, pg
 from sinkfleet.sink.postgres.offsets import group_offsets, move_offsets
 
 HOLD_WAIT_SECONDS = 60.0
@@ -242,11 +242,8 @@ class _ReplayCluster(KafkaPositions):
 async def stored_positions(settings: Settings, group: str, tps: list[TopicPartition]
                            ) -> dict[TopicPartition, int]:
     """The group's PostgreSQL offsets (its position) for the topics of ``tps``."""
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         return await group_offsets(conn, group, {tp.topic for tp in tps})
-    finally:
-        await conn.close()
 
 
 def consumed_topics(catalogue: Catalogue, group: str) -> list[str]:
@@ -332,8 +329,7 @@ class _Hold:
         self._renewer: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> _Hold:
-        conn = await connect(self.settings)
-        try:
+        async with pg(self.settings) as conn:
             taken = await conn.fetchrow(
                 "INSERT INTO sinkfleet.group_holds AS h (group_id, reason, holder, expires_at)"
                 " VALUES ($1, $2, $3, now() + make_interval(secs => $4))"
@@ -349,8 +345,6 @@ class _Hold:
                     f"group {self.group} is already held by {other['holder'] or 'an older'}"
                     f" sinkfleet ({other['reason']}) until {other['expires_at']}: another"
                     " replay is running; wait for it to finish")
-        finally:
-            await conn.close()
         self._renewer = asyncio.create_task(self._renew())
         return self
 
@@ -389,12 +383,9 @@ class _Hold:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
-        conn = await connect(self.settings)
-        try:
+        async with pg(self.settings) as conn:
             await conn.execute("DELETE FROM sinkfleet.group_holds WHERE group_id = $1"
                                " AND holder = $2", self.group, self.holder)
-        finally:
-            await conn.close()
 
 
 async def _wait_empty(kafka: _ReplayCluster, group: str, timeout: float,
@@ -475,16 +466,12 @@ async def _move_postgres(settings: Settings, group: str, offsets: dict[TopicPart
     detail = [{"topic": tp.topic, "partition": tp.partition, "from": before.get(tp),
                "to": offsets[tp]} for tp in tps]
     digest = hashlib.sha256(json.dumps(detail, sort_keys=True).encode()).hexdigest()[:16]
-    conn = await connect(settings)
-    try:
-        async with conn.transaction():
-            if hold is not None:
-                await hold.check(conn)
-            await move_offsets(conn, group, offsets)
-            return int(await conn.fetchval(
-                "INSERT INTO sinkfleet.replays (group_id, records, partitions, plan, digest)"
-                " VALUES ($1, $2, $3, $4::jsonb, $5) RETURNING id", group,
-                sum((before.get(tp, o) - o) for tp, o in offsets.items()), len(tps),
-                json.dumps(detail), digest))
-    finally:
-        await conn.close()
+    async with pg(settings) as conn, conn.transaction():
+        if hold is not None:
+            await hold.check(conn)
+        await move_offsets(conn, group, offsets)
+        return int(await conn.fetchval(
+            "INSERT INTO sinkfleet.replays (group_id, records, partitions, plan, digest)"
+            " VALUES ($1, $2, $3, $4::jsonb, $5) RETURNING id", group,
+            sum((before.get(tp, o) - o) for tp, o in offsets.items()), len(tps),
+            json.dumps(detail), digest))
