@@ -88,7 +88,7 @@ from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.rows import RowBuilder
 
 ROOT = Path(__file__).resolve().parents[1]
-STACK_POM = ROOT / "sinkfleet" / "stack" / "pom.xml"
+STACK_POM = ROOT / "sinkfleet" / "dev" / "stack" / "pom.xml"
 CONNECT_POM = Path(__file__).resolve().parent / "connect" / "pom.xml"
 LOG4J = ROOT / "sinkfleet" / "stack" / "log4j2.properties"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
