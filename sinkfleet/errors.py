@@ -1,4 +1,15 @@
-"""One error hierarchy. Callers branch on ``exc.retriable``, not on classes.
+"""One error hierarchy: every error sinkfleet raises on purpose is a ``SinkfleetError``.
+
+``retriable`` says whether waiting and trying again can help (an outage) or not (a bad
+record, a wrong setting). Users of the public API (``Publisher``, ``Reader``) branch on
+``exc.retriable``: at that boundary driver errors are already turned into these classes
+(a lost PostgreSQL connection becomes ``StorageUnavailable``), and so do the schema
+lookups (``RegistryUnavailable``). The retry loops inside (worker storage, heartbeat,
+caches, roll-ups, schedulers) meet asyncpg's and the OS's own exceptions, which carry no
+flag, so they catch one tuple instead, ``RETRIABLE_STORAGE`` in
+``sinkfleet.sink.postgres.connect``: ``StorageUnavailable`` plus the driver's retriable
+classes. Wrapping every driver error on the store path would cost a translation per
+query and hide the precise asyncpg classes the store step sorts refused rows by.
 
 User-facing messages say what was wrong and what to do about it.
 """

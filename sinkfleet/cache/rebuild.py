@@ -22,7 +22,7 @@ from sinkfleet.cache.store import REDIS_ERRORS, CacheStore, delete_prefix, redis
 from sinkfleet.catalogue import Sink
 from sinkfleet.config import Settings
 from sinkfleet.errors import MigrationError
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.ddl import quote_ident as q
 
 CHUNK = 1000
@@ -234,8 +234,7 @@ async def rebuild_caches(settings: Settings, sinks: Sequence[Sink],
         except REDIS_ERRORS as exc:
             raise redis_error(settings, exc) from None
         store = CacheStore(client)
-        conn = await connect(settings)
-        try:
+        async with pg(settings) as conn:
             results = []
             for sink in sinks:
                 say(f"rebuilding {sink.spec.name} …")
@@ -248,7 +247,5 @@ async def rebuild_caches(settings: Settings, sinks: Sequence[Sink],
                     raise MigrationError(f"sink {sink.spec.name}: {exc}; run `sinkfleet db"
                                          " migrate` first") from None
             return results
-        finally:
-            await conn.close()
     finally:
         await client.aclose()

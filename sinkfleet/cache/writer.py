@@ -30,6 +30,7 @@ import logging
 import random
 from collections import deque
 from collections.abc import Iterator, Sequence
+from enum import Enum
 from typing import Any
 
 import asyncpg
@@ -52,6 +53,38 @@ Key = tuple[Any, ...]
 PIPELINE_CHANGES = 5000  # changes per Redis round trip
 FILL_CLAIM_SECONDS = 600  # a writer that dies while filling a sink gives it up after this
 FILLED_CHECK_SECONDS = 5.0  # an idle writer checks this often whether Redis lost the caches
+
+
+class CacheState(Enum):
+    """What a ``CacheWriter`` is doing with Redis; ``CacheWriter._to`` makes every move."""
+
+    NEW = "new"  # not started: submit() only remembers the keys
+    OPEN = "open"  # Redis answers: changes are queued and written
+    FAILING = "failing"  # Redis failed (or no client): keys only, back off, ping
+    CLOSING = "closing"  # close() called: write what is queued, repair what is dirty
+    CLOSING_FAILING = "closing, Redis failing"  # both: stop at once, keys stay dirty
+
+    @property
+    def failing(self) -> bool:
+        return self in (CacheState.FAILING, CacheState.CLOSING_FAILING)
+
+    @property
+    def closing(self) -> bool:
+        return self in (CacheState.CLOSING, CacheState.CLOSING_FAILING)
+
+
+# (state, event) → next state; a pair not listed leaves the state as it is.
+_MOVES: dict[tuple[CacheState, str], CacheState] = {
+    (CacheState.NEW, "start"): CacheState.OPEN,
+    (CacheState.NEW, "fail"): CacheState.FAILING,  # no client: nothing will recover it
+    (CacheState.OPEN, "fail"): CacheState.FAILING,
+    (CacheState.CLOSING, "fail"): CacheState.CLOSING_FAILING,
+    (CacheState.FAILING, "recover"): CacheState.OPEN,
+    (CacheState.CLOSING_FAILING, "recover"): CacheState.CLOSING,  # repairs may run again
+    (CacheState.NEW, "close"): CacheState.CLOSING,
+    (CacheState.OPEN, "close"): CacheState.CLOSING,
+    (CacheState.FAILING, "close"): CacheState.CLOSING_FAILING,
+}
 
 
 def backoff(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:
@@ -116,10 +149,9 @@ class CacheWriter:
         self._dirty_recent: dict[str, set[Key]] = {s: set() for s in self.layouts}
         self._rebuild: set[str] = set()
         self._fill: set[str] = set()  # sinks whose caches Redis lost: fill from PostgreSQL
-        self._failing = False
-        self._closing = False
-        self._writing = False  # a pipeline is in flight
-        self._repairing = False  # a repair round is in flight
+        self.state = CacheState.NEW
+        # Pipelines and repair rounds under way (two tasks, so both at once): for ``idle``.
+        self._in_flight = 0
         self._wake = asyncio.Event()  # queue has items / closing
         self._dirty_event = asyncio.Event()  # repair work / closing
         self._stop = asyncio.Event()  # close() was called: cut back-off sleeps short
@@ -153,6 +185,7 @@ class CacheWriter:
             return
         self._rebuilders = {n: Rebuilder(self._sinks[n], lay, self._store)
                             for n, lay in self.layouts.items()}
+        self._to("start")
         self._tasks = [asyncio.create_task(self._write_loop(), name="sinkfleet-cache-write"),
                        asyncio.create_task(self._repair_loop(), name="sinkfleet-cache-repair")]
 
@@ -161,8 +194,7 @@ class CacheWriter:
         queued changes, or while Redis fails, only the keys are remembered."""
         if not changes or sink_name not in self.layouts:
             return
-        if self._failing or self._closing or not self._tasks \
-                or self.pending + len(changes) > self.max_pending:
+        if self.state is not CacheState.OPEN or self.pending + len(changes) > self.max_pending:
             self._mark_dirty(sink_name, changes)
             return
         if not isinstance(changes, AppendedRows):  # immutable; a list may be reused
@@ -177,8 +209,8 @@ class CacheWriter:
     @property
     def idle(self) -> bool:
         """Nothing queued, nothing to repair, Redis answering."""
-        return (not self._queue and not self._writing and not self._failing
-                and not self._repairing and not self._has_repairs())
+        return (not self._queue and not self._in_flight and not self.state.failing
+                and not self._has_repairs())
 
     async def drain(self, timeout: float = 5.0) -> bool:
         """Wait (at most ``timeout``) until everything submitted is in Redis or repaired.
@@ -193,7 +225,7 @@ class CacheWriter:
 
     async def close(self, timeout: float = 5.0) -> None:
         """Write what is queued and repair what is dirty, for at most ``timeout``."""
-        self._closing = True
+        self._to("close")
         self._stop.set()
         self._wake.set()
         self._dirty_event.set()
@@ -216,6 +248,10 @@ class CacheWriter:
         await self._close_pg()
 
     # --- bookkeeping --------------------------------------------------------------------
+    def _to(self, event: str) -> None:
+        """Move on ``event`` (start, fail, recover, close): the only place that does."""
+        self.state = _MOVES.get((self.state, event), self.state)
+
     def _mark_dirty(self, sink: str, changes: Sequence[Change]) -> None:
         if sink in self._rebuild:
             return
@@ -237,15 +273,15 @@ class CacheWriter:
         for sink in sinks:
             self.errors.labels(self.group, sink).inc()
         message = f"cache: {redis_error(self.settings, exc)}"
-        if not self._failing:
+        if not self.state.failing:
             log.warning("%s; backing off, the keys are repaired from PostgreSQL later",
                         message)
-        self._failing = True
+        self._to("fail")
         self.degraded = message
         self._wake.set()
 
     def _fail_permanently(self, exc: BaseException) -> None:
-        self._failing = True
+        self._to("fail")
         self.degraded = f"cache: cannot build a Redis client: {exc}"
         log.error("%s; caches are not written", self.degraded)
 
@@ -254,9 +290,9 @@ class CacheWriter:
         attempt = 0
         await self._check_filled()
         while True:
-            if self._failing:
+            if self.state.failing:
                 self._queue_to_dirty()
-                if self._closing:
+                if self.state.closing:
                     return
                 await self._sleep(backoff(attempt, cap=self.backoff_cap))
                 attempt += 1
@@ -264,13 +300,13 @@ class CacheWriter:
                 continue
             attempt = 0
             if self._queue:
-                self._writing = True
+                self._in_flight += 1
                 try:
                     await self._write_some()
                 finally:
-                    self._writing = False
+                    self._in_flight -= 1
                 continue
-            if self._closing:
+            if self.state.closing:
                 return
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -281,7 +317,7 @@ class CacheWriter:
     async def _check_filled(self) -> None:
         """Claim the ``filled`` key of every sink (see the module's docstring)."""
         sinks = sorted(self.layouts)
-        self._writing = True  # for ``idle``: a fill may be about to start
+        self._in_flight += 1  # for ``idle``: a fill may be about to start
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for sink in sinks:
@@ -290,7 +326,7 @@ class CacheWriter:
         except REDIS_ERRORS as exc:
             self._fail(exc)
         finally:
-            self._writing = False
+            self._in_flight -= 1
 
     def _claim_filled(self, pipe: Any, sink: str) -> None:
         pipe.set(self.layouts[sink].filled_key(), "filling", nx=True, ex=FILL_CLAIM_SECONDS)
@@ -349,7 +385,7 @@ class CacheWriter:
             self.degraded = f"cache: {redis_error(self.settings, exc)}"
             return
         log.info("cache: Redis is back; repairing the keys written meanwhile")
-        self._failing = False
+        self._to("recover")
         self._dirty_event.set()
         if not self._has_repairs():
             self.degraded = None
@@ -366,19 +402,19 @@ class CacheWriter:
     async def _repair_loop(self) -> None:
         attempt = 0
         while True:
-            if self._closing and (self._failing or not self._has_repairs()):
+            if self.state.closing and (self.state.failing or not self._has_repairs()):
                 return
-            if self._failing or not self._has_repairs():
-                if not self._failing:
+            if self.state.failing or not self._has_repairs():
+                if not self.state.failing:
                     self.degraded = None
                 self._dirty_event.clear()
                 await self._dirty_event.wait()
                 continue
-            self._repairing = True
+            self._in_flight += 1
             try:
                 await self._repair_once()
                 attempt = 0
-                if not self._failing and not self._has_repairs():
+                if not self.state.failing and not self._has_repairs():
                     self.degraded = None
             except REDIS_ERRORS as exc:
                 self._fail(exc)
@@ -396,7 +432,7 @@ class CacheWriter:
                 await self._sleep(backoff(attempt, cap=self.backoff_cap))
                 attempt += 1
             finally:
-                self._repairing = False
+                self._in_flight -= 1
 
     async def _repair_once(self) -> None:
         """One round: rebuild the marked sinks, then repair the dirty keys. What fails is

@@ -22,7 +22,7 @@ from sinkfleet.config import Settings
 from sinkfleet.dev.synthetic.base import Tombstone
 from sinkfleet.keys import join_key
 from sinkfleet.ops.audit.verify import verify
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.ddl import quote_ident
 from sinkfleet.worker.rows import RowBuilder
 
@@ -110,11 +110,8 @@ async def _found(settings: Settings, ids: _Ids, keys: list[tuple[Any, ...]]
            + ", ".join(f"c{i}" for i in range(len(cols)))
            + f") JOIN {spec.qualified_table} t ON {on} GROUP BY "
            + ", ".join(f"k.c{i}" for i in range(len(cols))))
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         rows = await conn.fetch(sql, *[[k[i] for k in keys] for i in range(len(cols))])
-    finally:
-        await conn.close()
     n = len(cols)
     return {tuple(r)[:n]: (r["n"], r["v"]) for r in rows}
 

@@ -19,7 +19,7 @@ from sinkfleet.rollups.app import RollupOptions, TopicRollup, broker_settings
 from sinkfleet.rollups.families import FAMILIES
 from sinkfleet.rollups.ordering import keep_order
 from sinkfleet.rollups.store import SummaryWriter
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.schema_versions import registered_versions
 from sinkfleet.worker.schemas import WriterSchemas
 
@@ -51,16 +51,13 @@ async def preflight(settings: Settings, topics: list[TopicSpec]) -> list[Any]:
     registered writer schemas (older versions decode into the current one)."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         for table in sorted({FAMILIES[t.schema_].table for t in topics}):
             if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
                                        f"sinkfleet.{table}"):
                 raise MigrationError(f"table sinkfleet.{table} does not exist: run"
                                      " `sinkfleet db migrate` first")
         versions = await registered_versions(conn, sorted({t.schema_ for t in topics}))
-    finally:
-        await conn.close()
     admin = AIOKafkaAdminClient(**kafka_client_kwargs(settings))
     try:
         await admin.start()

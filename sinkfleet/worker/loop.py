@@ -61,7 +61,7 @@ class Route:
     codec: Codec
     dlq: str
     sinks: list[tuple[str, RowBuilder]] = field(default_factory=list)
-    tombstones: bool = False  # every sink is a state sink: a null value deletes
+    deletes_on_tombstone: bool = False  # every sink is a state sink: a null value deletes
 
 
 @dataclass
@@ -136,8 +136,8 @@ class Worker:
             route.sinks.append((sink_name, builder))
             self.writers[sink_name] = WRITERS[sink.spec.mode](sink, builder.names)
         for route in self.routes.values():
-            route.tombstones = all(catalogue.sinks[name].spec.mode == "state"
-                                   for name, _ in route.sinks)
+            route.deletes_on_tombstone = all(catalogue.sinks[name].spec.mode == "state"
+                                             for name, _ in route.sinks)
         self.writer_schemas = WriterSchemas(  # registered versions, looked up when unknown
             settings, store, {catalogue.sinks[n].topic.schema_ for n in spec.sinks})
         self.batch = Batch()
@@ -341,7 +341,7 @@ class Worker:
             while not self._stop.is_set():
                 self._raise_failure()
                 if self.hold_reason is not None:
-                    await self._held(consumer)
+                    await self._leave_until_released(consumer)
                     continue
                 batch = self.batch
                 full = self.policy.should_flush(batch.records, batch.nbytes, batch.age())
@@ -364,7 +364,7 @@ class Worker:
                     # order); under the lock, a rebalance's checkpoint sees this chunk.
                     async with self._lock:
                         await self.writer_schemas.prepare(data)
-                        self._absorb(data)
+                        self._add_to_batch(data)
             self._raise_failure()
             await self._final_checkpoint()
         finally:
@@ -379,7 +379,7 @@ class Worker:
             await self.writer_schemas.close()
         return self.stats
 
-    async def _held(self, consumer: AIOKafkaConsumer) -> None:
+    async def _leave_until_released(self, consumer: AIOKafkaConsumer) -> None:
         """An operator holds the group (`replay apply --stop-fleet`): store everything
         consumed, leave the group, wait for the release, rejoin. On rejoining, the
         partitions seek to their PostgreSQL offsets, which the replay has moved."""
@@ -427,29 +427,30 @@ class Worker:
             return
         await self.mirror.commit({})  # repair any commit refused along the way
 
-    def _absorb(self, data: dict[TopicPartition, list[Any]]) -> None:
+    def _add_to_batch(self, data: dict[TopicPartition, list[Any]]) -> None:
+        """Decode fetched records into the batch's rows (or its dead letters)."""
         batch = self.batch
         if not batch:
             batch.started = time.monotonic()
         for tp, messages in data.items():
             route = self.routes[tp.topic]
             if len(route.sinks) == 1:
-                self._absorb_one(batch, route, messages)
+                self._add_for_one_sink(batch, route, messages)
             else:
-                self._absorb_many(batch, route, messages)
+                self._add_for_many_sinks(batch, route, messages)
             batch.records += len(messages)
             self.metrics.consumed.labels(self.spec.group, tp.topic).inc(len(messages))
             batch.offsets[tp] = messages[-1].offset + 1
             batch.last_timestamp[tp] = messages[-1].timestamp
 
-    def _absorb_one(self, batch: Batch, route: Route, messages: list[Any]) -> None:
-        """``_absorb_many`` for a topic feeding one sink (the common case): the same
+    def _add_for_one_sink(self, batch: Batch, route: Route, messages: list[Any]) -> None:
+        """``_add_for_many_sinks`` for a topic feeding one sink (the common case): the same
         rows, sources, dead letters and order, with less work per record."""
         name, build = route.sinks[0]
         rows = batch.rows.get(name) or []
         sources = batch.sources.get(name) or []
         add_row, add_source, dead = rows.append, sources.append, batch.dead.append
-        decode, tombstones = route.codec.decode, route.tombstones
+        decode, deletes = route.codec.decode, route.deletes_on_tombstone
         nbytes = 0
         for msg in messages:
             if isinstance(msg, OversizeBatch):  # a whole batch, not inflated
@@ -457,7 +458,7 @@ class Worker:
                 continue
             value = msg.value
             try:
-                if value is None and tombstones:
+                if value is None and deletes:
                     row: tuple[Any, ...] = build.tombstone(msg.key)
                 else:
                     row = build(decode(value))
@@ -470,10 +471,10 @@ class Worker:
             if value:
                 nbytes += len(value)
         batch.nbytes += nbytes
-        if rows:  # as _absorb_many: a sink gets an entry with its first row
+        if rows:  # as _add_for_many_sinks: a sink gets an entry with its first row
             batch.rows[name], batch.sources[name] = rows, sources
 
-    def _absorb_many(self, batch: Batch, route: Route, messages: list[Any]) -> None:
+    def _add_for_many_sinks(self, batch: Batch, route: Route, messages: list[Any]) -> None:
         rows, sources = batch.rows, batch.sources
         decode = route.codec.decode
         for msg in messages:
@@ -482,7 +483,7 @@ class Worker:
                 continue
             try:
                 built: list[tuple[str, tuple[Any, ...]]]
-                if msg.value is None and route.tombstones:
+                if msg.value is None and route.deletes_on_tombstone:
                     built = [(name, build.tombstone(msg.key)) for name, build in route.sinks]
                 else:
                     record = decode(msg.value)

@@ -45,7 +45,7 @@ from sinkfleet.ops.audit.checkpoint import (
     write_checkpoint,
 )
 from sinkfleet.ops.signing import matching_keys, verify_key
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.ddl import quote_ident
 
 _REASONS = {
@@ -272,14 +272,11 @@ async def verify(settings: Settings, catalogue: Catalogue, *, sink: str | None =
             f" {anchor.latest.database!r}, not {settings.pg_database!r}: its heads were not"
             " compared; give each database its own SINKFLEET_AUDIT_CHECKPOINT_DIR"))
         heads = []
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         for s in sinks:
             anchored = {h.tenant: h for h in heads if h.sink == s.spec.name
                         and (tenant is None or h.tenant == tenant)}
             await _verify_sink(conn, s, tenant, result, say, anchored)
-    finally:
-        await conn.close()
     return result
 
 

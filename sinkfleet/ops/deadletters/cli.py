@@ -1,4 +1,5 @@
-"""`sinkfleet dlq inspect|replay`: the typer sub-app (logic in ops/dlq*.py).
+"""`sinkfleet dlq inspect|replay`: the typer sub-app (logic in inspect.py, replay.py and
+cursor.py beside it).
 """
 
 from __future__ import annotations

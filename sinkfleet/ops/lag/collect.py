@@ -32,7 +32,6 @@ YIELD_EVERY = 500  # group-partitions built between two yields to the event loop
 FORGET_SECONDS = 3600.0  # a partition no group has reported for this long loses its history
 _COORDINATOR_MOVED = frozenset({14, 15, 16})  # load in progress, not available, not coordinator
 _offset = attrgetter("offset")
-_DescribeGroupsV2 = DescribeGroupsV2  # its old name here, which other modules import
 log = logging.getLogger("sinkfleet.lag")
 
 

@@ -42,8 +42,8 @@ from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError, SinkfleetError
 from sinkfleet.kafka.client import kafka_client_kwargs
 from sinkfleet.kafka.positions import KafkaPositions
-from sinkfleet.ops.lag.collect import _DescribeGroupsV2
-from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
+from sinkfleet.ops.lag.protocol import DescribeGroupsV2
+from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect, pg
 from sinkfleet.sink.postgres.offsets import group_offsets, move_offsets
 
 HOLD_WAIT_SECONDS = 60.0
@@ -200,7 +200,7 @@ async def commit_empty_group(settings: Settings, group: str,
         await consumer.stop()
 
 
-class _Kafka(KafkaPositions):
+class _ReplayCluster(KafkaPositions):
     """The Kafka side of a replay: log bounds, time lookups, group state, commits."""
 
     @property
@@ -211,7 +211,7 @@ class _Kafka(KafkaPositions):
     def meta(self) -> AIOKafkaConsumer:
         return self._meta
 
-    async def __aenter__(self) -> _Kafka:
+    async def __aenter__(self) -> _ReplayCluster:
         try:
             await super().__aenter__()
         except SinkfleetError as exc:
@@ -231,7 +231,7 @@ class _Kafka(KafkaPositions):
     async def members(self, group: str) -> tuple[str, int]:
         """Kafka's state of ``group`` and its number of live members."""
         node = await self.admin.find_coordinator(group)
-        response = await self.admin._send_request(_DescribeGroupsV2([group]), node)
+        response = await self.admin._send_request(DescribeGroupsV2([group]), node)
         [described] = response.to_object()["groups"]
         return described["state"], len(described["members"])
 
@@ -242,11 +242,8 @@ class _Kafka(KafkaPositions):
 async def stored_positions(settings: Settings, group: str, tps: list[TopicPartition]
                            ) -> dict[TopicPartition, int]:
     """The group's PostgreSQL offsets (its position) for the topics of ``tps``."""
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         return await group_offsets(conn, group, {tp.topic for tp in tps})
-    finally:
-        await conn.close()
 
 
 def consumed_topics(catalogue: Catalogue, group: str) -> list[str]:
@@ -265,7 +262,7 @@ async def plan_replay(settings: Settings, catalogue: Catalogue, group: str,
     """Where the group is and where ``target`` puts it, per partition (read-only)."""
     topics = topics or consumed_topics(catalogue, group)
     plan = Plan(group, target.describe())
-    async with _Kafka(settings) as kafka:
+    async with _ReplayCluster(settings) as kafka:
         tps = [tp for t in topics for tp in await kafka.partitions(t)
                if partitions is None or tp.partition in partitions]
         if not tps:
@@ -332,8 +329,7 @@ class _Hold:
         self._renewer: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> _Hold:
-        conn = await connect(self.settings)
-        try:
+        async with pg(self.settings) as conn:
             taken = await conn.fetchrow(
                 "INSERT INTO sinkfleet.group_holds AS h (group_id, reason, holder, expires_at)"
                 " VALUES ($1, $2, $3, now() + make_interval(secs => $4))"
@@ -349,8 +345,6 @@ class _Hold:
                     f"group {self.group} is already held by {other['holder'] or 'an older'}"
                     f" sinkfleet ({other['reason']}) until {other['expires_at']}: another"
                     " replay is running; wait for it to finish")
-        finally:
-            await conn.close()
         self._renewer = asyncio.create_task(self._renew())
         return self
 
@@ -389,15 +383,12 @@ class _Hold:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._renewer
-        conn = await connect(self.settings)
-        try:
+        async with pg(self.settings) as conn:
             await conn.execute("DELETE FROM sinkfleet.group_holds WHERE group_id = $1"
                                " AND holder = $2", self.group, self.holder)
-        finally:
-            await conn.close()
 
 
-async def _wait_empty(kafka: _Kafka, group: str, timeout: float,
+async def _wait_empty(kafka: _ReplayCluster, group: str, timeout: float,
                       say: Callable[[str], None]) -> None:
     deadline = time.monotonic() + timeout
     state, members = await kafka.members(group)
@@ -430,7 +421,7 @@ async def apply_replay(settings: Settings, group: str, offsets: dict[TopicPartit
                        say: Callable[[str], None] = lambda m: None) -> Applied:
     """Move ``group`` to ``offsets`` (PostgreSQL first, then Kafka); dry run by default."""
     tps = list(offsets)
-    async with _Kafka(settings) as kafka:
+    async with _ReplayCluster(settings) as kafka:
         for topic in sorted({tp.topic for tp in tps}):
             known = set(await kafka.partitions(topic))
             unknown = [tp.partition for tp in tps if tp.topic == topic and tp not in known]
@@ -475,16 +466,12 @@ async def _move_postgres(settings: Settings, group: str, offsets: dict[TopicPart
     detail = [{"topic": tp.topic, "partition": tp.partition, "from": before.get(tp),
                "to": offsets[tp]} for tp in tps]
     digest = hashlib.sha256(json.dumps(detail, sort_keys=True).encode()).hexdigest()[:16]
-    conn = await connect(settings)
-    try:
-        async with conn.transaction():
-            if hold is not None:
-                await hold.check(conn)
-            await move_offsets(conn, group, offsets)
-            return int(await conn.fetchval(
-                "INSERT INTO sinkfleet.replays (group_id, records, partitions, plan, digest)"
-                " VALUES ($1, $2, $3, $4::jsonb, $5) RETURNING id", group,
-                sum((before.get(tp, o) - o) for tp, o in offsets.items()), len(tps),
-                json.dumps(detail), digest))
-    finally:
-        await conn.close()
+    async with pg(settings) as conn, conn.transaction():
+        if hold is not None:
+            await hold.check(conn)
+        await move_offsets(conn, group, offsets)
+        return int(await conn.fetchval(
+            "INSERT INTO sinkfleet.replays (group_id, records, partitions, plan, digest)"
+            " VALUES ($1, $2, $3, $4::jsonb, $5) RETURNING id", group,
+            sum((before.get(tp, o) - o) for tp, o in offsets.items()), len(tps),
+            json.dumps(detail), digest))

@@ -30,7 +30,7 @@ from sinkfleet.catalogue.models import IDENT_RE, WorkerSpec
 from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError
 from sinkfleet.ops.replay.plan import ReplayError, Target, plan_replay, stored_positions
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS, quote_ident
 from sinkfleet.sink.postgres.migrate import ensure_partitions, sink_migrations
 from sinkfleet.sink.postgres.offsets import forget_offsets, move_offsets
@@ -69,7 +69,7 @@ class ShadowWorker(Worker):
         self.dead: list[DeadLetter] = []
         self.dead_letters = self.store.dead_letters = _Kept(self)
 
-    def _absorb(self, data: dict[TopicPartition, list[Any]]) -> None:
+    def _add_to_batch(self, data: dict[TopicPartition, list[Any]]) -> None:
         bounded = {}
         for tp, messages in data.items():
             end = self.stop_at.get(tp, 0)
@@ -77,7 +77,7 @@ class ShadowWorker(Worker):
             if kept:
                 bounded[tp] = kept
         if bounded:
-            super()._absorb(bounded)
+            super()._add_to_batch(bounded)
 
 
 
@@ -107,8 +107,7 @@ class ShadowRun:
 
 async def _prepare_schema(settings: Settings, shadow: Catalogue, schema: str, group: str,
                           start: dict[TopicPartition, int]) -> None:
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         async with conn.transaction():
             # Only a schema this tool made (marked by its comment) is ever dropped: a
             # typo in --into must not destroy another application's schema.
@@ -130,8 +129,6 @@ async def _prepare_schema(settings: Settings, shadow: Catalogue, schema: str, gr
             await move_offsets(conn, group, start)
         for name in sorted(shadow.sinks):
             await ensure_partitions(conn, shadow.sinks[name])
-    finally:
-        await conn.close()
 
 
 async def run_shadow(settings: Settings, catalogue: Catalogue, sink_names: list[str], *,
@@ -186,12 +183,9 @@ async def run_shadow(settings: Settings, catalogue: Catalogue, sink_names: list[
 
 
 async def _forget_group(settings: Settings, group: str) -> None:
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         await forget_offsets(conn, group)
         await conn.execute("DELETE FROM sinkfleet.workers WHERE group_id = $1", group)
-    finally:
-        await conn.close()
 
 
 # --- verify -------------------------------------------------------------------------------
@@ -221,8 +215,7 @@ async def verify_shadow(settings: Settings, catalogue: Catalogue, sink_names: li
                         schema: str = DEFAULT_SCHEMA) -> list[SinkDiff]:
     shadow = shadow_catalogue(catalogue, sink_names, schema)
     diffs = []
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         for name in sink_names:
             live, shade = catalogue.sinks[name], shadow.sinks[name]
             if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL",
@@ -230,8 +223,6 @@ async def verify_shadow(settings: Settings, catalogue: Catalogue, sink_names: li
                 raise ConfigError(f"no shadow table for {name} in schema {schema}: run"
                                   " `sinkfleet replay shadow` first")
             diffs.append(await _diff(conn, live, shade))
-    finally:
-        await conn.close()
     return diffs
 
 

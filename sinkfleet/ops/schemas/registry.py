@@ -9,7 +9,7 @@ from sinkfleet.catalogue import Catalogue
 from sinkfleet.catalogue.evolution import FamilyStatus
 from sinkfleet.config import Settings
 from sinkfleet.errors import MigrationError
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.schema_versions import (
     RegisteredSchema,
     assess_registered,
@@ -26,32 +26,23 @@ def _no_registry(hint: str = "") -> MigrationError:
 
 async def check_against_db(settings: Settings, cat: Catalogue,
                            only: Sequence[str] | None = None) -> list[FamilyStatus]:
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         if not await registry_exists(conn):
             raise _no_registry(", or check against files with --against DIR")
         return await assess_registered(conn, cat, only)
-    finally:
-        await conn.close()
 
 
 async def register(settings: Settings, cat: Catalogue, say: Callable[[str], None],
                    only: Sequence[str] | None = None) -> list[FamilyStatus]:
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         if not await registry_exists(conn):
             raise _no_registry()
         return await register_catalogue(conn, cat, say, only)
-    finally:
-        await conn.close()
 
 
 async def list_versions(settings: Settings, only: Sequence[str] | None = None
                         ) -> list[RegisteredSchema]:
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         if not await registry_exists(conn):
             raise _no_registry()
         return await registered_versions(conn, only or None)
-    finally:
-        await conn.close()

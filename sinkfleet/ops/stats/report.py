@@ -14,7 +14,7 @@ from sinkfleet.errors import SinkfleetError
 from sinkfleet.kafka.positions import KafkaPositions, PartitionPosition
 from sinkfleet.ops.stats.pg import SinkStats, sink_stats
 from sinkfleet.ops.stats.redis import RedisStats, redis_stats
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.offsets import StoredOffset, stored_offsets
 
 
@@ -100,12 +100,9 @@ async def collect_stats(settings: Settings, catalogue: Catalogue, *, exact: bool
         if sink not in catalogue.sinks:
             raise SinkfleetError(f"no sink {sink!r} in sinks/ (known: {', '.join(names)})")
         names = [sink]
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         sinks = [await sink_stats(conn, catalogue.sinks[n], exact) for n in names]
         stored = await stored_offsets(conn)
-    finally:
-        await conn.close()
     groups, kafka_error = await _groups(settings, catalogue, stored, names)
     redis = await redis_stats(settings, names, max_keys=redis_max_keys)
     return StatsReport(settings.pg_database, exact, sinks, groups, kafka_error, redis,

@@ -18,7 +18,7 @@ import asyncpg
 from sinkfleet.catalogue import Catalogue, Sink
 from sinkfleet.config import Settings
 from sinkfleet.errors import MigrationError
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.ddl import (
     create_table_sql,
     derived_name,
@@ -136,48 +136,46 @@ async def migrate(settings: Settings, catalogue: Catalogue,
     logins = planned_logins(settings, catalogue)  # a missing password changes nothing
     if settings.pg_worker_user:
         worker_password(settings)
-    conn = await connect(settings)
     applied_now: list[str] = []
-    try:
-        await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
-        await conn.execute(
-            "CREATE SCHEMA IF NOT EXISTS sinkfleet;"
-            " CREATE TABLE IF NOT EXISTS sinkfleet.schema_migrations ("
-            " id text PRIMARY KEY, description text NOT NULL, checksum text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())")
-        applied = {r["id"]: r["checksum"] for r in
-                   await conn.fetch("SELECT id, checksum FROM sinkfleet.schema_migrations")}
-        await check_before_migrate(conn, catalogue)  # an incompatible schema changes nothing
-        for mig in planned_migrations(catalogue):
-            if mig.id in applied:
-                if applied[mig.id] != mig.checksum:
-                    raise MigrationError(
-                        f"migration {mig.id} was applied with different contents (checksum"
-                        f" {applied[mig.id][:12]} in the database, {mig.checksum[:12]} now):"
-                        " its sink spec or SQL changed after it was applied; revert the"
-                        " change or add a new migration")
-                continue
-            async with conn.transaction():
-                try:
-                    await conn.execute(mig.sql)
-                except asyncpg.PostgresError as exc:
-                    raise MigrationError(f"migration {mig.id} failed: {exc}") from None
-                await conn.execute(
-                    "INSERT INTO sinkfleet.schema_migrations (id, description, checksum)"
-                    " VALUES ($1, $2, $3)", mig.id, mig.description, mig.checksum)
-            applied_now.append(mig.id)
-            say(f"applied {mig.id}: {mig.description}")
-        for name in sorted(catalogue.sinks):
-            created = await ensure_partitions(conn, catalogue.sinks[name])
-            if created:
-                say(f"{name}: created partitions {created[0]} … {created[-1]} ({len(created)})")
-        await _worker_access(settings, catalogue, conn, logins, say)
-        await register_catalogue(conn, catalogue, say)
-        if not applied_now:
-            say("database is up to date")
-    finally:
+    async with pg(settings) as conn:
         try:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+            await conn.execute(
+                "CREATE SCHEMA IF NOT EXISTS sinkfleet;"
+                " CREATE TABLE IF NOT EXISTS sinkfleet.schema_migrations ("
+                " id text PRIMARY KEY, description text NOT NULL, checksum text NOT NULL,"
+                " applied_at timestamptz NOT NULL DEFAULT now())")
+            applied = {r["id"]: r["checksum"] for r in
+                       await conn.fetch("SELECT id, checksum FROM sinkfleet.schema_migrations")}
+            await check_before_migrate(conn, catalogue)  # an incompatible schema changes nothing
+            for mig in planned_migrations(catalogue):
+                if mig.id in applied:
+                    if applied[mig.id] != mig.checksum:
+                        raise MigrationError(
+                            f"migration {mig.id} was applied with different contents (checksum"
+                            f" {applied[mig.id][:12]} in the database, {mig.checksum[:12]} now):"
+                            " its sink spec or SQL changed after it was applied; revert the"
+                            " change or add a new migration")
+                    continue
+                async with conn.transaction():
+                    try:
+                        await conn.execute(mig.sql)
+                    except asyncpg.PostgresError as exc:
+                        raise MigrationError(f"migration {mig.id} failed: {exc}") from None
+                    await conn.execute(
+                        "INSERT INTO sinkfleet.schema_migrations (id, description, checksum)"
+                        " VALUES ($1, $2, $3)", mig.id, mig.description, mig.checksum)
+                applied_now.append(mig.id)
+                say(f"applied {mig.id}: {mig.description}")
+            for name in sorted(catalogue.sinks):
+                created = await ensure_partitions(conn, catalogue.sinks[name])
+                if created:
+                    say(f"{name}: created partitions {created[0]} … {created[-1]}"
+                        f" ({len(created)})")
+            await _worker_access(settings, catalogue, conn, logins, say)
+            await register_catalogue(conn, catalogue, say)
+            if not applied_now:
+                say("database is up to date")
+        finally:  # the session's lock: freed here, or by the server if the session died
             await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)
-        finally:
-            await conn.close()
     return applied_now

@@ -206,9 +206,3 @@ def read_records(path: Path) -> Iterator[dict[str, Any]]:
         for rec in fastavro.reader(fh):
             assert isinstance(rec, dict)
             yield rec
-
-
-def file_metadata(path: Path) -> dict[str, str]:
-    with open(path, "rb") as fh:
-        reader = fastavro.reader(fh)
-        return {k: v for k, v in reader.metadata.items() if k.startswith("sinkfleet.")}

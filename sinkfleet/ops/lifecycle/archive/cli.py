@@ -37,18 +37,15 @@ def archive_table(archives: list[ArchiveFile]) -> Table:
 def archive_list(sink: Sinks = None, as_json: AsJson = False) -> None:
     """Every archived partition: range, rows, size, checksum, when dropped/restored."""
     from sinkfleet.ops.lifecycle.archive.store import list_archives
-    from sinkfleet.sink.postgres.connect import connect
+    from sinkfleet.sink.postgres.connect import pg
 
     @friendly
     def go() -> None:
         settings, _ = settings_and_catalogue()
 
         async def fetch() -> list[ArchiveFile]:
-            conn = await connect(settings)
-            try:
+            async with pg(settings) as conn:
                 return await list_archives(conn, sink)
-            finally:
-                await conn.close()
 
         archives = run(fetch())
         if as_json:

@@ -28,7 +28,7 @@ from sinkfleet.ops.lifecycle.archive.avro import (
 )
 from sinkfleet.ops.lifecycle.archive.store import ArchiveFile, list_archives
 from sinkfleet.ops.lifecycle.partitions import create_partition, table_exists
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.ddl import derived_name, quote_ident
 
 COPY_ROWS = 10_000
@@ -73,8 +73,7 @@ async def restore_range(settings: Settings, catalogue: Catalogue, sink_name: str
     sink = _sink(catalogue, sink_name)
     if start >= end:
         raise ConfigError(f"--from {start.isoformat()} is not before --to {end.isoformat()}")
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         archives = await list_archives(conn, [sink_name], start, end)
         if not archives:
             raise ArchiveError(f"no archive of sink {sink_name} overlaps [{start.isoformat()},"
@@ -95,8 +94,6 @@ async def restore_range(settings: Settings, catalogue: Catalogue, sink_name: str
                 f" {archive.path}{' into a new partition' if done.created_partition else ''}")
             out.append(done)
         return out
-    finally:
-        await conn.close()
 
 
 async def _restore_one(conn: asyncpg.Connection, settings: Settings, sink: Sink,

@@ -42,7 +42,7 @@ from sinkfleet.ops.lifecycle.backup.manifest import (
 from sinkfleet.ops.lifecycle.backup.pgtools import find_tool, libpq_env, run_tool
 from sinkfleet.ops.signing import matching_keys
 from sinkfleet.private_files import open_private
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.ddl import quote_ident
 from sinkfleet.sink.postgres.offsets import StoredOffset, stored_offsets, topics_by_group
 
@@ -195,11 +195,8 @@ async def run_backup(settings: Settings, catalogue: Catalogue | None, out: Path,
     name, partial = _start(out, now)
     try:
         reporter.step(f"connecting to PostgreSQL {settings.pg_host}:{settings.pg_port}")
-        conn = await connect(settings)
-        try:
+        async with pg(settings) as conn:
             db = await _dump(settings, conn, catalogue, partial / DUMP, reporter)
-        finally:
-            await conn.close()
         reporter.step("copying the catalogue")
         copied = _copy_catalogue(settings.home, partial / CATALOGUE)
         reporter.step("reading Kafka commits and log ends")

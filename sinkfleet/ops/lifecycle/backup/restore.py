@@ -32,7 +32,7 @@ from sinkfleet.ops.lifecycle.backup.manifest import (
 )
 from sinkfleet.ops.lifecycle.backup.pgtools import find_tool, libpq_env, run_tool
 from sinkfleet.ops.signing import verify_key
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import connect, pg
 from sinkfleet.sink.postgres.ddl import quote_ident
 from sinkfleet.sink.postgres.offsets import (
     StoredOffset,
@@ -262,8 +262,7 @@ async def run_restore(settings: Settings, root: Path, *, execute: bool, force: b
         reporter.step(f"creating database {target.database}")
         await _create_database(settings, target.database)
         result.created = True
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         await _ensure_worker_role(conn, result.warnings)
         result.clean = bool(target.relations)
         argv = [tool.path, "--no-password", "--no-owner", "--single-transaction",
@@ -288,8 +287,6 @@ async def run_restore(settings: Settings, root: Path, *, execute: bool, force: b
             result.warnings.append(
                 f"the backup holds group(s) {holds} (a replay was running): their workers"
                 " wait until you DELETE FROM sinkfleet.group_holds WHERE group_id = …")
-    finally:
-        await conn.close()
     return result
 
 

@@ -47,7 +47,7 @@ from sinkfleet.ops.lifecycle.partitions import (
     table_exists,
 )
 from sinkfleet.ops.lifecycle.retention.plan import SinkPlan, Step, plan_sink
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 
 RETENTION_LOCK_KEY = 0x53_4E_4B_52  # "SNKR"; MIGRATION_LOCK_KEY is "SNKF"
 APPLICATION_NAME = "sinkfleet retention"
@@ -162,8 +162,7 @@ async def run_retention(settings: Settings, catalogue: Catalogue, *,
     """Plan (and unless ``dry_run``, act on) every sink with a retention policy."""
     chosen = retention_sinks(catalogue, sinks)
     report = RunReport(now or datetime.now(UTC), dry_run)
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         await conn.execute(f"SET application_name = '{APPLICATION_NAME}'")
         await require_archive_table(conn)
         if not dry_run and not await conn.fetchval("SELECT pg_try_advisory_lock($1)",
@@ -179,8 +178,6 @@ async def run_retention(settings: Settings, catalogue: Catalogue, *,
         finally:
             if not dry_run:
                 await conn.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK_KEY)
-    finally:
-        await conn.close()
     return report
 
 

@@ -24,7 +24,7 @@ from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError, SinkfleetError
 from sinkfleet.ops.lifecycle.partitions import migration_lock, table_exists
 from sinkfleet.ops.lifecycle.retention.run import RunReport, run_retention
-from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
+from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, pg
 from sinkfleet.sink.postgres.migrate import ensure_partitions
 
 log = logging.getLogger("sinkfleet.retention")
@@ -44,8 +44,7 @@ async def maintain_partitions(settings: Settings, catalogue: Catalogue,
     """Create missing partitions (history … premake) of every partitioned sink whose
     table exists; return the names created per sink."""
     created: dict[str, list[str]] = {}
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         for name in sorted(catalogue.sinks):
             sink = catalogue.sinks[name]
             if sink.spec.partitioning is None or not await table_exists(conn, sink):
@@ -54,8 +53,6 @@ async def maintain_partitions(settings: Settings, catalogue: Catalogue,
                 made = await ensure_partitions(conn, sink, now)
             if made:
                 created[name] = made
-    finally:
-        await conn.close()
     return created
 
 
