@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 
 from sinkfleet.config import Settings
+from sinkfleet.ops.lag.references import ReferencePoller
 from sinkfleet.ops.stats.report import collect_stats
 from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import pg
@@ -110,3 +111,21 @@ async def test_a_child_before_its_parent_is_stored_then_an_orphan_then_not(
                   (fleet.sink("causal_edges"), ("to_memory",)): 1,
                   (fleet.sink("skill_successes"), ("skill_id",)): 0}
     assert report.as_dict()["references"][1]["orphans"] == 2
+
+    # The lag exporter's gauges: the same counts, and the oldest orphan's age.
+    poller = ReferencePoller(fleet.settings, fleet.catalogue)
+    await poller.poll()
+    text = poller.metrics(now=T0.timestamp() + 10**9).decode()
+    edges, to = fleet.sink("causal_edges"), fleet.sink("memories")
+    labels = f'columns="from_memory",sink="{edges}",target="{to}"'
+    assert f"sinkfleet_reference_orphans{{{labels}}} 2\n" in text
+    skills = f'columns="skill_id",sink="{fleet.sink("skill_successes")}"'
+    assert f'sinkfleet_reference_orphans{{{skills},target="{fleet.sink("skills")}"}} 0\n' \
+        in text
+    [age] = [line for line in text.splitlines()
+             if line.startswith(f"sinkfleet_reference_orphan_oldest_seconds{{{labels}}}")]
+    async with pg(fleet.settings) as conn:
+        oldest = await conn.fetchval(f'SELECT min(ingested_at) FROM "{edges}"')
+    assert float(age.split()[-1]) == pytest.approx(T0.timestamp() + 10**9
+                                                   - oldest.timestamp())
+    assert poller.as_dict()["error"] is None and len(poller.as_dict()["references"]) == 4
