@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,14 +31,26 @@ class Fleet:
     names: dict[str, str]  # project sink name -> its name (and table) here
     topics: list[str]
     group: str
+    families: dict[str, str]  # project family -> its name here (the schema registry's key)
 
     def sink(self, name: str) -> str:
         return self.names[name]
 
+    def family(self, name: str) -> str:
+        return self.families[name]
+
+    def items(self, items: Iterable[tuple[str, Any]]) -> Iterator[tuple[str, Any]]:
+        """``(family, item)`` pairs of a load, with this fleet's family names."""
+        return ((self.families[f], item) for f, item in items)
+
     async def publish(self, family: str, *records: dict[str, Any]) -> None:
         async with Publisher(self.settings, catalogue=self.catalogue) as pub:
             for record in records:
-                await pub.publish(family, record)
+                await pub.publish(self.families[family], record)
+
+    async def delete(self, family: str, *key: Any) -> None:
+        async with Publisher(self.settings, catalogue=self.catalogue) as pub:
+            await pub.delete(self.families[family], *key)
 
     async def drain(self, timeout: float = 60) -> None:
         """Wait until the group stored everything published to its topics so far."""
@@ -59,11 +72,18 @@ class Fleet:
     async def drop(self) -> None:
         await forget(self.settings, tables=list(self.names.values()), groups=[self.group],
                      topics=self.topics)
+        conn = await connect(self.settings)
+        try:
+            await conn.execute("DELETE FROM sinkfleet.schema_versions WHERE family ="
+                               " ANY($1::text[])", list(self.families.values()))
+        finally:
+            await conn.close()
 
 
 async def project_sinks(tmp: Path, stack: Settings, names: list[str]) -> Fleet:
-    """The project's sinks ``names`` (and their topics and schemas) under a unique
-    suffix; references to sinks outside ``names`` are dropped."""
+    """The project's sinks ``names`` (and their topics and families) under a unique
+    suffix — families too, as the schema registry is shared by every test; references
+    to sinks outside ``names`` are dropped."""
     suffix = uuid.uuid4().hex[:8]
     root = tmp / f"fleet-{suffix}"
     for sub in ("schemas", "topics", "sinks", "workers"):
@@ -71,13 +91,15 @@ async def project_sinks(tmp: Path, stack: Settings, names: list[str]) -> Fleet:
     renamed = {n: f"{n}_{suffix}" for n in names}
     topics_by_name = {t["name"]: t for p in (ROOT / "topics").glob("*.yaml")
                       if (t := yaml.safe_load(p.read_text()))}
-    topics = []
+    topics, families = [], {}
     for name in names:
         sink = yaml.safe_load((ROOT / "sinks" / f"{name}.yaml").read_text())
         topic = dict(topics_by_name[sink["topic"]])
         topic["name"] = f"test.{topic['name']}-{suffix}"
         topics.append(topic["name"])
         schema = json.loads((ROOT / "schemas" / f"{topic['schema']}.avsc").read_text())
+        families[topic["schema"]] = topic["schema"] = f"{topic['schema']}_{suffix}"
+        schema["name"] = topic["schema"]  # a family's own schema (fingerprint) in the registry
         (root / "schemas" / f"{topic['schema']}.avsc").write_text(json.dumps(schema))
         (root / "topics" / f"{name}.yaml").write_text(yaml.safe_dump(topic))
         sink.update(name=renamed[name], table=renamed[name], topic=topic["name"])
@@ -89,7 +111,7 @@ async def project_sinks(tmp: Path, stack: Settings, names: list[str]) -> Fleet:
         {"name": "w", "group": group, "sinks": list(renamed.values()),
          "batch": {"max_records": 500, "max_age_ms": 100}}))
     settings = load_settings(home=root, state_dir=stack.state)
-    fleet = Fleet(root, settings, load_catalogue(root), renamed, topics, group)
+    fleet = Fleet(root, settings, load_catalogue(root), renamed, topics, group, families)
     await apply_topics(settings, fleet.catalogue, say=lambda m: None)
     await migrate(settings, fleet.catalogue, lambda m: None)
     return fleet

@@ -15,7 +15,6 @@ import pytest_asyncio
 from sinkfleet.config import Settings
 from sinkfleet.ops.lag.references import ReferencePoller
 from sinkfleet.ops.stats.report import collect_stats
-from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.references import OrphanCount, orphan_counts
 from tests.sink.families_support import Fleet, project_sinks
@@ -97,8 +96,7 @@ async def test_a_child_before_its_parent_is_stored_then_an_orphan_then_not(
         assert found[("causal_edges", "from_memory")].oldest is None
 
         # A deleted parent (a tombstone) leaves its children orphans again.
-        async with Publisher(fleet.settings, catalogue=fleet.catalogue) as pub:
-            await pub.delete("memory", "m-cause")
+        await fleet.delete("memory", "m-cause")
         await fleet.drain()
         assert (await orphans(fleet))[("causal_edges", "from_memory")].orphans == 2
         assert worker is not None
