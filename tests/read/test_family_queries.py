@@ -5,8 +5,11 @@ parents and children, a node's neighbours and statistics (degree, weight sums)."
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -18,6 +21,7 @@ import pytest_asyncio
 from sinkfleet.config import Settings
 from sinkfleet.read import Reader
 from sinkfleet.read.query import Filter, Query, QueryError
+from tests.conftest import catalogue_env
 from tests.sink.families_support import Fleet, project_sinks
 from tests.sink.support import running_worker
 
@@ -200,3 +204,34 @@ async def test_a_nodes_neighbours_and_statistics(
     assert causal_out == {"rows": sum(1 for e in out if e["connection_type"] == "causal")}
     assert nobody == {"rows": 0, "sum_weight": None, "min_weight": None,
                       "max_weight": None, "avg_weight": None}
+
+
+def test_the_same_reads_on_the_command_line(
+        fleet: tuple[Fleet, dict[str, list[dict[str, Any]]]]) -> None:
+    f, published = fleet
+    env = catalogue_env(f.root, f.settings)
+
+    def query(*args: str) -> Any:
+        out = subprocess.run([sys.executable, "-m", "sinkfleet", "query", *args, "--json"],
+                             capture_output=True, text=True, env=env, timeout=120,
+                             cwd=f.root)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    edges = latest(published["graph_connection"], "source_id", "target_id",
+                   "connection_type")
+    node = NODES[2]
+    out = [e for e in edges if e["source_id"] == node]
+    assert query("summary", "--sink", f.sink("graph_connections"), "--where",
+                 f"source_id={node}", "--of", "weight") == {
+        "rows": len(out), "sum_weight": sum(e["weight"] for e in out),
+        "min_weight": min(e["weight"] for e in out),
+        "max_weight": max(e["weight"] for e in out),
+        "avg_weight": pytest.approx(sum(e["weight"] for e in out) / len(out))}
+    mems = latest(published["memory"], "memory_id")
+    top = sorted((m for m in mems if m["tier"] == 4),
+                 key=lambda m: (m["importance"], m["memory_id"]), reverse=True)[:3]
+    page = query("rows", "--sink", f.sink("memories"), "--where", "tier=4",
+                 "--order-by", "importance", "--desc", "--limit", "3")
+    assert [m["memory_id"] for m in page["rows"]] == [m["memory_id"] for m in top]
+    assert page["next_cursor"] is not None
