@@ -158,8 +158,13 @@ def _copy_family(root: Path, family: str, suffix: str, partitions: int) -> tuple
     for path in sorted((ROOT / "sinks").glob("*.yaml")):
         spec = yaml.safe_load(path.read_text())
         if spec["topic"] in topics:
+            # a reference to a sink of another family cannot resolve in a one-family
+            # catalogue (its own sink, renamed, can: an architecture's parent)
+            refs = [{**r, "sink": table} for r in spec.pop("references", [])
+                    if r["sink"] == spec["name"]]
             (root / "sinks" / "s.yaml").write_text(yaml.safe_dump(
-                {**spec, "name": table, "topic": topic, "table": table}))
+                {**spec, "name": table, "topic": topic, "table": table,
+                 **({"references": refs} if refs else {})}))
     return topic, table
 
 

@@ -22,6 +22,7 @@ from sinkfleet.catalogue.models import (
     TopicSpec,
     WorkerSpec,
 )
+from sinkfleet.catalogue.references import check_references
 from sinkfleet.catalogue.types import ResolvedField, check_column_type, resolve_path
 from sinkfleet.errors import CatalogueError, DecodeError
 
@@ -258,4 +259,5 @@ def load_catalogue(root: Path) -> Catalogue:
             if sink not in cat.sinks:
                 raise CatalogueError(f"{path}: sink {sink!r} is not declared in sinks/")
         cat.workers[worker.name] = worker
+    check_references(cat)
     return cat

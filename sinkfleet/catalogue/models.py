@@ -203,6 +203,16 @@ class RetentionSpec(_Strict):
         return parse_keep(self.keep)
 
 
+class ReferenceSpec(_Strict):
+    """``columns`` of this sink name a row of sink ``sink`` by its id (in id order).
+    Not a foreign key: records of different topics arrive in any order, so a reference
+    is checked after the fact and a row whose target is missing is an orphan, reported
+    by `sinkfleet stats` (docs/references.md). A null reference is no reference."""
+
+    columns: list[Ident] = Field(min_length=1)
+    sink: Ident = Field(description="the sink whose id the columns hold")
+
+
 class SinkSpec(_Strict):
     """sinks/*.yaml: how one topic's records land in one PostgreSQL table."""
 
@@ -223,6 +233,7 @@ class SinkSpec(_Strict):
     retention: RetentionSpec | None = None
     tenant: Ident | None = Field(None, description="column naming the row's tenant: readers"
                                  " see a tenant's rows only (docs/reads.md)")
+    references: list[ReferenceSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _consistent(self) -> SinkSpec:
@@ -248,6 +259,10 @@ class SinkSpec(_Strict):
             for col in index.columns:
                 if col not in known:
                     raise ValueError(f"index column {col!r} is not among the columns")
+        for ref in self.references:
+            for col in ref.columns:
+                if col not in known:
+                    raise ValueError(f"references: column {col!r} is not among the columns")
         self._check_mode(known)
         self._check_retention()
         return self

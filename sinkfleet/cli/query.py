@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
     from sinkfleet.read.reader import Reader
 
-query_app = typer.Typer(help="Read sinks: rows by filters, events, recent rows, state,"
-                        " history, audit trails.", no_args_is_help=True)
+query_app = typer.Typer(help="Read sinks: rows by filters, summaries, events, recent rows,"
+                        " state, history, audit trails.", no_args_is_help=True)
 
 SinkOpt = Annotated[str, typer.Option("--sink", help="a sink from sinks/")]
 AsJson = Annotated[bool, typer.Option("--json", help="JSON on stdout (one array of rows)")]
@@ -154,6 +154,27 @@ def rows(sink: SinkOpt,
     _show(page.rows, False, columns, f"{sink} rows")
     if page.next_cursor is not None:
         err.print(f"next page: --cursor {page.next_cursor}", highlight=False, markup=False)
+
+
+@query_app.command("summary")
+@friendly
+def summary(sink: SinkOpt,
+            where: Annotated[list[str] | None, typer.Option(
+                "--where", help="a filter, repeatable, as for `query rows`")] = None,
+            of: Annotated[list[str] | None, typer.Option(
+                "--of", help="a numeric column to sum (and min, max, avg); repeatable")
+                          ] = None,
+            tenant: Tenant = None, as_json: AsJson = False) -> None:
+    """How many rows match the filters, and sum/min/max/avg of numeric columns.
+
+    E.g. a node's out-degree and weight sum: sinkfleet query summary --sink
+    graph_connections --where source_id=<uuid> --of weight"""
+    row, _ = _with_reader(lambda r: r.summary(sink, list(where or []), of=list(of or [])),
+                          tenant)
+    if as_json:
+        print(json.dumps(row, default=_plain, ensure_ascii=False))
+        return
+    _show([row], False, None, f"{sink} summary")
 
 
 @query_app.command("events")

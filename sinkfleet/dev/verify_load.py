@@ -5,7 +5,9 @@ suite's final check)
 * state: for every id, the latest row is the newest version published and not deleted
   afterwards, and deleted ids are gone (publication order is offset order: an id
   lives on one partition);
-* audit: every entry stored once, and every chain verifies.
+* audit: every entry stored once, and every chain verifies;
+* merge: one row per id, each CRDT column equal to the join of every replica's
+  published state, computed here in Python (docs/merge-mode.md).
 """
 
 from __future__ import annotations
@@ -116,6 +118,66 @@ async def _found(settings: Settings, ids: _Ids, keys: list[tuple[Any, ...]]
     return {tuple(r)[:n]: (r["n"], r["v"]) for r in rows}
 
 
+def joined(kind: str, values: list[Any]) -> Any:
+    """The value a merge sink's CRDT column holds after joining ``values`` — the
+    ``(replica, value)`` pairs published for one id (a Python model of the SQL joins)."""
+    present = [(r, v) for r, v in values if v is not None]
+    if kind == "g_counter":
+        best: dict[Any, int] = {}
+        for r, v in present:
+            best[r] = max(best.get(r, 0), v)
+        return sum(best.values())
+    if kind == "pn_counter":
+        pn: dict[Any, tuple[int, int]] = {}
+        for r, v in present:
+            p, n = pn.get(r, (0, 0))
+            pn[r] = (max(p, v["increments"]), max(n, v["decrements"]))
+        return sum(p - n for p, n in pn.values())
+    if kind == "g_set":
+        return sorted({e for _, v in present for e in v})
+    if kind == "or_set":
+        removed = {t for _, v in present for t in v["removes"]}
+        return sorted({e for _, v in present for e, tags in v["adds"].items()
+                       for t in tags if t not in removed})
+    if kind == "max":
+        return max((v for _, v in present), default=None)
+    raise ValueError(f"no model of CRDT kind {kind!r}")
+
+
+async def _check_merge(settings: Settings, ids: _Ids, records: list[dict[str, Any]],
+                       check: FamilyCheck) -> None:
+    sink = ids.sink
+    merge = sink.spec.merge
+    assert merge is not None
+    source = {c.name: c.source.path[0] for c in sink.columns if c.source is not None}
+    inputs: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for record in records:
+        key, _ = ids.of(record)
+        inputs.setdefault(key, []).append(ids.codec.decode(ids.codec.encode(record)))
+    expected = {key: {col: joined(kind, [(r[source[merge.replica]], r[source[col]])
+                                         for r in rs])
+                      for col, kind in merge.crdts.items()}
+                for key, rs in inputs.items()}
+    q = quote_ident
+    cols = [q(c) for c in sink.spec.id]
+    params = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(ids.types))
+    on = " AND ".join(f"t.{c} = k.c{i}" for i, c in enumerate(cols))
+    keys = list(expected)
+    sql = (f"SELECT {', '.join(f't.{c}' for c in cols)}, "
+           + ", ".join(f"t.{q(c)}" for c in merge.crdts)
+           + f" FROM unnest({params}) AS k({', '.join(f'c{i}' for i in range(len(cols)))})"
+           f" JOIN {sink.spec.qualified_table} t ON {on}")
+    async with pg(settings) as conn:
+        rows = await conn.fetch(sql, *[[k[i] for k in keys] for i in range(len(cols))])
+    n = len(cols)
+    found = {tuple(r)[:n]: {c: r[c] for c in merge.crdts} for r in rows}
+    check.expected = len(expected)
+    check.stored = sum(1 for k in expected if k in found)
+    check.missing = check.expected - check.stored
+    check.wrong = sum(1 for k, v in expected.items() if k in found and found[k] != v)
+    check.note = "joins ok" if not check.wrong else "rows differ from the join"
+
+
 async def check_load(settings: Settings, catalogue: Catalogue,
                      published: Iterable[tuple[str, Any]]) -> list[FamilyCheck]:
     """Check ``(family, record or Tombstone)`` items against every sink they feed."""
@@ -132,7 +194,10 @@ async def check_load(settings: Settings, catalogue: Catalogue,
             updates = [ids.of(i) for i in items if not isinstance(i, Tombstone)]
             check = FamilyCheck(family, sink.spec.name, sink.spec.mode, len(items),
                                 len(tombstones), 0, 0, 0, 0, 0)
-            if sink.spec.state is not None:
+            if sink.spec.merge is not None:
+                await _check_merge(settings, ids, [i for i in items
+                                                   if not isinstance(i, Tombstone)], check)
+            elif sink.spec.state is not None:
                 stream: list[Any] = []
                 it = iter(updates)
                 for item in items:  # keep offset order between updates and tombstones

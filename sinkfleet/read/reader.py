@@ -41,6 +41,7 @@ from sinkfleet.config import Settings, load_settings
 from sinkfleet.errors import ConfigError, MigrationError, StorageUnavailable
 from sinkfleet.read.query import Filter, Page, Query, SinkQuery, parse_filter
 from sinkfleet.read.sql import SinkSql, coerce, decode_cached, find_sink
+from sinkfleet.read.summary import SinkSummary
 from sinkfleet.sink.postgres.connect import RETRIABLE_PG_ERRORS, create_pool
 from sinkfleet.sink.postgres.merge_sql import merge_columns
 from sinkfleet.sink.postgres.tenancy import SET_TENANT_SQL
@@ -142,6 +143,22 @@ class Reader:
         planner = SinkQuery(find_sink(self.catalogue, q.sink), self.tenant)
         sql, args, keyset = planner.plan(q)
         return keyset.page([dict(r) for r in await self._fetch(sql, args)])
+
+    async def summary(self, sink: str, filters: Sequence[Filter | str] = (), *,
+                      of: Sequence[str] = ()) -> dict[str, Any]:
+        """How many rows of ``sink`` match every filter (``rows``), and for each numeric
+        column of ``of`` its ``sum_``, ``min_``, ``max_`` and ``avg_`` over them (None when
+        no row matches), e.g. a node's out-degree and weight sum::
+
+            await r.summary("graph_connections", ["source_id=" + node], of=["weight"])
+        """
+        if isinstance(filters, (str, Filter)):
+            filters = [filters]
+        parsed = [f if isinstance(f, Filter) else parse_filter(f) for f in filters]
+        planner = SinkQuery(find_sink(self.catalogue, sink), self.tenant)
+        sql, args = SinkSummary(planner).plan(parsed, of)
+        [row] = await self._fetch(sql, args)
+        return dict(row)
 
     async def events(self, sink: str, *, start: Any = None, end: Any = None,
                      where: dict[str, Any] | None = None, limit: int = 1000

@@ -53,7 +53,11 @@ async def project_family(tmp: Path, stack: Settings, sink_name: str) -> Family:
     topic = next(t for p in (ROOT / "topics").glob("*.yaml")
                  if (t := yaml.safe_load(p.read_text()))["name"] == sink["topic"])
     schema = json.loads((ROOT / "schemas" / f"{topic['schema']}.avsc").read_text())
-    schema["name"] = topic["schema"]  # make_family names files and tables by it
+    # make_family names the family, files and tables by the record's name. A family of
+    # its own ("<family>_shipped"): the schema registry is shared by every test, and the
+    # shipped family's name must stay bound to the shipped schema (a demo, the worker
+    # tests of that family).
+    schema["name"] = f"{topic['schema']}_shipped"
     topic = {k: v for k, v in topic.items() if k not in ("name", "schema", "partitions")}
     sink = {k: v for k, v in sink.items() if k not in ("name", "topic", "table")}
     return await make_family(tmp, stack, schema, topic, sink)

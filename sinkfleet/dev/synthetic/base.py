@@ -55,6 +55,7 @@ class World:
         self.workers: deque[tuple[str, str | None]] = deque(maxlen=256)  # worker, job
         self.policies: deque[tuple[str, int]] = deque(maxlen=256)  # state bin, version
         self.events: deque[bytes] = deque(maxlen=256)  # experience event ids
+        self.pools: dict[str, deque[Any]] = {}  # kind -> ids of other families (seeds 001, 004)
         self._serial = 0
 
     def tick(self, low: int = 200, high: int = 20_000) -> int:
@@ -103,6 +104,19 @@ class World:
         if len(self.policies) < 8:
             self.policies.append((self.serial("bin"), 1))
         return self.pick(self.policies)
+
+    def add(self, kind: str, ident: Any) -> None:
+        """Remember a published id of ``kind`` for other loads to refer to."""
+        self.pools.setdefault(kind, deque(maxlen=256)).append(ident)
+
+    def ref(self, kind: str, new: Any) -> Any:
+        """A recently published id of ``kind``; while fewer than a handful exist, the id
+        ``new()`` makes (remembered): a reference to a record not published yet, as
+        asynchronous producers make them (docs/references.md)."""
+        pool = self.pools.setdefault(kind, deque(maxlen=256))
+        if len(pool) < 8:
+            pool.append(new())
+        return self.pick(pool)
 
     def _pick_of(self, pool: deque[Any], tenant: str | None) -> Any:
         if len(pool) < 8:

@@ -24,6 +24,18 @@ from sinkfleet.dev.synthetic.append import (
     WorkerEventLoad,
 )
 from sinkfleet.dev.synthetic.base import Item, Load, Tombstone, World
+from sinkfleet.dev.synthetic.merge import CapabilitySetLoad, DistributedMetricLoad, SkillUseLoad
+from sinkfleet.dev.synthetic.omega import (
+    ArchitectureLoad,
+    CausalEdgeLoad,
+    GraphConnectionLoad,
+    IntelligenceLoad,
+    MemoryLoad,
+    ReflexionEpisodeLoad,
+    SkillLoad,
+    TokenLoad,
+    VectorLoad,
+)
 from sinkfleet.dev.synthetic.state import (
     ConfigurationLoad,
     FleetWorkerLoad,
@@ -37,13 +49,20 @@ INTENTS = ("explore", "exploit", "query_memory", "call_tool", "plan", "reflect")
 EXECUTORS = ("planner", "tool-runner", "memory", "llm", "policy")
 LOADS: dict[str, type[Load]] = {load.family: load for load in (
     LearningMetricLoad, MemoryEntryLoad, WorkerEventLoad, AuditEntryLoad,
-    PolicyLoad, ConfigurationLoad, WorkflowStateLoad, TaskStateLoad, JobLoad, FleetWorkerLoad)}
+    PolicyLoad, ConfigurationLoad, WorkflowStateLoad, TaskStateLoad, JobLoad, FleetWorkerLoad,
+    DistributedMetricLoad, CapabilitySetLoad, TokenLoad, GraphConnectionLoad,
+    MemoryLoad, SkillLoad, SkillUseLoad, ArchitectureLoad, IntelligenceLoad, VectorLoad,
+    ReflexionEpisodeLoad, CausalEdgeLoad)}
 FAMILIES = ("experience_event", *LOADS)
-# Records per 100 of a mixed load: mostly experience events, then the audit trail and
-# the state updates that agents' work produces.
+# Relative weights of a mixed load (the first eleven sum to 100): mostly experience
+# events, then the audit trail and the state updates that agents' work produces; then
+# seed 003's CRDT merges, seed 001's graph and seed 004's omega-persistence.
 MIX = {"experience_event": 60, "memory_entry": 8, "worker_event": 6, "learning_metric": 2,
        "audit_entry": 8, "task_state": 6, "workflow_state": 2, "job": 2, "fleet_worker": 3,
-       "policy": 2, "configuration": 1}
+       "policy": 2, "configuration": 1,
+       "distributed_metric": 2, "capability_set": 1, "token": 3, "graph_connection": 3,
+       "memory": 3, "skill": 1, "skill_use": 2, "architecture": 1, "intelligence": 1,
+       "vector": 2, "reflexion_episode": 2, "causal_edge": 2}
 
 
 def _clip(x: float) -> float:

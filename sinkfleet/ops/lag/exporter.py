@@ -3,7 +3,8 @@ a JSON API and the web dashboard.
 
 Routes: /metrics · /api/lag (latest snapshot) · /api/history?group=G (series per
 partition) · /api/events (status changes such as REWIND, for chart markers) ·
-/api/workers (heartbeats from sinkfleet.workers) · /healthz · / (dashboard).
+/api/workers (heartbeats from sinkfleet.workers) · /api/references (orphans per
+reference between sinks, docs/references.md) · /healthz · / (dashboard).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from sinkfleet.config import Settings
 from sinkfleet.http_server import Guard, HttpLimits, Reply, serve
 from sinkfleet.ops.lag.collect import LagCollector, Snapshot
 from sinkfleet.ops.lag.metrics import CONTENT_TYPE, MetricsPage
+from sinkfleet.ops.lag.references import ReferencePoller
 from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect
 from sinkfleet.sink.postgres.workers import list_workers
 
@@ -47,6 +49,7 @@ class LagExporter:
         self._stop = asyncio.Event()
         self._last_error: str | None = None
         self._pg: asyncpg.Connection | None = None
+        self.references = ReferencePoller(settings)  # orphan gauges (docs/references.md)
 
     def stop(self) -> None:
         self._stop.set()
@@ -66,6 +69,7 @@ class LagExporter:
                          token.get_secret_value() if token else None)
         server = await serve(host, port, self.handle, on_bound, guard=guard,
                              limits=HttpLimits.from_settings(self.settings))
+        references = asyncio.create_task(self._poll_references())
         try:
             async with self.collector:
                 while not self._stop.is_set():
@@ -79,9 +83,20 @@ class LagExporter:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stop.wait(), self.interval)
         finally:
+            references.cancel()
             server.close()
             if self._pg is not None and not self._pg.is_closed():
                 await self._pg.close()
+
+    async def _poll_references(self) -> None:
+        # Apart from the lag loop: an orphan count scans tables, lag must not wait for it.
+        while not self._stop.is_set():
+            try:
+                await self.references.poll(force=True)
+            except Exception as exc:  # keep serving the last counts
+                log.warning("counting orphans failed: %s: %s", type(exc).__name__, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.references.interval)
 
     async def workers(self) -> dict[str, Any]:
         """Workers from sinkfleet.workers (their heartbeats), or why they are unknown."""
@@ -103,6 +118,8 @@ class LagExporter:
             return Reply(200, self.metrics(), CONTENT_TYPE)
         if path == "/api/lag":
             return self.lag_json()
+        if path == "/api/references":
+            return _json(self.references.as_dict())
         if path == "/api/history":
             group = parse_qs(query).get("group", [""])[0]
             return _json(self.history(group))
@@ -127,7 +144,8 @@ class LagExporter:
             return b""
         if self._page is None or self._page.snapshot is not snap:
             self._page = MetricsPage(snap, self._page.labels if self._page else None)
-        return self._page.render(time.time())
+        now = time.time()
+        return self._page.render(now) + self.references.metrics(now)
 
     def lag_json(self) -> Reply:
         snap = self.snapshot

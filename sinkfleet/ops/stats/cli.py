@@ -24,7 +24,8 @@ def stats_cmd(
                        ] = False,
 ) -> None:
     """Per sink: rows, bytes (indexes and TOAST included), bytes per row, partitions,
-    oldest/newest record, Redis keys and memory; per group: lag; the cache hit rate."""
+    oldest/newest record, Redis keys and memory; per group: lag; per reference between
+    sinks: orphans (count, oldest); the cache hit rate."""
     friendly(_stats)(exact, sink, redis_max_keys, as_json)
 
 
@@ -97,6 +98,7 @@ def render(report: StatsReport) -> None:
         if s.note:
             say(f"[yellow]{s.sink}:[/] {s.note}")
     _render_groups(report)
+    _render_references(report)
     _render_redis(report)
 
 
@@ -115,6 +117,23 @@ def _render_groups(report: StatsReport) -> None:
         parts = str(len(g.partitions)) if g.partitions else "[dim]0 (topics not created)[/]"
         table.add_row(g.group, topics, parts, f"{g.stored:,}",
                       "-" if g.log_end is None else f"{g.log_end:,}", lag, str(g.unstored))
+    console.print(table)
+
+
+def _render_references(report: StatsReport) -> None:
+    from rich.table import Table
+
+    if not report.references:
+        return
+    table = Table("sink", "columns", "refers to", "orphans", "oldest orphan",
+                  title="references: rows whose target is not stored (yet)"
+                        " — docs/references.md")
+    for r in report.references:
+        count = ("-" if r.orphans is None else
+                 f"[yellow]{r.orphans:,}[/]" if r.orphans else "0")
+        oldest = _when(r.oldest) + (f" ({r.arrived_by})" if r.oldest else "")
+        table.add_row(r.sink, ", ".join(r.columns), r.target, count,
+                      r.note or oldest)
     console.print(table)
 
 

@@ -16,6 +16,7 @@ from sinkfleet.ops.stats.pg import SinkStats, sink_stats
 from sinkfleet.ops.stats.redis import RedisStats, redis_stats
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.offsets import StoredOffset, stored_offsets
+from sinkfleet.sink.postgres.references import OrphanCount, orphan_counts
 
 
 @dataclass
@@ -60,13 +61,15 @@ class StatsReport:
     kafka_error: str | None
     redis: RedisStats
     seconds: float
+    references: list[OrphanCount] = field(default_factory=list)  # docs/references.md
 
     def as_dict(self) -> dict[str, Any]:
         return {"database": self.database, "rows_exact": self.exact,
                 "collect_seconds": round(self.seconds, 3),
                 "sinks": [s.as_dict() for s in self.sinks],
                 "groups": [g.as_dict() for g in self.groups],
-                "kafka_error": self.kafka_error, "redis": self.redis.as_dict()}
+                "kafka_error": self.kafka_error, "redis": self.redis.as_dict(),
+                "references": [r.as_dict() for r in self.references]}
 
 
 async def _groups(settings: Settings, catalogue: Catalogue, stored: list[StoredOffset],
@@ -103,7 +106,8 @@ async def collect_stats(settings: Settings, catalogue: Catalogue, *, exact: bool
     async with pg(settings) as conn:
         sinks = [await sink_stats(conn, catalogue.sinks[n], exact) for n in names]
         stored = await stored_offsets(conn)
+        references = await orphan_counts(conn, catalogue, names)
     groups, kafka_error = await _groups(settings, catalogue, stored, names)
     redis = await redis_stats(settings, names, max_keys=redis_max_keys)
     return StatsReport(settings.pg_database, exact, sinks, groups, kafka_error, redis,
-                       time.monotonic() - started)
+                       time.monotonic() - started, references)
