@@ -43,7 +43,7 @@ def test_missing_catalogue_says_what_to_do(tmp_path: Path) -> None:
 def test_catalogue_check_passes_on_the_project() -> None:
     out = sinkfleet("catalogue", "check")
     assert out.returncode == 0, out.stderr
-    assert "catalogue ok: 15 schemas, 15 topics, 15 sinks, 3 workers" in out.stdout
+    assert "catalogue ok: 21 schemas, 21 topics, 21 sinks, 3 workers" in out.stdout
 
 
 def test_bad_option_value_is_a_usage_error() -> None:
