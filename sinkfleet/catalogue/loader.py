@@ -23,6 +23,7 @@ from sinkfleet.catalogue.models import (
     WorkerSpec,
 )
 from sinkfleet.catalogue.references import check_references
+from sinkfleet.catalogue.retention import summary_problems
 from sinkfleet.catalogue.types import ResolvedField, check_column_type, resolve_path
 from sinkfleet.errors import CatalogueError, DecodeError
 
@@ -252,6 +253,11 @@ def load_catalogue(root: Path) -> Catalogue:
         schema = cat.schemas[topic.schema_]
         columns = _resolve_columns(spec, schema, path)
         _check_mode(spec, topic, schema, columns, path)
+        if spec.retention is not None and spec.retention.summary is not None:
+            problems = summary_problems(spec.retention.summary,
+                                        {c.name: c.pg_type for c in columns})
+            if problems:
+                raise CatalogueError(f"{path}: " + "; ".join(problems))
         cat.sinks[spec.name] = Sink(spec, topic, schema, columns)
     for path in sorted((root / "workers").glob("*.yaml")):
         worker = _model(WorkerSpec, path)

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from sinkfleet.avro.compat import Level
+from sinkfleet.catalogue.retention import RetentionSpec, parse_keep  # noqa: F401 (re-exported)
 
 # Whole-string patterns: \A…\Z, never ^…$ ($ also matches before a final "\n", so
 # "events\n" would pass); callers use fullmatch, the anchors keep any .match() safe too.
@@ -158,8 +159,6 @@ class CacheSpec(_Strict):
     recent: RecentCacheSpec | None = None
 
 
-DURATION_RE = re.compile(r"\A([1-9][0-9]{0,4})([hdw])\Z")
-_UNIT = {"h": timedelta(hours=1), "d": timedelta(days=1), "w": timedelta(weeks=1)}
 # The longest a partition of each interval spans (a month: 31 days).
 INTERVAL_SPAN = {"hour": timedelta(hours=1), "day": timedelta(days=1),
                  "week": timedelta(weeks=1), "month": timedelta(days=31)}
@@ -173,34 +172,6 @@ STATEFUL_CRDTS = frozenset({"g_counter", "pn_counter", "or_set"})
 def merge_state_column(name: str) -> str:
     """The column holding a merge sink's CRDT state beside its value column ``name``."""
     return f"{name}_state"
-
-
-def parse_keep(value: str) -> timedelta:
-    """``48h``, ``7d`` or ``2w`` as a timedelta."""
-    m = DURATION_RE.fullmatch(value)
-    if m is None:
-        raise ValueError(f"{value!r} is not a duration like 48h, 7d or 2w")
-    return int(m.group(1)) * _UNIT[m.group(2)]
-
-
-def _keep(value: str) -> str:
-    parse_keep(value)
-    return value
-
-
-class RetentionSpec(_Strict):
-    """Detail is kept in PostgreSQL for ``keep``; `sinkfleet retention run` archives
-    (if ``archive``), detaches and drops every time partition entirely older than
-    now - keep (docs/retention.md). Never a DELETE."""
-
-    keep: Annotated[str, AfterValidator(_keep)] = Field(
-        description="how long detail stays in PostgreSQL: 48h, 7d, 2w")
-    archive: bool = Field(False, description="write each partition to the cold archive"
-                                             " (Avro) before dropping it")
-
-    @property
-    def keep_delta(self) -> timedelta:
-        return parse_keep(self.keep)
 
 
 class ReferenceSpec(_Strict):
@@ -275,12 +246,24 @@ class SinkSpec(_Strict):
                              " partitions (never a table-wide DELETE), so only a"
                              " time-partitioned sink can have a 'retention:' section")
         span = self.partitioning.history * INTERVAL_SPAN[self.partitioning.interval]
-        if self.retention.keep_delta < span:
+        detail = self.retention.detail_delta
+        if detail is not None and detail < span:
             raise ValueError(
                 f"retention.keep {self.retention.keep} is shorter than partitioning.history"
                 f" ({self.partitioning.history} {self.partitioning.interval} partitions):"
                 " db migrate would re-create partitions that retention drops; raise keep"
                 " or lower history")
+        summary = self.retention.summary
+        if summary is not None:
+            named = [*summary.by, *summary.values]
+            for col in named:
+                if col not in {c.name for c in self.columns}:
+                    raise ValueError(f"retention.summary: column {col!r} is not among the"
+                                     " columns")
+            twice = sorted({c for c in named if named.count(c) > 1})
+            if twice:
+                raise ValueError(f"retention.summary: {twice} named twice (a column is"
+                                 " grouped by or summed, not both)")
 
     def _check_mode(self, known: set[str]) -> None:
         for mode, section in (("state", self.state), ("audit", self.audit),

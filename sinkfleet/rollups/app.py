@@ -147,7 +147,8 @@ class TopicRollup:
             self.unusable(partition, offset, exc)
             return
         updates, verdict = plan_record(self.table.get, partition, offset, ts_us,
-                                       contributions, self.closed_until(partition))
+                                       contributions, self.closed_until(partition),
+                                       self.family.grains)
         opened = self.open.setdefault(partition, {})
         for key, entry in updates:
             self.table[key] = entry  # + a changelog record in this partition

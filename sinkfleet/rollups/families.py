@@ -36,6 +36,9 @@ class Family:
     table: str  # sinkfleet.<table>: one row per window, key and source partition
     dims: tuple[str, ...]  # key columns, in the order of Dims
     values: bool  # whether the table has sum/min/max (else counts only)
+    # windows kept (windows.GRAINS: minute, hour, day, week); the summary tables accept
+    # all four. Day and week windows stay open (in the changelog) until they close.
+    grains: tuple[str, ...] = ("minute", "hour")
 
 
 def _numbers(text: str) -> dict[str, Decimal]:

@@ -182,9 +182,9 @@ def run_rollups(settings: Settings, catalogue: Catalogue, options: RollupOptions
 
     @app.task
     async def started() -> None:  # logged once faust has set logging up
-        log.info("rolling up %s as app %s (windows: minute, hour; grace %gs)",
-                 ", ".join(f"{t.name} ({t.schema_})" for t in topics), options.app_id,
-                 options.grace_seconds)
+        log.info("rolling up %s as app %s (grace %gs)", ", ".join(
+            f"{t.name} ({t.schema_}; windows: {', '.join(FAMILIES[t.schema_].grains)})"
+            for t in topics), options.app_id, options.grace_seconds)
 
     worker = faust.Worker(app, loglevel=log_level.upper(), loop=loop, quiet=True,
                           redirect_stdouts=False, workdir=str(settings.state))

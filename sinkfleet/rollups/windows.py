@@ -14,6 +14,7 @@ recognised and not counted twice (docs/rollups.md).
 from __future__ import annotations
 
 import decimal
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -21,8 +22,15 @@ from typing import Any, TypedDict
 
 MINUTE_US = 60_000_000
 HOUR_US = 60 * MINUTE_US
-#: window size name (also PostgreSQL's ``date_trunc`` field) -> length in µs
+DAY_US = 24 * HOUR_US
+WEEK_US = 7 * DAY_US
+#: every grain a roll-up may keep (PostgreSQL's ``date_trunc`` field) -> length in µs
+GRAINS: dict[str, int] = {"minute": MINUTE_US, "hour": HOUR_US, "day": DAY_US,
+                          "week": WEEK_US}
+#: the grains a family keeps unless it names others (Family.grains)
 WINDOWS: dict[str, int] = {"minute": MINUTE_US, "hour": HOUR_US}
+# 1970-01-01 was a Thursday; weeks start on Monday (as date_trunc('week')), 4 days later.
+_WEEK_OFFSET_US = 4 * DAY_US
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _EXACT = decimal.Context(prec=200)  # sums stay exact (PostgreSQL numeric is exact too)
 
@@ -57,8 +65,16 @@ def from_micros(us: int) -> datetime:
 
 
 def window_start(ts_us: int, size_us: int) -> int:
-    """Start of the tumbling window of ``size_us`` containing ``ts_us``."""
+    """Start of the tumbling window of ``size_us`` containing ``ts_us`` (epoch-aligned)."""
     return ts_us - ts_us % size_us
+
+
+def grain_start(ts_us: int, grain: str) -> int:
+    """Start of the ``grain`` window containing ``ts_us``: ``date_trunc(grain, ts, 'UTC')``
+    (a week starts on Monday, not on the epoch's Thursday)."""
+    if grain == "week":
+        return ts_us - (ts_us - _WEEK_OFFSET_US) % WEEK_US
+    return window_start(ts_us, GRAINS[grain])
 
 
 def closing_horizon(watermark_us: int, grace_us: int) -> int:
@@ -93,14 +109,17 @@ class Verdict:
 
 
 def plan_record(get: Any, partition: int, offset: int, ts_us: int,
-                contributions: list[tuple[Dims, Decimal | None]], horizon: int
+                contributions: list[tuple[Dims, Decimal | None]], horizon: int,
+                grains: Iterable[str] = tuple(WINDOWS)
                 ) -> tuple[list[tuple[EntryKey, Entry]], Verdict]:
-    """The entries one record changes, given ``get(key) -> Entry | None`` (the table) and
-    the partition's closing ``horizon``. Pure: the caller writes the entries."""
+    """The entries one record changes in each of ``grains``' windows, given ``get(key) ->
+    Entry | None`` (the table) and the partition's closing ``horizon``. Pure: the caller
+    writes the entries."""
     updates: dict[EntryKey, Entry] = {}
     open_windows = seen = 0
-    for size_name, size_us in WINDOWS.items():
-        start = window_start(ts_us, size_us)
+    for size_name in grains:
+        size_us = GRAINS[size_name]
+        start = grain_start(ts_us, size_name)
         if start + size_us <= horizon:
             continue  # this window closed: its row is final
         open_windows += 1
@@ -118,8 +137,8 @@ def plan_record(get: Any, partition: int, offset: int, ts_us: int,
 
 def entry_end(key: EntryKey) -> int:
     """End (µs, exclusive) of an entry's window."""
-    return int(key[2]) + WINDOWS[key[1]]
+    return int(key[2]) + GRAINS[key[1]]
 
 
 def is_entry(key: Any) -> bool:
-    return isinstance(key, tuple) and len(key) >= 3 and key[1] in WINDOWS
+    return isinstance(key, tuple) and len(key) >= 3 and key[1] in GRAINS

@@ -35,6 +35,7 @@ from sinkfleet.sink.postgres.roles import (
     worker_password,
 )
 from sinkfleet.sink.postgres.schema_versions import check_before_migrate, register_catalogue
+from sinkfleet.sink.postgres.summary_sql import summary_table_sql
 
 # pg_advisory_lock key shared by every `db migrate` and partition maintenance run.
 MIGRATION_LOCK_KEY = 0x51_4E_4B_46  # "SNKF"
@@ -70,6 +71,10 @@ def sink_migrations(sink: Sink) -> list[Migration]:
     if sink.spec.state is not None:
         plan.append(Migration(f"sink:{name}:0002", f"rank columns of {sink.spec.history_table}"
                               " (same-version conflicts)", history_rank_sql(sink)))
+    policy = sink.spec.retention
+    if policy is not None and policy.summary is not None:  # docs/retention.md
+        plan.append(Migration(f"sink:{name}:summary", f"summary tier of {name}",
+                              summary_table_sql(sink)))
     return plan
 
 

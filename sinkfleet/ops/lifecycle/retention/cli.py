@@ -36,9 +36,11 @@ def plan_table(report: RunReport) -> Table:
 def print_plan(report: RunReport) -> None:
     console.print(plan_table(report))
     for p in report.plans:
-        say(f"{p.sink}: keep {p.keep}{' then archive' if p.archive else ''}, horizon"
-            f" {p.horizon:%Y-%m-%d %H:%M}Z: {len(p.acting)} partition(s) to go,"
-            f" {p.kept} kept")
+        say(f"{p.sink}: {p.keep}, horizon {p.horizon:%Y-%m-%d %H:%M}Z:"
+            f" {len(p.acting)} partition(s) to go, {p.kept} kept"
+            + (f"; {p.summary_expiring:,} summary row(s) and {len(p.archives_expiring)}"
+               " archive file(s) past their keep" if p.summary_expiring
+               or p.archives_expiring else ""))
         if p.stranded_rows:
             assert p.stranded_oldest is not None
             console.print(

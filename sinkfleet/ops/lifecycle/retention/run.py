@@ -47,6 +47,16 @@ from sinkfleet.ops.lifecycle.partitions import (
     table_exists,
 )
 from sinkfleet.ops.lifecycle.retention.plan import SinkPlan, Step, plan_sink
+from sinkfleet.ops.lifecycle.retention.tiers import (
+    copy_partition,
+    count_tier_expiry,
+    expire_archives,
+    expire_summary,
+    has_summary,
+    last_archived_rows,
+    require_summary_table,
+    summarise,
+)
 from sinkfleet.sink.postgres.connect import pg
 
 RETENTION_LOCK_KEY = 0x53_4E_4B_52  # "SNKR"; MIGRATION_LOCK_KEY is "SNKF"
@@ -61,12 +71,14 @@ class StepResult:
     detached: str = ""  # plain, concurrently, finalized, detached (earlier), gone
     archive: ArchiveFile | None = None
     rearchived: bool = False  # rows arrived after the first archive: archived again
+    summary_rows: int = 0  # summary part rows written in the drop's transaction
     seconds: float = 0.0
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"step": self.step.as_dict(), "status": self.status, "rows": self.rows,
                 "detached": self.detached, "rearchived": self.rearchived,
+                "summary_rows": self.summary_rows,
                 "seconds": round(self.seconds, 3), "error": self.error,
                 "archive": self.archive.as_dict() if self.archive else None}
 
@@ -80,6 +92,8 @@ class RunReport:
     acquired: bool = True  # False: another run held the lock; nothing was done
     holder: str | None = None
     stopped: bool = False
+    # sink -> (summary part rows deleted, archive files deleted) past their tier's keep
+    expired: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def failed(self) -> list[StepResult]:
@@ -89,7 +103,9 @@ class RunReport:
         return {"now": self.now.isoformat(), "dry_run": self.dry_run,
                 "acquired": self.acquired, "holder": self.holder, "stopped": self.stopped,
                 "plans": [p.as_dict() for p in self.plans],
-                "results": [r.as_dict() for r in self.results]}
+                "results": [r.as_dict() for r in self.results],
+                "expired": {k: {"summary_rows": v[0], "archive_files": v[1]}
+                            for k, v in self.expired.items()}}
 
 
 def retention_sinks(catalogue: Catalogue, names: Sequence[str] | None = None) -> list[Sink]:
@@ -116,6 +132,7 @@ async def make_plans(conn: asyncpg.Connection, sinks: Sequence[Sink], now: datet
         if not await table_exists(conn, sink):
             raise RetentionError(f"table {sink.spec.qualified_table} of sink {sink.spec.name}"
                                  " does not exist: run `sinkfleet db migrate`")
+        await require_summary_table(conn, sink)
         restored = {r["partition"]: r["at"] for r in await conn.fetch(
             "SELECT partition, max(restored_at) AS at FROM sinkfleet.archives"
             " WHERE sink = $1 AND restored_at IS NOT NULL GROUP BY partition",
@@ -124,6 +141,8 @@ async def make_plans(conn: asyncpg.Connection, sinks: Sequence[Sink], now: datet
             "SELECT partition, range_start, range_end FROM sinkfleet.retention_pending"
             " WHERE table_schema = $1 AND sink = $2", sink.spec.db_schema, sink.spec.name)}
         plan = plan_sink(sink, await list_partitions(conn, sink), now, restored, pending)
+        archived = await last_archived_rows(conn, sink) if any(
+            s.action == "archive" for s in plan.steps) else {}
         steps = []
         for step in plan.steps:
             if step.action == "skip":
@@ -131,11 +150,17 @@ async def make_plans(conn: asyncpg.Connection, sinks: Sequence[Sink], now: datet
                 continue
             gone = await relation_state(conn, sink, step.partition) == "gone"
             rows = 0 if gone else await count_rows(conn, sink.spec.db_schema, step.partition)
-            if step.action == "archive+drop" and not rows:
+            if step.action == "archive":  # a copy: only if it has rows not yet archived
+                if not rows or archived.get(step.partition) == rows:
+                    plan.kept += 1
+                    continue
+            elif "archive" in step.action and not rows:
                 step = replace(step, action="drop", note=step.note or "empty: nothing to archive")
             steps.append(replace(step, rows=rows))
         plan.steps = steps
-        plan.stranded_rows, plan.stranded_oldest = await stranded(conn, sink, plan.horizon)
+        if sink.spec.retention is not None and sink.spec.retention.detail_delta is not None:
+            plan.stranded_rows, plan.stranded_oldest = await stranded(conn, sink, plan.horizon)
+        await count_tier_expiry(conn, sink, plan)
         plans.append(plan)
     return plans
 
@@ -191,7 +216,10 @@ async def _act(conn: asyncpg.Connection, root: Path, catalogue: Catalogue, repor
                 return
             t0 = time.monotonic()
             try:
-                result = await retire(conn, root, sink, step, say, should_stop)
+                if step.action == "archive":
+                    result = await _copy(conn, root, sink, step, say)
+                else:
+                    result = await retire(conn, root, sink, step, say, should_stop)
             except (SinkfleetError, OSError, asyncpg.PostgresError) as exc:
                 result = StepResult(step, "failed", error=f"{type(exc).__name__}: {exc}")
                 say(f"{step.sink} {step.partition}: FAILED: {result.error}")
@@ -200,6 +228,31 @@ async def _act(conn: asyncpg.Connection, root: Path, catalogue: Catalogue, repor
             if result.status == "stopped":
                 report.stopped = True
                 return
+        await _expire(conn, root, sink, plan, report, say)
+
+
+async def _expire(conn: asyncpg.Connection, root: Path, sink: Sink, plan: SinkPlan,
+                  report: RunReport, say: Callable[[str], None]) -> None:
+    """Summary windows and archive files past their tier's keep (after the drops, so a
+    summary written this run for old detail goes too when it is already too old)."""
+    rows = files = 0
+    if plan.summary_horizon is not None and has_summary(sink):
+        rows = await expire_summary(conn, sink, plan.summary_horizon)
+    if plan.archives_expiring:
+        files = await expire_archives(conn, root, plan.archives_expiring)
+    if rows or files:
+        report.expired[plan.sink] = (rows, files)
+        say(f"{plan.sink}: {rows:,} summary row(s) and {files} archive file(s) past their"
+            " tier's keep deleted")
+
+
+async def _copy(conn: asyncpg.Connection, root: Path, sink: Sink, step: Step,
+                say: Callable[[str], None]) -> StepResult:
+    archive = await copy_partition(conn, root, sink, step)
+    if archive is not None:
+        say(f"{sink.spec.name} {step.partition}: copied {archive.rows:,} rows →"
+            f" {archive.path} (detail is kept forever)")
+    return StepResult(step, "done", 0, "kept", archive)
 
 
 def _mib(n: int) -> str:
@@ -216,8 +269,13 @@ async def retire(conn: asyncpg.Connection, root: Path, sink: Sink, step: Step,
     if state == "gone":  # recorded as pending by a run that dropped it, or by hand
         await _unmark(conn, schema, name)
         return StepResult(step, "done", detached="gone")
+    if has_summary(sink) and state == "attached":
+        # Summarise while the rows are still visible: if it fails, nothing changed.
+        # The drop's transaction writes it again from the detached (static) table.
+        async with conn.transaction():
+            await summarise(conn, sink, name)
     archive: ArchiveFile | None = None
-    if spec.retention.archive and state == "attached" and step.rows:
+    if spec.retention.archives and state == "attached" and step.rows:
         # Archive while the rows are still visible: if archiving fails, nothing changed.
         archive = await archive_partition(conn, root, sink, name, step.start, step.end,
                                           should_stop)
@@ -234,7 +292,7 @@ async def retire(conn: asyncpg.Connection, root: Path, sink: Sink, step: Step,
     how = await detach(conn, sink, name, concurrently=not has_default)
     rows = await count_rows(conn, schema, name)  # detached: no row can arrive any more
     rearchived = False
-    if spec.retention.archive and (archive is None or archive.rows != rows):
+    if spec.retention.archives and (archive is None or archive.rows != rows):
         rearchived = archive is not None
         if archive is not None:
             say(f"{spec.name} {name}: {rows - archive.rows:+,} rows arrived while archiving;"
@@ -244,15 +302,18 @@ async def retire(conn: asyncpg.Connection, root: Path, sink: Sink, step: Step,
         if rows:
             archive = await archive_partition(conn, root, sink, name, step.start, step.end)
             assert archive is not None
+    summary_rows = 0
     async with conn.transaction():
         await conn.execute("SET LOCAL lock_timeout = '30s'")
+        if has_summary(sink):  # the summary is stored by the transaction that drops
+            summary_rows = await summarise(conn, sink, name)
         await conn.execute(f"DROP TABLE {qualified(schema, name)}")
         if archive is not None:
             archive = await record(conn, archive, dropped=True)
         await _unmark(conn, schema, name)
     say(f"{spec.name} {name}: detached ({how}) and dropped, {rows:,} rows"
         f" [{step.start:%Y-%m-%d %H:%M}, {step.end:%Y-%m-%d %H:%M})")
-    return StepResult(step, "done", rows, how, archive, rearchived)
+    return StepResult(step, "done", rows, how, archive, rearchived, summary_rows)
 
 
 async def _unmark(conn: asyncpg.Connection, schema: str, name: str) -> None:

@@ -60,11 +60,21 @@ def summary(report: RunReport) -> str:
     if not report.acquired:
         return f"skipped: another retention run holds the lock ({report.holder})"
     done = [r for r in report.results if r.status == "done"]
+    copied = [r for r in done if r.step.action == "archive"]
+    done = [r for r in done if r.step.action != "archive"]
     rows = sum(r.rows for r in done)
     archived = sum(r.archive.bytes for r in done if r.archive)
     stranded = sum(p.stranded_rows for p in report.plans)
     text = (f"{len(done)} partition(s) dropped ({rows:,} rows, {archived / 1048576:,.1f} MiB"
             f" archived), {len(report.failed)} failed")
+    if copied:
+        text += f"; {len(copied)} partition(s) of forever-kept sinks copied to the archive"
+    summarised = sum(r.summary_rows for r in done)
+    if summarised:
+        text += f"; {summarised:,} summary row(s) written"
+    if report.expired:
+        text += (f"; past their keep: {sum(v[0] for v in report.expired.values()):,} summary"
+                 f" row(s), {sum(v[1] for v in report.expired.values())} archive file(s)")
     if stranded:
         text += f"; {stranded:,} row(s) older than the horizon sit in DEFAULT partitions"
     if report.stopped:
