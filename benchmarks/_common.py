@@ -23,7 +23,7 @@ from sinkfleet.catalogue.isolate import IsolatedCatalogue
 from sinkfleet.config import Settings
 from sinkfleet.dev.synthetic.loads import synthetic_records
 from sinkfleet.kafka.positions import KafkaPositions
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import connect, pg
 from sinkfleet.worker.loop import Worker
 from sinkfleet.worker.rows import RowBuilder
 
@@ -78,12 +78,9 @@ def process_cpu_seconds(pid: int | None = None) -> float:
 async def settle(settings: Settings) -> None:
     """Checkpoint PostgreSQL and write dirty pages out (Kafka's logs too), so one stage's
     writes are not the next stage's cost."""
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
             await conn.execute("CHECKPOINT")
-    finally:
-        await conn.close()
     await asyncio.to_thread(os.sync)
     await asyncio.sleep(1.0)
 
@@ -172,25 +169,19 @@ def make_rows(sink: Sink, records: list[dict[str, Any]]) -> list[tuple[Any, ...]
 async def copy_rows(settings: Settings, sink: Sink, rows: list[tuple[Any, ...]]) -> float:
     """The COPY ceiling: one ``copy_records_to_table`` of ``rows``; its seconds."""
     columns = RowBuilder(sink).names
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         t0 = time.monotonic()
         await conn.copy_records_to_table(sink.spec.table, schema_name=sink.spec.db_schema,
                                          records=rows, columns=columns)
         return time.monotonic() - t0
-    finally:
-        await conn.close()
 
 
 async def disable_autovacuum(settings: Settings, schema: str) -> None:
     """Keep autovacuum of one stage's table from landing in a later stage's timing."""
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         leaves = await conn.fetch(
             "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
             " WHERE n.nspname = $1 AND c.relkind = 'r'", schema)
         for leaf in leaves:
             await conn.execute(f"ALTER TABLE {leaf['name']} SET (autovacuum_enabled = off)")
-    finally:
-        await conn.close()

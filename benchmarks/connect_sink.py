@@ -83,7 +83,7 @@ from sinkfleet.config import Settings
 from sinkfleet.dev.stack.services import maven_fetch
 from sinkfleet.kafka.client import kafka_client_kwargs
 from sinkfleet.private_files import write_private
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import connect, pg
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.rows import RowBuilder
 
@@ -398,8 +398,7 @@ async def compare_tables(settings: Settings, sink: Sink, reference: Sink) -> dic
     key = ", ".join(f'"{c}"' for c in sink.spec.id)
     a = ", ".join(f'x."{c}"' for c in cols)
     b = ", ".join(f'r."{c}"' for c in cols)
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         row = await conn.fetchrow(
             f"SELECT count(*) AS rows, count(DISTINCT ({key})) AS keys,"
             f" count(*) FILTER (WHERE ({a}) IS DISTINCT FROM ({b})) AS mismatches"
@@ -409,8 +408,6 @@ async def compare_tables(settings: Settings, sink: Sink, reference: Sink) -> dic
             f"SELECT x.* FROM {sink.spec.qualified_table} x"
             f" LEFT JOIN {reference.spec.qualified_table} r USING ({key})"
             f" WHERE ({a}) IS DISTINCT FROM ({b}) LIMIT 1")
-    finally:
-        await conn.close()
     out = dict(row)
     if sample is not None:
         out["first_mismatch"] = {k: repr(v) for k, v in dict(sample).items()}
@@ -450,14 +447,11 @@ def build_catalogue(root: Path, project: Catalogue, topic: str) -> Catalogue:
 
 
 async def _reset(settings: Settings) -> None:
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
         if await conn.fetchval("SELECT to_regclass('sinkfleet.schema_migrations')"):
             await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
                                "sink:connectbench\\_%")
-    finally:
-        await conn.close()
 
 
 def _progress() -> Progress:

@@ -123,7 +123,7 @@ from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.producer import Publisher
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.loop import Worker
 from sinkfleet.worker.rows import RowBuilder
@@ -262,8 +262,7 @@ def build_catalogue(run: BenchRun, project: Catalogue) -> Catalogue:
 # --- setup and teardown -------------------------------------------------------------------
 async def reset_database(settings: Settings) -> None:
     """Drop what earlier runs left: the bench schema, its migrations and offsets."""
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{BENCH_SCHEMA}" CASCADE')
         if await conn.fetchval("SELECT to_regclass('sinkfleet.schema_migrations')"):
             await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
@@ -271,8 +270,6 @@ async def reset_database(settings: Settings) -> None:
         if await conn.fetchval("SELECT to_regclass('sinkfleet.consumer_offsets')"):
             await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id LIKE $1",
                                "bench.%")
-    finally:
-        await conn.close()
 
 
 async def _admin(settings: Settings) -> AIOKafkaAdminClient:
@@ -619,14 +616,11 @@ async def table_check(settings: Settings, sink: Sink) -> dict[str, Any]:
     columns = RowBuilder(sink).columns
     cols = ", ".join(f'"{c.name}"' for c in columns)
     nullable = next((f'"{c.name}"' for c in columns if c.nullable), "1")
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         row = await conn.fetchrow(
             f"SELECT count(*) AS rows, count({nullable}) AS with_metadata,"
             " sum(hashtextextended(t::text, 0)::numeric)::text AS content_hash"
             f" FROM (SELECT {cols} FROM {sink.spec.qualified_table}) t")
-    finally:
-        await conn.close()
     return dict(row)
 
 

@@ -44,7 +44,7 @@ from sinkfleet.dev.synthetic.base import Tombstone
 from sinkfleet.dev.synthetic.loads import MixedLoad, synthetic_records
 from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.read import Reader
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,8 +84,7 @@ def append_twin(iso: IsolatedCatalogue, sink: str) -> str:
 async def bench_queries(settings: Settings, iso: IsolatedCatalogue, rounds: int = 30
                         ) -> dict[str, Any]:
     sink = iso.sink("experience_events")
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         agent = await conn.fetchval(f'SELECT agent_id FROM "{sink}" GROUP BY agent_id'
                                     " ORDER BY count(*) DESC LIMIT 1")
         lo, hi = await conn.fetchrow(f'SELECT min(ts), max(ts) FROM "{sink}"'
@@ -109,8 +108,6 @@ async def bench_queries(settings: Settings, iso: IsolatedCatalogue, rounds: int 
             await conn.fetchval(f'SELECT count(*) FROM "{sink}" WHERE agent_id = $1 AND'
                                 " ts >= $2 AND ts <= $3", agent, lo, hi)
             counted.append((time.perf_counter() - t) * 1000)
-    finally:
-        await conn.close()
     api = []
     async with Reader(settings, iso.catalogue) as reader:
         for _ in range(rounds):
@@ -128,12 +125,9 @@ async def bench_state_reads(settings: Settings, iso: IsolatedCatalogue, reads: i
                             ) -> dict[str, Any]:
     sink = iso.sink("workflow_states")
     lay = CacheLayout.of(iso.catalogue.sinks[sink])
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         ids = [tuple(r) for r in await conn.fetch(
             f'SELECT tenant_id, workflow_id FROM "{sink}"')]
-    finally:
-        await conn.close()
     rng = random.Random(7)
     picks = [rng.choice(ids) for _ in range(reads)]
     client = redis_client(settings)
@@ -157,8 +151,7 @@ async def bench_state_reads(settings: Settings, iso: IsolatedCatalogue, reads: i
 
 
 async def bytes_per_event(settings: Settings, table: str) -> dict[str, Any]:
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         await conn.execute(f'VACUUM ANALYZE "{table}"')
         row = await conn.fetchrow(
             "SELECT sum(pg_total_relation_size(c.oid)) AS total,"
@@ -166,8 +159,6 @@ async def bytes_per_event(settings: Settings, table: str) -> dict[str, Any]:
             " FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
             " WHERE i.inhparent = $1::regclass", table)
         rows = await conn.fetchval(f'SELECT count(*) FROM "{table}"')
-    finally:
-        await conn.close()
     return {"rows": rows, "total_per_row": row["total"] / rows, "heap_per_row":
             row["heap"] / rows, "index_per_row": row["idx"] / rows}
 

@@ -116,7 +116,7 @@ from sinkfleet.ops.lag.collect import LagCollector, Snapshot
 from sinkfleet.ops.lag.exporter import LagExporter
 from sinkfleet.ops.lag.model import PartitionHistory, Sample
 from sinkfleet.ops.setup.topics import apply_topics
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 
 if TYPE_CHECKING:
@@ -312,8 +312,7 @@ async def leftovers(settings: Settings) -> tuple[list[str], list[str]]:
 
 async def disable_autovacuum(settings: Settings, table: str) -> None:
     """Keep autovacuum of an earlier run's table from landing in a later run."""
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         leaves = await conn.fetch(
             "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c"
             " JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -321,8 +320,6 @@ async def disable_autovacuum(settings: Settings, table: str) -> None:
             table.replace("_", "\\_") + "%")
         for leaf in leaves:
             await conn.execute(f"ALTER TABLE {leaf['name']} SET (autovacuum_enabled = off)")
-    finally:
-        await conn.close()
 
 
 async def drop_catalogues(settings: Settings, made: list[TestCatalogue]) -> None:
@@ -842,11 +839,8 @@ async def run_worker(settings: Settings, tc: TestCatalogue, index: int, kind: st
                            "last_collect_s": snap["collect_seconds"],
                            "saw_worker_group": any(g["group"] == tc.group
                                                    for g in snap["groups"])}
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         result.rows = await conn.fetchval(f'SELECT count(*) FROM "{tc.table}"')
-    finally:
-        await conn.close()
     return result
 
 

@@ -31,7 +31,7 @@ from sinkfleet.dev.stack import manager
 from sinkfleet.dev.synthetic.loads import synthetic_records
 from sinkfleet.ops.replay.plan import apply_replay, make_target, plan_replay
 from sinkfleet.ops.setup.topics import apply_topics
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,12 +60,9 @@ async def main(count: int) -> dict[str, Any]:
             plan = await plan_replay(bench, cat, group, None, make_target(to_earliest=True))
             applied = await apply_replay(bench, group, plan.offsets(), execute=True)
             replay = await run_workers(iso, bench, ["events"], progress, "(r) replay")
-        conn = await connect(bench)
-        try:
+        async with pg(bench) as conn:
             rows, distinct = await conn.fetchrow(
                 f'SELECT count(*), count(DISTINCT event_id) FROM "{table}"')
-        finally:
-            await conn.close()
     finally:
         await cleanup(bench, iso)
     return {"date": datetime.now(UTC).isoformat(), "count": count,

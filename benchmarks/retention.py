@@ -61,7 +61,7 @@ from sinkfleet.dev.synthetic.loads import ExperienceLoad  # noqa: E402
 from sinkfleet.ops.lifecycle.archive.restore import restore_range  # noqa: E402
 from sinkfleet.ops.lifecycle.retention.run import run_retention  # noqa: E402
 from sinkfleet.ops.setup.topics import apply_topics  # noqa: E402
-from sinkfleet.sink.postgres.connect import connect  # noqa: E402
+from sinkfleet.sink.postgres.connect import pg  # noqa: E402
 from sinkfleet.sink.postgres.ddl import floor_time  # noqa: E402
 from sinkfleet.sink.postgres.migrate import migrate  # noqa: E402
 from tests.conftest import TestCatalogue, drop_catalogues, make_catalogue  # noqa: E402
@@ -84,8 +84,7 @@ async def new_catalogue(tmp: Path, settings: Settings, made: list[TestCatalogue]
                                 archive_dir=tmp / "archive")
     made.append(tc)
     await migrate(tc.settings, tc.catalogue, lambda _: None)
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         sink = tc.catalogue.sinks[tc.table]
         day = old_day()
         name = f"{tc.table}_p{day:%Y%m%d}"
@@ -100,25 +99,20 @@ async def new_catalogue(tmp: Path, settings: Settings, made: list[TestCatalogue]
             await conn.execute(f'ALTER TABLE public."{leaf[0]}" SET'
                                " (autovacuum_enabled = off)")
         assert sink.spec.retention is not None
-    finally:
-        await conn.close()
     return tc
 
 
 async def fill_old(tc: TestCatalogue, rows: int) -> float:
     """COPY ``rows`` events into the old partition, in chunks; return seconds."""
     sink = tc.catalogue.sinks[tc.table]
-    conn = await connect(tc.settings)
-    t0 = time.monotonic()
-    try:
+    async with pg(tc.settings) as conn:
+        t0 = time.monotonic()
         start = old_day() + timedelta(hours=1)
         for i in range(0, rows, CHUNK):
             n = min(CHUNK, rows - i)
             names, chunk = event_rows(sink, start + timedelta(seconds=i // 200), n, seed=i)
             await insert_rows(conn, sink, names, chunk)
         await conn.execute(f'VACUUM ANALYZE public."{tc.table}_p{old_day():%Y%m%d}"')
-    finally:
-        await conn.close()
     return time.monotonic() - t0
 
 
@@ -270,14 +264,11 @@ async def bench_ingest(settings: Settings, tmp: Path, made: list[TestCatalogue],
 
 # --- orchestration ------------------------------------------------------------------------
 async def cleanup(settings: Settings, made: list[TestCatalogue]) -> None:
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         for tc in made:
             await conn.execute("DELETE FROM sinkfleet.archives WHERE sink = $1", tc.table)
             await conn.execute("DELETE FROM sinkfleet.retention_pending WHERE sink = $1",
                                tc.table)
-    finally:
-        await conn.close()
     await drop_catalogues(settings, made)
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()

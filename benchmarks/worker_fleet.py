@@ -59,7 +59,7 @@ from sinkfleet.cache.store import forget_sink, redis_client
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import load_settings
 from sinkfleet.ops.setup.topics import apply_topics
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,28 +175,22 @@ def add_group(run: FleetRun, label: str) -> str:
 
 async def reset_database(settings: Any) -> None:
     """Drop what this benchmark's earlier runs left (and only that)."""
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
         await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
                            "sink:fleet\\_%")  # ids are sink:<name>:<step>
         await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id LIKE $1",
                            PREFIX + "%")
-    finally:
-        await conn.close()
 
 
 async def disable_autovacuum_in(settings: Any) -> None:
     """As e2e_events.py: no autovacuum of one configuration's rows during the next."""
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         for leaf in await conn.fetch(
                 "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c"
                 " JOIN pg_namespace n ON n.oid = c.relnamespace"
                 " WHERE n.nspname = $1 AND c.relkind = 'r'", SCHEMA):
             await conn.execute(f"ALTER TABLE {leaf['name']} SET (autovacuum_enabled = off)")
-    finally:
-        await conn.close()
 
 
 async def delete_topic(settings: Any, topic: str) -> None:
@@ -210,11 +204,8 @@ async def delete_topic(settings: Any, topic: str) -> None:
 
 async def empty_sink(settings: Any, table: str) -> None:
     """Empty the table and its Redis cache: every configuration starts alike."""
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         await conn.execute(f'TRUNCATE "{SCHEMA}"."{table}"')
-    finally:
-        await conn.close()
     client = redis_client(settings)
     try:
         await forget_sink(client, SINKS["worker"])

@@ -226,12 +226,11 @@ async def forget(settings: Settings, *, tables: Iterable[str] = (),
     from aiokafka.admin import AIOKafkaAdminClient
 
     from sinkfleet.cache.store import forget_sink, redis_client
-    from sinkfleet.sink.postgres.connect import connect
+    from sinkfleet.sink.postgres.connect import pg
     from sinkfleet.sink.postgres.group_roles import forget_group
 
     tables, groups, topics = list(tables), list(groups), list(topics)
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         for table in tables:
             await conn.execute(f'DROP TABLE IF EXISTS "{table}", "{table}_history" CASCADE')
             await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
@@ -242,8 +241,6 @@ async def forget(settings: Settings, *, tables: Iterable[str] = (),
                            groups)
         for group in groups:  # its least-privilege role and login (docs/security.md)
             await forget_group(conn, settings, group)
-    finally:
-        await conn.close()
     client = redis_client(settings)
     try:
         for table in tables:

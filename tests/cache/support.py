@@ -25,7 +25,7 @@ from sinkfleet.config import Settings, load_settings
 from sinkfleet.keys import join_key
 from sinkfleet.sink.changes import Change
 from sinkfleet.sink.postgres.audit_writer import AuditWriter
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.sink.postgres.state_writer import StateWriter
 from sinkfleet.sink.postgres.writer import AppendWriter
@@ -95,16 +95,13 @@ async def cache_catalogue(stack: Settings, tmp_path: Path) -> AsyncIterator[Cach
 
 
 async def drop_cache_catalogue(cc: CacheCatalogue) -> None:
-    conn = await connect(cc.settings)
-    try:
+    async with pg(cc.settings) as conn:
         for name, sink in cc.catalogue.sinks.items():
             if sink.spec.state is not None:
                 await conn.execute(f'DROP TABLE IF EXISTS "{sink.spec.history_table}" CASCADE')
             await conn.execute(f'DROP TABLE IF EXISTS "{sink.spec.table}" CASCADE')
             await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
                                f"sink:{name}:%")
-    finally:
-        await conn.close()
     client = redis_client(cc.settings)
     try:
         for name in cc.catalogue.sinks:
@@ -150,13 +147,10 @@ async def store(cc: CacheCatalogue, real: str, items: Iterable[dict[str, Any] | 
     cls = (StateWriter if sink.spec.state is not None
            else AuditWriter if sink.spec.audit is not None else AppendWriter)
     pg_writer: Any = cls(sink, builder.names)
-    conn = await connect(cc.settings)
-    try:
+    async with pg(cc.settings) as conn:
         await pg_writer.prepare(conn)
         async with conn.transaction():
             written = await pg_writer.write(conn, rows, sources)
-    finally:
-        await conn.close()
     changes: list[Change] = list(written.changes)
     if writer is not None:
         writer.submit(sink.spec.name, changes)

@@ -33,7 +33,7 @@ from sinkfleet.dev.synthetic.base import Tombstone
 from sinkfleet.dev.synthetic.loads import ExperienceLoad, MixedLoad
 from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.producer import Publisher
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from tests.conftest import RunsWorkers, async_wait_for
 from tests.worker.test_signals import catches
@@ -108,8 +108,7 @@ async def open_chaos_catalogue(tmp: Path, stack: Settings, **kwargs: Any) -> Cha
 
 async def drop_chaos_catalogue(cc: ChaosCatalogue) -> None:
     """Drop its tables, bookkeeping rows, Redis keys and topics."""
-    conn = await connect(cc.settings)
-    try:
+    async with pg(cc.settings) as conn:
         for table in cc.sinks.values():
             await conn.execute(f'DROP TABLE IF EXISTS "{table}", "{table}_history" CASCADE')
             await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
@@ -117,8 +116,6 @@ async def drop_chaos_catalogue(cc: ChaosCatalogue) -> None:
         for bookkeeping in ("consumer_offsets", "workers"):
             await conn.execute(f"DELETE FROM sinkfleet.{bookkeeping} WHERE group_id = $1",
                                cc.group)
-    finally:
-        await conn.close()
     await delete_cache_keys(cc)
     admin = AIOKafkaAdminClient(bootstrap_servers=cc.settings.kafka_bootstrap)
     await admin.start()
@@ -329,12 +326,9 @@ def start_publishing(cc: ChaosCatalogue, n: int, seed: int, *, rate: float | Non
 # --- progress ------------------------------------------------------------------------------
 async def stored_offsets(cc: ChaosCatalogue) -> dict[Tp, int]:
     """The group's position as PostgreSQL holds it (the source of truth)."""
-    conn = await connect(cc.settings)
-    try:
+    async with pg(cc.settings) as conn:
         rows = await conn.fetch("SELECT topic, partition, next_offset FROM"
                                 " sinkfleet.consumer_offsets WHERE group_id = $1", cc.group)
-    finally:
-        await conn.close()
     return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
 

@@ -30,7 +30,7 @@ from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.avro.framing import frame_confluent, frame_single_object
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.producer import Publisher
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from tests.avro.hostile import zigzag
 from tests.conftest import TestCatalogue
 from tests.hostile.bombs import build, produce_batch
@@ -181,12 +181,9 @@ def expected_row(event: Event) -> dict[str, Any]:
 
 async def changed_rows(tc: TestCatalogue, events: list[Event]) -> list[str]:
     """Stored rows that differ from what was sent: '<event id>: <column>' each."""
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         rows = {bytes(r["event_id"]): dict(r) for r in await conn.fetch(
             f'SELECT * FROM "{tc.table}"')}
-    finally:
-        await conn.close()
     changed = []
     for event in events:
         row = rows.get(bytes(event["event_id"]))

@@ -14,7 +14,7 @@ from sinkfleet.config import Settings, load_settings
 from sinkfleet.dev.produce import produce_mixed, synthetic_load
 from sinkfleet.kafka.positions import KafkaPositions
 from sinkfleet.ops.setup.topics import apply_topics
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.sink.postgres.offsets import stored_offsets
 from sinkfleet.worker.loop import Worker
@@ -73,11 +73,8 @@ async def log_end_total(sc: Scenario) -> int:
 
 
 async def stored_total(settings: Settings, group: str) -> int:
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         return sum(o.next_offset for o in await stored_offsets(conn) if o.group == group)
-    finally:
-        await conn.close()
 
 
 async def drain(sc: Scenario, settings: Settings | None = None, timeout: float = 90) -> None:
@@ -110,11 +107,8 @@ async def contents(settings: Settings, sc: Scenario) -> dict[str, list[dict[str,
         "offsets": "SELECT * FROM sinkfleet.consumer_offsets"
                    " ORDER BY group_id, topic, partition",
     }
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         return {k: [dict(r) for r in await conn.fetch(q)] for k, q in queries.items()}
-    finally:
-        await conn.close()
 
 
 async def drop_scenario(sc: Scenario) -> None:

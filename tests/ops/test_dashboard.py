@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from sinkfleet.ops.lag.exporter import LagExporter
 from sinkfleet.ops.replay.plan import commit_empty_group
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.worker.heartbeat import UPSERT
 from tests.conftest import ROOT, TestCatalogue, async_wait_for
 from tests.worker.test_e2e import publish
@@ -154,12 +154,9 @@ async def read_fresh(page: Any, base: str, tc: TestCatalogue) -> tuple[dict[str,
 async def report_worker(tc: TestCatalogue) -> str:
     """A heartbeat row as a live worker writes it (the worker path is tested elsewhere)."""
     worker_id = f"dash-{tc.suffix}"
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         await conn.execute(UPSERT, worker_id, tc.group, "host", 4242,
                            "http://127.0.0.1:9/metrics", "ok", 4, 1300, 1234, 0)
-    finally:
-        await conn.close()
     return worker_id
 
 
@@ -284,12 +281,9 @@ async def test_dashboard_links_only_http_metrics_urls(catalogue_factory: Any) ->
     tc: TestCatalogue = await catalogue_factory(partitions=1)
     rows = {f"evil{i}-{tc.suffix}": url for i, url in enumerate(HOSTILE_URLS)}
     rows[f"good-{tc.suffix}"] = "https://10.0.0.7:9300/metrics"
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         for worker_id, url in rows.items():
             await conn.execute(UPSERT, worker_id, tc.group, "host", 4242, url, "ok", 1, 1, 1, 0)
-    finally:
-        await conn.close()
     token = "dashboard-token"
     settings = tc.settings.model_copy(update={"exporter_token": SecretStr(token)})
     exporter = LagExporter(settings, interval=0.5, groups=[tc.group])

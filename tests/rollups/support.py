@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sinkfleet.dev.produce import produce
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from tests.conftest import TestCatalogue
 
 Key = tuple[Any, ...]
@@ -53,11 +53,8 @@ async def publish(tc: TestCatalogue, records: list[dict[str, Any]],
 
 
 async def fetch(tc: TestCatalogue, sql: str, *args: Any) -> list[Any]:
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
 
 
 async def detail_rows(tc: TestCatalogue) -> int:

@@ -30,7 +30,7 @@ import yaml
 
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import connect, pg
 from sinkfleet.sink.postgres.group_roles import READER_ROLE, group_role, login_of
 from sinkfleet.sink.postgres.migrate import migrate
 
@@ -159,8 +159,7 @@ async def matrix(stack: Settings, tmp_path: Path) -> AsyncIterator[Matrix]:
 
 async def _seed(m: Matrix) -> None:
     """Rows of every group (and of a stranger) in the tables with row-level security."""
-    owner = await connect(m.settings)
-    try:
+    async with pg(m.settings) as owner:
         for group in [*m.groups.values(), "someone.else"]:
             await owner.execute("INSERT INTO sinkfleet.consumer_offsets (group_id, topic,"
                                 " partition, next_offset) VALUES ($1, 't', 0, 1)", group)
@@ -168,8 +167,6 @@ async def _seed(m: Matrix) -> None:
                                 " pid, state) VALUES ($1, $1, 'h', 1, 'ok')", group)
         for sink in ("policies", "not_ours"):
             await owner.execute(_CONFLICT, sink, "k0")
-    finally:
-        await owner.close()
 
 
 _CONFLICT = ("INSERT INTO sinkfleet.state_conflicts (sink, key, version, loser_hash, loser,"

@@ -20,7 +20,7 @@ from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.errors import ConfigError
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import connect, pg
 from sinkfleet.sink.postgres.group_roles import group_role, login_of
 from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
 from sinkfleet.sink.postgres.roles import scram_verifier
@@ -59,8 +59,7 @@ async def test_worker_role_can_do_the_worker_path(catalogue_factory: Any, who: s
     load = ExperienceLoad(seed=5, agent_prefix=f"r{tc.suffix}")
     rows = [build(codec.decode(codec.encode(next(load)))) for _ in range(50)]
     tp = TopicPartition(tc.topic, 0)
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         assert await conn.fetchval("SELECT current_user") == settings.pg_user
         assert not await conn.fetchval("SELECT rolsuper OR rolcreaterole OR rolcreatedb"
                                         " FROM pg_roles WHERE rolname = current_user")
@@ -77,8 +76,6 @@ async def test_worker_role_can_do_the_worker_path(catalogue_factory: Any, who: s
             await conn.execute(UPSERT, f"roles-{tc.suffix}", tc.group, socket.gethostname(),
                                1, None, state, 1, 50, 50, 0)
         assert await conn.fetchval(f'SELECT count(*) FROM "{tc.table}"') == 50
-    finally:
-        await conn.close()
 
 
 REFUSED = [
@@ -103,14 +100,11 @@ REFUSED = [
 
 async def test_worker_role_is_refused_ddl_and_rewrites(catalogue_factory: Any) -> None:
     tc: TestCatalogue = await catalogue_factory()
-    conn = await connect(worker_settings(tc))
-    try:
+    async with pg(worker_settings(tc)) as conn:
         for sql, message in REFUSED:
             with pytest.raises(asyncpg.InsufficientPrivilegeError) as caught:
                 await conn.execute(sql.format(t=tc.table))
             assert message.format(t=tc.table) in str(caught.value), sql
-    finally:
-        await conn.close()
 
 
 async def test_tables_created_later_get_no_grants(catalogue_factory: Any, stack: Settings
@@ -145,18 +139,17 @@ async def test_scram_verifier_matches_what_postgresql_computes(
     """Our client-side verifier equals the server's for the same salt (SASLprep too)."""
     import base64
 
-    conn = await connect(stack)
-    role = f"sinkfleet_scram_probe_{abs(hash(password)) % 10_000}"
-    try:
-        await conn.execute(f"CREATE ROLE {role} NOLOGIN")
-        quoted = password.replace("'", "''")
-        await conn.execute("SET password_encryption = 'scram-sha-256'")
-        await conn.execute(f"ALTER ROLE {role} PASSWORD '{quoted}'")
-        server = await conn.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname = $1",
-                                     role)
-    finally:
-        await conn.execute(f"DROP ROLE IF EXISTS {role}")
-        await conn.close()
+    async with pg(stack) as conn:
+        role = f"sinkfleet_scram_probe_{abs(hash(password)) % 10_000}"
+        try:
+            await conn.execute(f"CREATE ROLE {role} NOLOGIN")
+            quoted = password.replace("'", "''")
+            await conn.execute("SET password_encryption = 'scram-sha-256'")
+            await conn.execute(f"ALTER ROLE {role} PASSWORD '{quoted}'")
+            server = await conn.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                                         role)
+        finally:
+            await conn.execute(f"DROP ROLE IF EXISTS {role}")
     iterations, salt = server.split("$")[1].split(":")
     assert scram_verifier(password, base64.b64decode(salt), int(iterations)) == server
 

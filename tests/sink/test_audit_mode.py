@@ -22,7 +22,7 @@ from sinkfleet.config import Settings
 from sinkfleet.ops.audit.verify import verify
 from sinkfleet.ops.deadletters.inspect import Filter, inspect
 from sinkfleet.producer import Publisher
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS
 from sinkfleet.sink.postgres.roles import worker_password
 from sinkfleet.worker.rows import RowBuilder
@@ -150,16 +150,13 @@ async def test_replay_adds_nothing_and_tampering_is_named(fam: Family) -> None:
         await conn.close()
 
     # a superuser can (with triggers off); verify names exactly the edited row
-    conn = await connect(fam.settings)
-    try:
+    async with pg(fam.settings) as conn:
         async with conn.transaction():
             await conn.execute("SET LOCAL session_replication_role = replica")
             await conn.execute(f'UPDATE "{fam.table}" SET actor = \'mallory\''
                                " WHERE tenant_id = 'globex' AND chain_seq = 7")
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
             await conn.execute(f'DELETE FROM "{fam.table}" WHERE chain_seq = 1')
-    finally:
-        await conn.close()
     result = await verify(fam.settings, fam.catalogue)
     assert not result.ok and result.entries == 50
     [broken] = result.broken
@@ -169,14 +166,10 @@ async def test_replay_adds_nothing_and_tampering_is_named(fam: Family) -> None:
     assert (await verify(fam.settings, fam.catalogue, tenant="acme")).ok
 
     # a removed row breaks the sequence at the row after it
-    conn = await connect(fam.settings)
-    try:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL session_replication_role = replica")
-            await conn.execute(f'DELETE FROM "{fam.table}"'
-                               " WHERE tenant_id = 'acme' AND chain_seq = 3")
-    finally:
-        await conn.close()
+    async with pg(fam.settings) as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(f'DELETE FROM "{fam.table}"'
+                           " WHERE tenant_id = 'acme' AND chain_seq = 3")
     result = await verify(fam.settings, fam.catalogue, tenant="acme")
     assert [(b.tenant, b.sequence, b.what, b.expected, b.found) for b in result.broken] == [
         ("acme", 4, "sequence", "3", "4")]
@@ -221,14 +214,10 @@ async def test_redelivery_with_a_two_column_id_adds_nothing(stack: Settings,
 async def superuser(fam: Family, *statements: str) -> None:
     """Run ``statements`` with the append-only triggers off (what an attacker with the
     owner's rights could do)."""
-    conn = await connect(fam.settings)
-    try:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL session_replication_role = replica")
-            for sql in statements:
-                await conn.execute(sql)
-    finally:
-        await conn.close()
+    async with pg(fam.settings) as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        for sql in statements:
+            await conn.execute(sql)
 
 
 async def test_every_broken_link_of_every_chain_is_named(fam: Family) -> None:
@@ -291,12 +280,9 @@ async def test_chains_hashed_before_v2_still_verify(fam: Family) -> None:
         link = chain_hash(prev, old)
         chained.append((*row, seq, prev, link))
         prev = link
-    conn = await connect(fam.settings)
-    try:
+    async with pg(fam.settings) as conn:
         await conn.copy_records_to_table(fam.table, records=chained,
                                          columns=[*build.names, *AUDIT_CHAIN_COLUMNS])
-    finally:
-        await conn.close()
     result = await verify(fam.settings, fam.catalogue)
     assert (result.ok, result.entries, result.legacy) == (True, 10, differ)
 

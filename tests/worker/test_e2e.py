@@ -18,7 +18,7 @@ import pytest
 
 from sinkfleet.dev.produce import produce
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from tests.conftest import TestCatalogue, async_wait_for
 
 pytestmark = pytest.mark.integration
@@ -33,31 +33,22 @@ async def publish(tc: TestCatalogue, n: int, seed: int) -> list[dict[str, Any]]:
 
 
 async def count_rows(tc: TestCatalogue) -> tuple[int, int]:
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         row = await conn.fetchrow(f'SELECT count(*) AS n, count(DISTINCT event_id) AS d'
                                   f' FROM "{tc.table}"')
         return row["n"], row["d"]
-    finally:
-        await conn.close()
 
 
 async def stored_ids(tc: TestCatalogue) -> set[bytes]:
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         return {bytes(r[0]) for r in await conn.fetch(f'SELECT event_id FROM "{tc.table}"')}
-    finally:
-        await conn.close()
 
 
 async def stored_offsets(tc: TestCatalogue) -> dict[int, int]:
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         rows = await conn.fetch("SELECT partition, next_offset FROM sinkfleet.consumer_offsets"
                                 " WHERE group_id = $1 AND topic = $2", tc.group, tc.topic)
         return {r["partition"]: r["next_offset"] for r in rows}
-    finally:
-        await conn.close()
 
 
 async def wait_all_stored(tc: TestCatalogue, n: int, timeout: float = 120) -> None:
@@ -103,11 +94,8 @@ async def test_every_published_event_is_stored_once_field_by_field(
     finally:
         assert stop(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
     assert await count_rows(tc) == (3000, 3000)
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         rows = {bytes(r["event_id"]): r for r in await conn.fetch(f'SELECT * FROM "{tc.table}"')}
-    finally:
-        await conn.close()
     assert set(rows) == {e["event_id"] for e in events}
     for event in events:
         assert_row_equals(rows[event["event_id"]], event)
@@ -233,14 +221,11 @@ async def test_replaying_everything_stores_nothing_twice(
         await wait_all_stored(tc, 4000)
     finally:
         assert stop(worker) == 0
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         before = await conn.fetch(f'SELECT * FROM "{tc.table}" ORDER BY event_id')
         # Rewind the group to the start: PostgreSQL's offsets are the source of truth.
         await conn.execute("UPDATE sinkfleet.consumer_offsets SET next_offset = 0"
                            " WHERE group_id = $1", tc.group)
-    finally:
-        await conn.close()
     worker = tc.start_worker(log)
     try:
         await wait_all_stored(tc, 4000)
@@ -248,10 +233,7 @@ async def test_replaying_everything_stores_nothing_twice(
         assert stop(worker) == 0
     last = log.read_text().strip().splitlines()[-1]
     assert "consumed=4000 stored=0 duplicates_skipped=4000" in last, last
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         after = await conn.fetch(f'SELECT * FROM "{tc.table}" ORDER BY event_id')
-    finally:
-        await conn.close()
     assert [dict(r) for r in after] == [dict(r) for r in before]
     assert len(after) == len(events) == 4000

@@ -24,7 +24,7 @@ from sinkfleet.catalogue import Sink
 from sinkfleet.dev.produce import produce
 from sinkfleet.dev.synthetic.base import StateLoad
 from sinkfleet.dev.synthetic.loads import LOADS, Tombstone, synthetic_records
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from tests.conftest import TestCatalogue, async_wait_for
 
 pytestmark = pytest.mark.integration
@@ -58,21 +58,15 @@ def _tail(log: Path) -> str:
 
 
 async def _stored(tc: TestCatalogue, n: int) -> bool:
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         stored = await conn.fetchval("SELECT coalesce(sum(next_offset), 0) FROM"
                                      " sinkfleet.consumer_offsets WHERE group_id = $1", tc.group)
-    finally:
-        await conn.close()
     return bool(stored >= n)
 
 
 async def fetch(tc: TestCatalogue, sql: str) -> list[Any]:
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         return list(await conn.fetch(sql))
-    finally:
-        await conn.close()
 
 
 def _value(record: dict[str, Any], path: tuple[str, ...]) -> Any:

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sinkfleet.http import Health, Phase, route
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.workers import list_workers
 from tests.conftest import TestCatalogue, async_wait_for, wait_for
 from tests.worker.test_e2e import publish, stop, stored_offsets, wait_all_stored
@@ -126,8 +126,5 @@ async def test_worker_metrics_count_exactly_what_was_stored(
 
 
 async def workers_of(tc: TestCatalogue) -> list[dict[str, Any]]:
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         return await list_workers(conn, [tc.group])
-    finally:
-        await conn.close()
