@@ -146,7 +146,7 @@ async def cleanup(settings: Settings, iso: IsolatedCatalogue) -> None:
     """Drop the isolated catalogue's tables, caches, groups and topics."""
     if ROOT not in sys.path:  # the clean-up helper lives beside the tests
         sys.path.insert(0, ROOT)
-    from tests.conftest import forget
+    from tests.support.catalogue import forget
 
     await forget(settings, tables=list(iso.catalogue.sinks),
                  groups=[w.group for w in iso.catalogue.workers.values()],

@@ -37,7 +37,7 @@ seconds is, and what polling costs the workers.
                  + 2 x the collection time, also reported); one aged to the scrape time
                  (the exporter does this since 70292e1) is exact.
 (3) workers      One worker process (``python -m sinkfleet worker``, a catalogue made by
-                 ``tests.conftest.make_catalogue``) drains a backlog of N experience
+                 ``tests.support.catalogue.make_catalogue``) drains a backlog of N experience
                  events (default 100,000; the same records, fixed seed and clock, are
                  produced with ``sinkfleet.dev.produce.produce`` into each run's own
                  topic before any run) into a fresh table: A without an exporter, B
@@ -120,7 +120,7 @@ from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 
 if TYPE_CHECKING:
-    from tests.conftest import TestCatalogue
+    from tests.support.catalogue import TestCatalogue
 
 ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "bench.lag."  # the scale topic and its groups
@@ -180,10 +180,10 @@ class ScaleRun:
 
 
 def _make_catalogue(tmp: Path, settings: Settings) -> TestCatalogue:
-    """tests.conftest.make_catalogue, with the project's events worker batch policy."""
+    """tests.support.catalogue.make_catalogue, with the project's events worker batch policy."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from tests.conftest import make_catalogue
+    from tests.support.catalogue import make_catalogue
 
     return make_catalogue(tmp, settings, max_records=5000, max_age_ms=250)
 
@@ -323,7 +323,7 @@ async def disable_autovacuum(settings: Settings, table: str) -> None:
 
 
 async def drop_catalogues(settings: Settings, made: list[TestCatalogue]) -> None:
-    from tests.conftest import drop_catalogues as drop  # ROOT is on sys.path by now
+    from tests.support.catalogue import drop_catalogues as drop  # ROOT is on sys.path by now
 
     await drop(settings, made)
 

@@ -58,7 +58,7 @@ def test_schemas_check_against_a_directory_refuses_an_incompatible_change(
     import json
 
     from sinkfleet.config import load_settings
-    from tests.evolution import Evo
+    from tests.support.evolution import Evo
 
     evo = Evo(tmp_path, load_settings(home=tmp_path), "cli0000001")
     _, cat = evo.version(evo.schema({"name": "foo", "type": "string"}))
@@ -83,7 +83,7 @@ def test_schemas_register_list_and_migrate_refusal(stack: Any, tmp_path: Path) -
     import asyncio
     import json
 
-    from tests.evolution import NOTE, forget, new_evo
+    from tests.support.evolution import NOTE, forget, new_evo
 
     evo = new_evo(tmp_path, stack)
     try:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from sinkfleet.cache import CacheLayout
@@ -35,8 +34,10 @@ from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
-from tests.conftest import RunsWorkers, async_wait_for
-from tests.worker.test_signals import catches
+from tests.support.catalogue import RunsWorkers
+from tests.support.kafka import end_offsets as kafka_end_offsets
+from tests.support.waiting import async_wait_for
+from tests.support.worker import catches
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 6
@@ -231,7 +232,7 @@ class Fleet:
 
     async def metric(self, name: str) -> float:
         """``name`` summed over every label set and every live worker."""
-        from tests.worker.test_metrics import get, samples
+        from tests.support.http import get, samples
 
         total = 0.0
         for proc in self.live:
@@ -337,20 +338,8 @@ async def stored_total(cc: ChaosCatalogue) -> int:
 
 
 async def end_offsets(settings: Settings, topics: list[str]) -> dict[Tp, int]:
-    """Log end offsets of every partition of ``topics`` (empty partitions left out)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        tps = []
-        for topic in topics:
-            parts = consumer.partitions_for_topic(topic)
-            if not parts:
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic) or set()
-            tps += [TopicPartition(topic, p) for p in parts]
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
+    """Log end offsets of the partitions of ``topics`` that hold records."""
+    ends = await kafka_end_offsets(settings, topics)
     return {(tp.topic, tp.partition): off for tp, off in ends.items() if off}
 
 

@@ -17,7 +17,7 @@ from sinkfleet.config import Settings
 from sinkfleet.ops.audit.verify import verify
 from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import pg
-from tests.sink.support import Family, drain, drop_family, make_family, rows, running_worker
+from tests.support.family import Family, drain, drop_family, make_family, rows, running_worker
 
 pytestmark = pytest.mark.integration
 

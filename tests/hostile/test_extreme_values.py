@@ -41,8 +41,9 @@ from sinkfleet.read import Reader
 from sinkfleet.sink.postgres.connect import create_pool, pg
 from sinkfleet.sink.postgres.writer import AppendWriter
 from sinkfleet.worker.rows import RowBuilder
-from tests.conftest import ROOT, TestCatalogue, async_wait_for
-from tests.sink.support import Family, drop_family, make_family
+from tests.support.catalogue import ROOT, TestCatalogue
+from tests.support.family import Family, drop_family, make_family
+from tests.support.waiting import async_wait_for
 
 UTC = dt.UTC
 MIN_UTC = dt.datetime(1, 1, 1, tzinfo=UTC)

@@ -28,9 +28,9 @@ from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.loop import Worker
-from tests.conftest import async_wait_for
-from tests.evolution import Evo, forget, new_evo
-from tests.worker.test_deadletter import read_all
+from tests.support.deadletters import read_all
+from tests.support.evolution import Evo, forget, new_evo
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 RECORDS, BASE = 5000, 100_000  # record i is written with schema id BASE + i

@@ -13,8 +13,9 @@ import pytest
 
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.roles import WORKER_ROLE
-from tests.conftest import TestCatalogue
-from tests.worker.test_e2e import count_rows, publish, stop, stored_offsets, wait_all_stored
+from tests.support.catalogue import TestCatalogue
+from tests.support.postgres import count_rows, stored_offsets
+from tests.support.worker import publish, stop, wait_all_stored
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,16 @@ from aiokafka import AIOKafkaProducer
 from sinkfleet.config import Settings
 from sinkfleet.producer import Publisher
 from sinkfleet.sink.state_conflicts import content_hash
-from tests.sink.support import Family, drain, drop_family, make_family, rewind, rows, running_worker
-from tests.sink.test_state_mode import SCHEMA, SINK, TOPIC, cache_settles, cached, state
+from tests.support.family import (
+    Family,
+    drain,
+    drop_family,
+    make_family,
+    rewind,
+    rows,
+    running_worker,
+)
+from tests.support.state_family import SCHEMA, SINK, TOPIC, cache_settles, cached, state
 
 pytestmark = pytest.mark.integration
 
@@ -134,7 +142,7 @@ async def test_a_later_winner_replaces_the_stored_one_and_replays_change_nothing
         entry = await cached(fam, "t1", "wf")
         return entry is not None and entry["d"]["status"] == "second"
 
-    from tests.conftest import async_wait_for
+    from tests.support.waiting import async_wait_for
     await async_wait_for(settled, 20, "the cache takes the same-version winner")
     before = await outcome(fam)
     assert [r["status"] for r in before[0]] == ["second"]

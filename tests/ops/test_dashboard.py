@@ -17,15 +17,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from pydantic import SecretStr
 
 from sinkfleet.ops.lag.exporter import LagExporter
 from sinkfleet.ops.replay.plan import commit_empty_group
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.worker.heartbeat import UPSERT
-from tests.conftest import ROOT, TestCatalogue, async_wait_for
-from tests.worker.test_e2e import publish
+from tests.support.catalogue import ROOT, TestCatalogue
+from tests.support.kafka import end_offsets
+from tests.support.waiting import async_wait_for
+from tests.support.worker import publish
 
 pytestmark = pytest.mark.integration
 
@@ -93,17 +95,6 @@ async def commit_offsets(tc: TestCatalogue, offsets: dict[TopicPartition, int]) 
     await commit_empty_group(tc.settings, tc.group, offsets)
 
 
-async def end_offsets(tc: TestCatalogue, partitions: int) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return await consumer.end_offsets([TopicPartition(tc.topic, p)
-                                           for p in range(partitions)])
-    finally:
-        await consumer.stop()
-
-
 def _num(value: str | None) -> float | None:
     assert value is not None, "missing data-value hook"
     return None if value == "" else float(value)
@@ -164,7 +155,7 @@ async def test_dashboard_shows_the_api_numbers(catalogue_factory: Any) -> None:
     async_playwright = _require_browser()
     tc: TestCatalogue = await catalogue_factory(partitions=PARTITIONS)
     await publish(tc, 400, seed=11)
-    ends = await end_offsets(tc, PARTITIONS)
+    ends = await end_offsets(tc.settings, [tc.topic])
     assert sum(ends.values()) == 400
     half = {tp: end // 2 for tp, end in ends.items()}
     await commit_offsets(tc, half)

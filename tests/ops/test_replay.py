@@ -24,8 +24,8 @@ from sinkfleet.ops.replay.plan import (
     read_plan_csv,
 )
 from sinkfleet.sink.postgres.connect import pg
-from tests.sink.support import Family, drain, drop_family, make_family, rows, running_worker
-from tests.sink.test_state_mode import SCHEMA, SINK, TOPIC, publish, state
+from tests.support.family import Family, drain, drop_family, make_family, rows, running_worker
+from tests.support.state_family import SCHEMA, SINK, TOPIC, publish, state
 
 pytestmark = pytest.mark.integration
 

@@ -21,7 +21,8 @@ from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.ops.replay.plan import ReplayError, _Hold, apply_replay
 from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import pg
-from tests.conftest import TestCatalogue, async_wait_for
+from tests.support.catalogue import TestCatalogue
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 LEASE = 6.0

@@ -27,8 +27,9 @@ from sinkfleet.ops.lifecycle.retention.run import RETENTION_LOCK_KEY, run_retent
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.ddl import floor_time
 from sinkfleet.sink.postgres.migrate import ensure_partitions
-from tests.conftest import TestCatalogue, wait_for
 from tests.ops.retention_support import event_rows, fill_day, insert_rows, table_rows
+from tests.support.catalogue import TestCatalogue
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 

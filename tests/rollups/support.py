@@ -13,7 +13,7 @@ from typing import Any
 
 from sinkfleet.dev.produce import produce
 from sinkfleet.sink.postgres.connect import pg
-from tests.conftest import TestCatalogue
+from tests.support.catalogue import TestCatalogue
 
 Key = tuple[Any, ...]
 Row = tuple[int, Decimal | None, Decimal | None, Decimal | None]

@@ -26,8 +26,9 @@ from sinkfleet.kafka.client import kafka_client_kwargs
 from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import pg
-from tests.conftest import TestCatalogue, async_wait_for
-from tests.security.conftest import SaslKafkaInfo
+from tests.security.servers import SaslKafkaInfo
+from tests.support.catalogue import TestCatalogue
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from sinkfleet.catalogue import load_catalogue
 from sinkfleet.errors import ConfigError, StorageRefused
 from sinkfleet.sink.postgres.connect import connect, pg
 from sinkfleet.sink.postgres.migrate import migrate
-from tests.security.conftest import TlsPg
+from tests.security.servers import TlsPg
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,7 @@ from sinkfleet.sink.postgres.roles import scram_verifier
 from sinkfleet.sink.postgres.writer import AppendWriter
 from sinkfleet.worker.heartbeat import UPSERT
 from sinkfleet.worker.rows import RowBuilder
-from tests.conftest import TestCatalogue
+from tests.support.catalogue import TestCatalogue
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -21,12 +19,12 @@ from sinkfleet.avro.hashing import LEGACY_HASH_VERSION, chain_hash, content_hash
 from sinkfleet.config import Settings
 from sinkfleet.ops.audit.verify import verify
 from sinkfleet.ops.deadletters.inspect import Filter, inspect
-from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS
 from sinkfleet.sink.postgres.roles import worker_password
 from sinkfleet.worker.rows import RowBuilder
-from tests.sink.support import (
+from tests.support.audit_family import SCHEMA, SINK, TOPIC, entry, publish, superuser
+from tests.support.family import (
     Family,
     drain,
     drop_family,
@@ -38,36 +36,9 @@ from tests.sink.support import (
 
 pytestmark = pytest.mark.integration
 
-SCHEMA = {
-    "type": "record", "name": "audit_rec", "namespace": "test.sinkfleet",
-    "fields": [
-        {"name": "entry_id", "type": "string"},
-        {"name": "tenant_id", "type": "string"},
-        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-        {"name": "actor", "type": "string"},
-        {"name": "action", "type": "string"},
-        {"name": "before", "type": ["null", "string"], "sinkfleet.json": True,
-         "default": None},
-        {"name": "after", "type": "string", "sinkfleet.json": True},
-        {"name": "provenance", "type": ["null", {
-            "type": "record", "name": "Provenance", "fields": [
-                {"name": "task_id", "type": "string"},
-                {"name": "step", "type": "int"},
-                {"name": "weight", "type": "float"}]}], "default": None},
-        {"name": "content_hash", "type": {"type": "fixed", "name": "Sha256", "size": 32}},
-    ],
-}
-TOPIC = {"key": ["tenant_id"]}
-SINK = {
-    "mode": "audit", "id": ["entry_id"],
-    "audit": {"tenant": "tenant_id", "hash": "content_hash"},
-    "columns": [{"name": f["name"], "from": f["name"]} for f in SCHEMA["fields"]],
-    "indexes": [{"columns": ["tenant_id", "ts"]}, {"columns": ["actor"]}],
-}
 for _col in SINK["columns"]:
     if _col["name"] in ("before", "after"):
         _col["type"] = "jsonb"
-T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
 
 @pytest_asyncio.fixture
@@ -75,23 +46,6 @@ async def fam(stack: Settings, tmp_path: Path) -> AsyncIterator[Family]:
     family = await make_family(tmp_path, stack, SCHEMA, TOPIC, SINK, max_records=50)
     yield family
     await drop_family(family)
-
-
-def entry(tenant: str, n: int) -> dict[str, Any]:
-    return {"entry_id": f"{tenant}-{n:04d}", "tenant_id": tenant,
-            "ts": T0 + timedelta(seconds=n), "actor": f"agent-{n % 3}",
-            "action": "update_state",
-            "before": None if n == 0 else json.dumps({"count": n - 1, "ünï": "ç"}),
-            "after": json.dumps({"count": n, "ratio": n / 7}),
-            "provenance": None if n % 2 else {"task_id": f"task-{n}", "step": n,
-                                              "weight": 0.1 * n},
-            "content_hash": None}
-
-
-async def publish(fam: Family, records: list[dict[str, Any]]) -> None:
-    async with Publisher(fam.settings, catalogue=fam.catalogue) as pub:
-        for rec in records:
-            await pub.publish(fam.family, rec)
 
 
 async def test_entries_are_chained_per_tenant_and_verify(fam: Family) -> None:
@@ -209,15 +163,6 @@ async def test_redelivery_with_a_two_column_id_adds_nothing(stack: Settings,
         assert (await verify(two.settings, two.catalogue)).entries == 40
     finally:
         await drop_family(two)
-
-
-async def superuser(fam: Family, *statements: str) -> None:
-    """Run ``statements`` with the append-only triggers off (what an attacker with the
-    owner's rights could do)."""
-    async with pg(fam.settings) as conn, conn.transaction():
-        await conn.execute("SET LOCAL session_replication_role = replica")
-        for sql in statements:
-            await conn.execute(sql)
 
 
 async def test_every_broken_link_of_every_chain_is_named(fam: Family) -> None:

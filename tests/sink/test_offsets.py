@@ -9,7 +9,7 @@ from aiokafka import TopicPartition
 
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
-from tests.conftest import TestCatalogue
+from tests.support.catalogue import TestCatalogue
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from sinkfleet.ops.schemas.registry import check_against_db, list_versions, regi
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.sink.postgres.schema_versions import registered_versions
-from tests.evolution import EXTRA, NOTE, Evo, forget, new_evo
+from tests.support.evolution import EXTRA, NOTE, Evo, forget, new_evo
 
 pytestmark = pytest.mark.integration
 

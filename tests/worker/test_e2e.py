@@ -16,51 +16,14 @@ from typing import Any
 
 import pytest
 
-from sinkfleet.dev.produce import produce
-from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.sink.postgres.connect import pg
-from tests.conftest import TestCatalogue, async_wait_for
+from tests.support.catalogue import TestCatalogue
+from tests.support.kafka import end_offsets
+from tests.support.postgres import count_rows, stored_ids, stored_offsets
+from tests.support.waiting import async_wait_for
+from tests.support.worker import publish, stop, wait_all_stored
 
 pytestmark = pytest.mark.integration
-
-
-async def publish(tc: TestCatalogue, n: int, seed: int) -> list[dict[str, Any]]:
-    load = ExperienceLoad(seed=seed, agents=16, agent_prefix=f"t{tc.suffix}")
-    result = await produce(tc.settings, tc.catalogue, "experience_event", iter(load), n,
-                           keep=True)
-    assert result.records is not None and len(result.records) == n
-    return result.records
-
-
-async def count_rows(tc: TestCatalogue) -> tuple[int, int]:
-    async with pg(tc.settings) as conn:
-        row = await conn.fetchrow(f'SELECT count(*) AS n, count(DISTINCT event_id) AS d'
-                                  f' FROM "{tc.table}"')
-        return row["n"], row["d"]
-
-
-async def stored_ids(tc: TestCatalogue) -> set[bytes]:
-    async with pg(tc.settings) as conn:
-        return {bytes(r[0]) for r in await conn.fetch(f'SELECT event_id FROM "{tc.table}"')}
-
-
-async def stored_offsets(tc: TestCatalogue) -> dict[int, int]:
-    async with pg(tc.settings) as conn:
-        rows = await conn.fetch("SELECT partition, next_offset FROM sinkfleet.consumer_offsets"
-                                " WHERE group_id = $1 AND topic = $2", tc.group, tc.topic)
-        return {r["partition"]: r["next_offset"] for r in rows}
-
-
-async def wait_all_stored(tc: TestCatalogue, n: int, timeout: float = 120) -> None:
-    async def done() -> bool:
-        return sum((await stored_offsets(tc)).values()) >= n
-
-    await async_wait_for(done, timeout, f"{n} records stored by group {tc.group}")
-
-
-def stop(proc: Any, sig: int = signal.SIGTERM) -> int:
-    proc.send_signal(sig)
-    return proc.wait(60)
 
 
 def assert_row_equals(row: Any, event: dict[str, Any]) -> None:
@@ -100,14 +63,7 @@ async def test_every_published_event_is_stored_once_field_by_field(
     for event in events:
         assert_row_equals(rows[event["event_id"]], event)
     # Offsets: PostgreSQL holds the log end of every partition, no more, no less.
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(tc.topic, p) for p in range(6)])
-    finally:
-        await consumer.stop()
+    ends = await end_offsets(tc.settings, [tc.topic])
     assert await stored_offsets(tc) == {tp.partition: off for tp, off in ends.items() if off}
 
 

@@ -18,11 +18,13 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import pg
-from tests.conftest import TestCatalogue, async_wait_for, wait_for
-from tests.faults import TcpProxy
-from tests.worker.test_deadletter import read_all
-from tests.worker.test_e2e import count_rows, publish, stop, stored_offsets, wait_all_stored
-from tests.worker.test_metrics import free_port, get, samples
+from tests.support.catalogue import TestCatalogue
+from tests.support.deadletters import read_all
+from tests.support.faults import TcpProxy
+from tests.support.http import free_port, get, samples
+from tests.support.postgres import count_rows, stored_offsets
+from tests.support.waiting import async_wait_for, wait_for
+from tests.support.worker import publish, stop, wait_all_stored
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,8 @@ from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.sink.postgres.schema_versions import register_catalogue
 from sinkfleet.worker.loop import Worker
 from sinkfleet.worker.schemas import WriterSchemas
-from tests.conftest import async_wait_for
-from tests.evolution import EXTRA, NOTE, Evo, forget, new_evo
+from tests.support.evolution import EXTRA, NOTE, Evo, forget, new_evo
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

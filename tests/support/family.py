@@ -16,12 +16,13 @@ import yaml
 
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.kafka.positions import KafkaPositions
 from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.loop import Worker
-from tests.conftest import async_wait_for, forget
+from tests.support.catalogue import forget
+from tests.support.kafka import end_offsets
+from tests.support.waiting import async_wait_for
 
 
 @dataclass
@@ -76,8 +77,7 @@ async def stored_total(fam: Family) -> int:
 
 
 async def log_end_total(fam: Family) -> int:
-    async with KafkaPositions(fam.settings) as kafka:
-        return sum(end for _, end in (await kafka.bounds([fam.topic])).values())
+    return sum((await end_offsets(fam.settings, [fam.topic])).values())
 
 
 @contextlib.asynccontextmanager

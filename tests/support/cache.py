@@ -15,6 +15,7 @@ from typing import Any
 
 import fastavro
 import pytest_asyncio
+from prometheus_client import CollectorRegistry
 
 from sinkfleet.avro.hashing import content_hash
 from sinkfleet.cache import CacheWriter
@@ -173,3 +174,20 @@ async def redis_contents(settings: Settings, sink: str) -> dict[str, Any]:
     finally:
         await client.aclose()
     return out
+
+
+def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+async def settled(writer: CacheWriter, timeout: float = 20) -> None:
+    assert await writer.drain(timeout), "the cache writer did not settle"
+
+
+async def entry(cc: CacheCatalogue, key: str) -> dict[str, str]:
+    client = redis_client(cc.settings)
+    try:
+        result: dict[str, str] = await client.hgetall(key)
+        return result
+    finally:
+        await client.aclose()
