@@ -232,7 +232,7 @@ class Fleet:
 
     async def metric(self, name: str) -> float:
         """``name`` summed over every label set and every live worker."""
-        from tests.support.http import get, samples
+        from tests.support.endpoints import get, samples
 
         total = 0.0
         for proc in self.live:

@@ -17,7 +17,7 @@ from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.sink.postgres.offsets import stored_offsets
 from sinkfleet.worker.loop import Worker
-from tests.support.catalogue import TestCatalogue, copy_family, make_catalogue
+from tests.support.catalogue import TestCatalogue, copy_family, edit_spec, make_catalogue
 from tests.support.kafka import end_offsets
 from tests.support.waiting import async_wait_for
 from tests.support.worker import publish
@@ -47,11 +47,9 @@ class Scenario:
 
 
 async def make_scenario(tmp: Path, stack: Settings, db: str) -> Scenario:
-    tc = make_catalogue(tmp, stack, partitions=3)
+    tc = make_catalogue(tmp, stack, partitions=3, max_records=500, max_age_ms=100)
     state_topic, state_table = copy_family(tc.root, "workflow_state", tc.suffix, 3)
-    (tc.root / "workers" / "events.yaml").write_text(
-        f"name: events\ngroup: {tc.group}\nsinks: [{tc.table}, {state_table}]\n"
-        "batch: {max_records: 500, max_age_ms: 100}\n")
+    edit_spec(tc.root / "workers" / "events.yaml", {"sinks": [tc.table, state_table]})
     settings = load_settings(home=tc.root, state_dir=stack.state, pg_database=db)
     cat = load_catalogue(tc.root)
     await apply_topics(settings, cat, say=lambda m: None)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.support.catalogue import TestCatalogue
-from tests.support.http import free_ports
+from tests.support.endpoints import free_ports
 from tests.support.postgres import count_rows
 from tests.support.waiting import wait_for
 from tests.support.worker import publish, wait_all_stored

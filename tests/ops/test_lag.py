@@ -178,7 +178,7 @@ def test_lag_exporter_command_serves_and_stops_cleanly(stack: Any, tmp_path: Any
     import sys
 
     from tests.support.catalogue import ROOT
-    from tests.support.http import free_port, get
+    from tests.support.endpoints import free_port, get
     from tests.support.waiting import wait_for
 
     port = free_port()

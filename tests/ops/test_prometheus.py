@@ -17,7 +17,7 @@ import yaml
 
 from sinkfleet.ops.lag.exporter import LagExporter
 from tests.support.catalogue import ROOT, TestCatalogue
-from tests.support.http import free_port
+from tests.support.endpoints import free_port
 from tests.support.waiting import async_wait_for
 from tests.support.worker import publish, stop, wait_all_stored
 

@@ -14,7 +14,7 @@ import pytest
 from sinkfleet.dev.produce import produce
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from tests.support.catalogue import TestCatalogue
-from tests.support.http import free_ports
+from tests.support.endpoints import free_ports
 from tests.support.waiting import wait_for
 from tests.support.worker import publish, stop
 

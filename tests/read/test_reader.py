@@ -16,7 +16,7 @@ from sinkfleet.cache.store import redis_client
 from sinkfleet.errors import CatalogueError, ConfigError
 from tests.support.cache import RECENT_KEEP, CacheCatalogue, Tomb, store
 from tests.support.cli import query
-from tests.support.http import free_port
+from tests.support.endpoints import free_port
 from tests.support.records import audit, event, now_us, policy, workflow
 
 pytestmark = pytest.mark.integration

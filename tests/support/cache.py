@@ -15,6 +15,7 @@ from typing import Any
 
 import fastavro
 import pytest_asyncio
+import yaml
 from prometheus_client import CollectorRegistry
 
 from sinkfleet.avro.hashing import content_hash
@@ -31,8 +32,8 @@ from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.sink.postgres.state_writer import StateWriter
 from sinkfleet.sink.postgres.writer import AppendWriter
 from sinkfleet.worker.rows import RowBuilder
+from tests.support.catalogue import ROOT, write_spec
 
-ROOT = Path(__file__).resolve().parents[2]
 # (family, topic file, sink file) → sink spec overrides
 FAMILIES = {
     "workflow_states": ("workflow_state", "workflow_states"),
@@ -69,14 +70,11 @@ def make_cache_catalogue(tmp: Path, stack: Settings) -> CacheCatalogue:
         names[real] = name
         shutil.copy(ROOT / "schemas" / f"{family}.avsc", root / "schemas")
         shutil.copy(ROOT / "topics" / f"{topic}.yaml", root / "topics")
-        text = (ROOT / "sinks" / f"{real}.yaml").read_text()
-        text = text.replace(f"name: {real}\n", f"name: {name}\n")
-        text = text.replace(f"table: {real}\n", f"table: {name}\n")
-        if real == "experience_events":  # small enough to see the trimming
-            text = text.replace("keep: 100, ttl_seconds: 3600",
-                                f"keep: {RECENT_KEEP}, ttl_seconds: {RECENT_TTL}")
-            assert f"keep: {RECENT_KEEP}" in text
-        (root / "sinks" / f"{real}.yaml").write_text(text)
+        small = {"cache": {"recent": {"keep": RECENT_KEEP, "ttl_seconds": RECENT_TTL}}}
+        write_spec(root / "sinks" / f"{real}.yaml",
+                   yaml.safe_load((ROOT / "sinks" / f"{real}.yaml").read_text()),
+                   {"name": name, "table": name},
+                   small if real == "experience_events" else {})  # see the trimming
     (root / "workers" / "all.yaml").write_text(
         f"name: all\ngroup: test-cache-{suffix}\nsinks: [{', '.join(names.values())}]\n")
     settings = load_settings(home=root, state_dir=stack.state)

@@ -3,14 +3,16 @@ group names, its worker processes, and dropping what it made."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Final
 
 import yaml
 
@@ -18,6 +20,60 @@ from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
+DELETE: Final = object()  # an override value: remove this key (or named list item)
+
+
+def merged(base: Any, override: Any) -> Any:
+    """``base`` with ``override`` merged in, as a catalogue variant is made: mappings key by
+    key; a list of named mappings (columns, indexes) item by name, from a mapping of name →
+    override; ``DELETE`` removes a key or item; a callable gets the old value and returns
+    the new one; anything else replaces (a new key is added). Deleting a key, or naming a
+    list item, that is not there fails: a variant never silently stops applying.
+
+    >>> merged({"batch": {"max_records": 5000}, "sinks": ["a"]},
+    ...        {"batch": {"max_records": 50}, "sinks": lambda s: [*s, "b"]})
+    {'batch': {'max_records': 50}, 'sinks': ['a', 'b']}
+    """
+    if callable(override):
+        return override(base)
+    if isinstance(override, Mapping) and isinstance(base, Mapping):
+        out = dict(base)
+        for key, value in override.items():
+            if value is DELETE:
+                del out[key]
+            else:
+                out[key] = merged(out[key], value) if key in out else value
+        return out
+    if isinstance(override, Mapping) and isinstance(base, list):
+        items = {item["name"]: item for item in base}
+        assert set(override) <= set(items), f"no item named {set(override) - set(items)}"
+        return [merged(item, override[item["name"]]) if item["name"] in override else item
+                for item in base if override.get(item["name"]) is not DELETE]
+    return override
+
+
+def write_spec(path: Path, spec: Mapping[str, Any], *overrides: Mapping[str, Any]) -> None:
+    """Write a catalogue spec as YAML (JSON for a ``.avsc``), ``overrides`` merged in order."""
+    for override in overrides:
+        spec = merged(spec, override)
+    if path.suffix == ".avsc":
+        path.write_text(json.dumps(spec, indent=2))
+    else:
+        path.write_text(yaml.safe_dump(dict(spec), sort_keys=False))
+
+
+def edit_spec(path: Path, override: Mapping[str, Any]) -> None:
+    """Rewrite a catalogue file with ``override`` merged into it (see ``merged``)."""
+    text = path.read_text()
+    write_spec(path, json.loads(text) if path.suffix == ".avsc" else yaml.safe_load(text),
+               override)
+
+
+def copy_catalogue(dest: Path) -> Path:
+    """The whole project catalogue (schemas, topics, sinks, workers) copied under ``dest``."""
+    for sub in ("schemas", "topics", "sinks", "workers"):
+        shutil.copytree(ROOT / sub, dest / sub)
+    return dest
 
 
 def catalogue_env(root: Path, settings: Settings) -> dict[str, str]:
@@ -71,59 +127,56 @@ class TestCatalogue(RunsWorkers):
     family: str = "experience_event"
 
 
-def copy_family(root: Path, family: str, suffix: str, partitions: int) -> tuple[str, str]:
+def copy_family(root: Path, family: str, suffix: str, partitions: int,
+                overrides: Mapping[str, Any] | None = None) -> tuple[str, str]:
     """Copy ``family``'s schema, topic and sink from the project catalogue under a unique
-    topic and table name; return (topic, table)."""
+    topic and table name, ``overrides`` (by folder: "topics", "sinks") merged into the specs;
+    return (topic, table)."""
+    overrides = overrides or {}
     shutil.copy(ROOT / "schemas" / f"{family}.avsc", root / "schemas")
-    topic, table = f"test.{family.replace('_', '-')}-{suffix}", f"{family[:20]}_{suffix}"
-    topics = {}
+    if family == "experience_event":  # the names (and file) every events test knows
+        topic, table, stem = f"test.events-{suffix}", f"ev_{suffix}", "events"
+    else:
+        topic, table = f"test.{family.replace('_', '-')}-{suffix}", f"{family[:20]}_{suffix}"
+        stem = family
+    topics = set()
     for path in sorted((ROOT / "topics").glob("*.yaml")):
         spec = yaml.safe_load(path.read_text())
         if spec["schema"] == family:
-            topics[spec["name"]] = spec
-            (root / "topics" / "t.yaml").write_text(yaml.safe_dump(
-                {**spec, "name": topic, "partitions": partitions}))
+            topics.add(spec["name"])
+            write_spec(root / "topics" / f"{stem}.yaml", spec,
+                       {"name": topic, "partitions": partitions}, overrides.get("topics", {}))
     for path in sorted((ROOT / "sinks").glob("*.yaml")):
         spec = yaml.safe_load(path.read_text())
         if spec["topic"] in topics:
-            (root / "sinks" / "s.yaml").write_text(yaml.safe_dump(
-                {**spec, "name": table, "topic": topic, "table": table}))
+            write_spec(root / "sinks" / f"{stem}.yaml", spec,
+                       {"name": table, "topic": topic, "table": table},
+                       overrides.get("sinks", {}))
     return topic, table
 
 
 def make_catalogue(tmp: Path, stack_settings: Settings, *, partitions: int = 6,
                    max_records: int = 5000, max_age_ms: int = 200,
-                   family: str = "experience_event") -> TestCatalogue:
-    """A catalogue of one family (by default experience_event) under unique names."""
+                   family: str = "experience_event",
+                   overrides: Mapping[str, Any] | None = None) -> TestCatalogue:
+    """A catalogue of one family (by default experience_event) under unique names, with one
+    worker spec, ``events``. ``overrides`` by folder ("topics", "sinks", "workers") are
+    merged into its specs (see ``merged``), e.g.
+    ``overrides={"sinks": {"cache": DELETE}, "workers": {"concurrency": 2}}``."""
     suffix = uuid.uuid4().hex[:10]
     root = tmp / f"cat-{suffix}"
     for sub in ("schemas", "topics", "sinks", "workers"):
         (root / sub).mkdir(parents=True)
-    if family != "experience_event":
-        topic, table = copy_family(root, family, suffix, partitions)
-        group = f"test-{suffix}"
-        (root / "workers" / "events.yaml").write_text(
-            f"name: events\ngroup: {group}\nsinks: [{table}]\n"
-            f"batch: {{max_records: {max_records}, max_age_ms: {max_age_ms}}}\n")
-        settings = load_settings(home=root, state_dir=stack_settings.state)
-        return TestCatalogue(root, suffix, settings, load_catalogue(root), topic, table,
-                             group, family=family)
-    shutil.copy(ROOT / "schemas" / "experience_event.avsc", root / "schemas")
-    topic, table, group = f"test.events-{suffix}", f"ev_{suffix}", f"test-{suffix}"
-    text = (ROOT / "topics" / "experience_events.yaml").read_text()
-    text = text.replace("name: agent.experience-events", f"name: {topic}")
-    text = text.replace("partitions: 6", f"partitions: {partitions}")
-    (root / "topics" / "events.yaml").write_text(text)
-    sink = (ROOT / "sinks" / "experience_events.yaml").read_text()
-    sink = sink.replace("name: experience_events", f"name: {table}")
-    sink = sink.replace("topic: agent.experience-events", f"topic: {topic}")
-    sink = sink.replace("table: experience_events", f"table: {table}")
-    (root / "sinks" / "events.yaml").write_text(sink)
-    (root / "workers" / "events.yaml").write_text(
-        f"name: events\ngroup: {group}\nsinks: [{table}]\n"
-        f"batch: {{max_records: {max_records}, max_age_ms: {max_age_ms}}}\n")
+    overrides = overrides or {}
+    topic, table = copy_family(root, family, suffix, partitions, overrides)
+    group = f"test-{suffix}"
+    write_spec(root / "workers" / "events.yaml",
+               {"name": "events", "group": group, "sinks": [table],
+                "batch": {"max_records": max_records, "max_age_ms": max_age_ms}},
+               overrides.get("workers", {}))
     settings = load_settings(home=root, state_dir=stack_settings.state)
-    return TestCatalogue(root, suffix, settings, load_catalogue(root), topic, table, group)
+    return TestCatalogue(root, suffix, settings, load_catalogue(root), topic, table, group,
+                         family=family)
 
 
 async def forget(settings: Settings, *, tables: Iterable[str] = (),

@@ -12,7 +12,7 @@ from sinkfleet.http import Health, Phase, route
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.workers import list_workers
 from tests.support.catalogue import TestCatalogue
-from tests.support.http import free_port, get, samples
+from tests.support.endpoints import free_port, get, samples
 from tests.support.postgres import stored_offsets
 from tests.support.waiting import async_wait_for, wait_for
 from tests.support.worker import publish, stop, wait_all_stored

@@ -20,8 +20,8 @@ from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import pg
 from tests.support.catalogue import TestCatalogue
 from tests.support.deadletters import read_all
+from tests.support.endpoints import free_port, get, samples
 from tests.support.faults import TcpProxy
-from tests.support.http import free_port, get, samples
 from tests.support.postgres import count_rows, stored_offsets
 from tests.support.waiting import async_wait_for, wait_for
 from tests.support.worker import publish, stop, wait_all_stored

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from tests.support.catalogue import TestCatalogue
+from tests.support.endpoints import free_port, get, samples
 from tests.support.faults import TcpProxy
-from tests.support.http import free_port, get, samples
 from tests.support.postgres import count_rows, stored_offsets
 from tests.support.waiting import async_wait_for
 from tests.support.worker import publish, stop, wait_all_stored
