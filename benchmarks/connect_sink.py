@@ -85,9 +85,9 @@ from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.rows import RowBuilder
 
 ROOT = Path(__file__).resolve().parents[1]
-STACK_POM = ROOT / "sinkfleet" / "stack" / "pom.xml"
+STACK_POM = ROOT / "sinkfleet" / "dev" / "stack" / "pom.xml"
 CONNECT_POM = Path(__file__).resolve().parent / "connect" / "pom.xml"
-LOG4J = ROOT / "sinkfleet" / "stack" / "log4j2.properties"
+LOG4J = ROOT / "sinkfleet" / "dev" / "stack" / "log4j2.properties"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
 MODES = ("insert", "upsert")
 BATCH = 3000
