@@ -35,6 +35,7 @@ from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from tests.support.catalogue import RunsWorkers
+from tests.support.endpoints import get, samples
 from tests.support.kafka import end_offsets as kafka_end_offsets
 from tests.support.waiting import async_wait_for
 from tests.support.worker import catches
@@ -232,8 +233,6 @@ class Fleet:
 
     async def metric(self, name: str) -> float:
         """``name`` summed over every label set and every live worker."""
-        from tests.support.endpoints import get, samples
-
         total = 0.0
         for proc in self.live:
             status, text = await asyncio.to_thread(

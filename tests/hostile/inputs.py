@@ -34,6 +34,7 @@ from sinkfleet.sink.postgres.connect import pg
 from tests.support.avro_hostile import zigzag
 from tests.support.bombs import build, produce_batch
 from tests.support.catalogue import TestCatalogue
+from tests.support.deadletters import event_of_size
 from tests.support.kafka import end_offsets
 from tests.support.postgres import count_rows, stored_ids
 from tests.support.worker import stop
@@ -76,8 +77,6 @@ def _big(size: int, compression: str | None) -> Produce:
     """An event of ``size`` bytes that fails validation (smallint overflow), sent by a
     producer of its own (``compression``, a 4 MiB request limit)."""
     async def produce(tc: TestCatalogue, pub: Publisher) -> int:
-        from tests.support.deadletters import event_of_size
-
         load = ExperienceLoad(seed=size, agents=1, agent_prefix=f"big{tc.suffix}")
         filler = base64.b64encode(os.urandom(size)).decode() if compression is None else "ab"
         value = event_of_size(pub, next(load) | {"event_type": 70_000}, size, filler)

@@ -29,7 +29,7 @@ from sinkfleet.worker.deadletter import (
     dead_letter_record,
     parse_dead_letter,
 )
-from tests.support.catalogue import TestCatalogue
+from tests.support.catalogue import ROOT, TestCatalogue
 from tests.support.cli import sinkfleet
 from tests.support.deadletters import event_of_size, replayed_from
 from tests.support.kafka import read_topic
@@ -151,7 +151,6 @@ def test_a_smaller_limit_is_kept_too(limit: int) -> None:
 
 def test_dead_letter_topics_take_a_limit_of_their_own() -> None:
     from sinkfleet.catalogue import load_catalogue
-    from tests.support.catalogue import ROOT
 
     desired = {d.name: d for d in desired_topics(load_catalogue(ROOT))}
     spec = desired["agent.experience-events.dlq"]

@@ -25,6 +25,7 @@ from tests.support.family import (
     running_worker,
 )
 from tests.support.state_family import SCHEMA, SINK, TOPIC, cache_settles, cached, state
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -142,7 +143,6 @@ async def test_a_later_winner_replaces_the_stored_one_and_replays_change_nothing
         entry = await cached(fam, "t1", "wf")
         return entry is not None and entry["d"]["status"] == "second"
 
-    from tests.support.waiting import async_wait_for
     await async_wait_for(settled, 20, "the cache takes the same-version winner")
     before = await outcome(fam)
     assert [r["status"] for r in before[0]] == ["second"]

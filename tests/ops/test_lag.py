@@ -13,9 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sinkfleet.ops.lag.collect import LagCollector
 from sinkfleet.ops.lag.exporter import LagExporter
-from tests.support.catalogue import TestCatalogue
+from tests.support.catalogue import ROOT, TestCatalogue
+from tests.support.endpoints import free_port, get
 from tests.support.kafka import end_offsets
-from tests.support.waiting import async_wait_for
+from tests.support.waiting import async_wait_for, wait_for
 from tests.support.worker import publish
 
 pytestmark = pytest.mark.integration
@@ -176,10 +177,6 @@ def test_lag_exporter_command_serves_and_stops_cleanly(stack: Any, tmp_path: Any
     import signal
     import subprocess
     import sys
-
-    from tests.support.catalogue import ROOT
-    from tests.support.endpoints import free_port, get
-    from tests.support.waiting import wait_for
 
     port = free_port()
     proc = subprocess.Popen(
