@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+import yaml
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import DeleteGroupsRequest
 from rich.console import Console
@@ -285,6 +286,11 @@ async def cleanup(settings: Settings, iso: IsolatedCatalogue) -> None:
     await forget(settings, tables=list(iso.catalogue.sinks),
                  groups=[w.group for w in iso.catalogue.workers.values()],
                  topics=[t.name for t in iso.catalogue.topics.values()])
+
+
+def dump_yaml(path: Path, data: dict[str, Any]) -> None:
+    """Write a catalogue spec the benchmark made (keys in the order given)."""
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
 # --- the events benchmarks' records, rows and tables (e2e_events.py, connect_sink.py) ------

@@ -79,13 +79,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import yaml
 from _common import (  # benchmarks/ is on sys.path when run as a script
     StoredOffsets,
     copy_rows,
     delete_groups,
     delete_topics,
     disable_autovacuum,
+    dump_yaml,
     environment,
     kafka_admin,
     leftovers,
@@ -225,10 +225,6 @@ class Result:
 
 
 # --- the benchmark's catalogue ------------------------------------------------------------
-def _dump(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
 def build_catalogue(run: BenchRun, project: Catalogue) -> Catalogue:
     """Copy schemas/ and write one topic, three same-shape sinks and one worker spec."""
     source = project.sinks[SOURCE_SINK]
@@ -236,15 +232,15 @@ def build_catalogue(run: BenchRun, project: Catalogue) -> Catalogue:
     for sub in ("topics", "sinks", "workers"):
         (run.root / sub).mkdir()
     topic = source.topic.model_dump(by_alias=True, exclude_none=True, mode="json")
-    _dump(run.root / "topics" / "bench.yaml", topic | {"name": run.topic})
+    dump_yaml(run.root / "topics" / "bench.yaml", topic | {"name": run.topic})
     sink = source.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
     for stage, table in TABLES.items():
-        _dump(run.root / "sinks" / f"bench_{stage}.yaml", sink | {
+        dump_yaml(run.root / "sinks" / f"bench_{stage}.yaml", sink | {
             "name": f"bench_{stage}", "topic": run.topic, "table": table,
             "schema": BENCH_SCHEMA})
     worker = next(w for w in project.workers.values() if SOURCE_SINK in w.sinks)
     spec = worker.model_dump(by_alias=True, exclude_none=True, mode="json")
-    _dump(run.root / "workers" / "bench.yaml", spec | {
+    dump_yaml(run.root / "workers" / "bench.yaml", spec | {
         "name": "bench", "group": run.worker_group, "sinks": ["bench_worker"]})
     return load_catalogue(run.root)
 

@@ -43,6 +43,9 @@ from _common import (  # benchmarks/ is on sys.path when run as a script
     delete_groups,
     delete_topics,
     disable_autovacuum,
+    dump_yaml,
+    make_records,
+    make_rows,
     process_cpu_seconds,
     progress_bar,
     settle,
@@ -50,11 +53,8 @@ from _common import (  # benchmarks/ is on sys.path when run as a script
 from e2e_events import (
     SOURCE_SINK,
     Options,
-    _dump,
     bench_copy,
     bench_publish,
-    make_records,
-    make_rows,
     table_check,
 )
 from rich.console import Console
@@ -150,14 +150,14 @@ def build_catalogue(run: FleetRun, project: Catalogue) -> Catalogue:
     for sub in ("topics", "sinks", "workers"):
         (run.root / sub).mkdir()
     topic = source.topic.model_dump(by_alias=True, exclude_none=True, mode="json")
-    _dump(run.root / "topics" / "fleet.yaml", topic | {"name": run.topic})
+    dump_yaml(run.root / "topics" / "fleet.yaml", topic | {"name": run.topic})
     sink = source.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
     for name in SINKS.values():
-        _dump(run.root / "sinks" / f"{name}.yaml", sink | {
+        dump_yaml(run.root / "sinks" / f"{name}.yaml", sink | {
             "name": name, "topic": run.topic, "table": name, "schema": SCHEMA})
     worker = next(w for w in project.workers.values() if SOURCE_SINK in w.sinks)
     spec = worker.model_dump(by_alias=True, exclude_none=True, mode="json")
-    _dump(run.root / "workers" / "fleet.yaml", spec | {
+    dump_yaml(run.root / "workers" / "fleet.yaml", spec | {
         "name": "fleet", "group": run.group("base"), "sinks": [SINKS["worker"]]})
     return load_catalogue(run.root)
 
@@ -167,7 +167,7 @@ def add_group(run: FleetRun, label: str) -> str:
     source = yaml.safe_load((run.root / "workers" / "fleet.yaml").read_text())
     name = f"fleet_{label}"
     source |= {"name": name, "group": run.group(label)}
-    _dump(run.root / "workers" / f"{name}.yaml", source)
+    dump_yaml(run.root / "workers" / f"{name}.yaml", source)
     return name
 
 
