@@ -36,11 +36,6 @@ from tests.support.family import (
 
 pytestmark = pytest.mark.integration
 
-for _col in SINK["columns"]:
-    if _col["name"] in ("before", "after"):
-        _col["type"] = "jsonb"
-
-
 @pytest_asyncio.fixture
 async def fam(stack: Settings, tmp_path: Path) -> AsyncIterator[Family]:
     family = await make_family(tmp_path, stack, SCHEMA, TOPIC, SINK, max_records=50)

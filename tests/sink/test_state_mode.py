@@ -23,8 +23,6 @@ from tests.support.state_family import SCHEMA, SINK, TOPIC, cache_settles, cache
 
 pytestmark = pytest.mark.integration
 
-SINK["columns"][4]["type"] = "jsonb"
-
 
 @pytest_asyncio.fixture
 async def fam(stack: Settings, tmp_path: Path) -> AsyncIterator[Family]:

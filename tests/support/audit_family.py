@@ -30,17 +30,17 @@ SCHEMA = {
         {"name": "content_hash", "type": {"type": "fixed", "name": "Sha256", "size": 32}},
     ],
 }
-
-
 TOPIC = {"key": ["tenant_id"]}
-
-
 SINK = {
     "mode": "audit", "id": ["entry_id"],
     "audit": {"tenant": "tenant_id", "hash": "content_hash"},
     "columns": [{"name": f["name"], "from": f["name"]} for f in SCHEMA["fields"]],
     "indexes": [{"columns": ["tenant_id", "ts"]}, {"columns": ["actor"]}],
 }
+for _col in SINK["columns"]:
+    if _col["name"] in ("before", "after"):
+        _col["type"] = "jsonb"
+T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 
 
 def entry(tenant: str, n: int) -> dict[str, Any]:
@@ -67,6 +67,3 @@ async def superuser(fam: Family, *statements: str) -> None:
         await conn.execute("SET LOCAL session_replication_role = replica")
         for sql in statements:
             await conn.execute(sql)
-
-
-T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)

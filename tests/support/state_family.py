@@ -24,17 +24,14 @@ SCHEMA = {
         {"name": "updated_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
     ],
 }
-
-
 TOPIC = {"key": ["tenant_id", "workflow_id"], "config": {"cleanup.policy": "compact"}}
-
-
 SINK = {
     "mode": "state", "id": ["tenant_id", "workflow_id"], "state": {"version": "version"},
     "cache": {"latest": True},
     "columns": [{"name": f["name"], "from": f["name"]} for f in SCHEMA["fields"]]
     + [{"name": "ingested_at", "default": "now()"}],
 }
+SINK["columns"][4]["type"] = "jsonb"  # detail
 
 
 def state(tenant: str, wf: str, version: int, status: str) -> dict[str, Any]:
