@@ -20,7 +20,7 @@ from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.errors import ConfigError
-from sinkfleet.sink.postgres.connect import connect, pg
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.group_roles import group_role, login_of
 from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
 from sinkfleet.sink.postgres.roles import scram_verifier
@@ -113,24 +113,23 @@ async def test_tables_created_later_get_no_grants(catalogue_factory: Any, stack:
     (no ALTER DEFAULT PRIVILEGES); partitions need none, rows reach them through the
     parent (the worker path above COPYs into a partitioned table)."""
     tc: TestCatalogue = await catalogue_factory()
-    owner = await connect(tc.settings)
-    name = f"later_{tc.suffix}"
-    role = group_role(tc.group)
-    try:
-        partition = await owner.fetchval(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1 LIMIT 1", tc.table)
-        await owner.execute(f'CREATE TABLE public."{name}" (x int)')
-        for table in (partition, name):
-            privileges = await owner.fetchrow(
-                "SELECT has_table_privilege($2, $1, 'SELECT') AS s,"
-                " has_table_privilege($2, $1, 'INSERT') AS i,"
-                " has_table_privilege($2, $1, 'UPDATE') AS u,"
-                " has_table_privilege($2, $1, 'DELETE') AS d", f'public."{table}"', role)
-            assert tuple(privileges) == (False, False, False, False), table
-    finally:
-        await owner.execute(f'DROP TABLE IF EXISTS public."{name}"')
-        await owner.close()
+    async with pg(tc.settings) as owner:
+        name = f"later_{tc.suffix}"
+        role = group_role(tc.group)
+        try:
+            partition = await owner.fetchval(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1 LIMIT 1", tc.table)
+            await owner.execute(f'CREATE TABLE public."{name}" (x int)')
+            for table in (partition, name):
+                privileges = await owner.fetchrow(
+                    "SELECT has_table_privilege($2, $1, 'SELECT') AS s,"
+                    " has_table_privilege($2, $1, 'INSERT') AS i,"
+                    " has_table_privilege($2, $1, 'UPDATE') AS u,"
+                    " has_table_privilege($2, $1, 'DELETE') AS d", f'public."{table}"', role)
+                assert tuple(privileges) == (False, False, False, False), table
+        finally:
+            await owner.execute(f'DROP TABLE IF EXISTS public."{name}"')
 
 
 @pytest.mark.parametrize("password", ["plain-ascii-Pa55", "wörker ﬁ\u00a0pässwörd"])
