@@ -66,8 +66,8 @@ from sinkfleet.dev.stack import manager  # noqa: E402
 from tests.chaos import scenarios  # noqa: E402
 from tests.chaos.scenarios import FaultResult  # noqa: E402
 from tests.chaos.support import drop_chaos_catalogue, open_chaos_catalogue  # noqa: E402
-from tests.conftest import make_catalogue  # noqa: E402
 from tests.hostile.inputs import HostileResult, run_hostile_inputs  # noqa: E402
+from tests.support.catalogue import make_catalogue  # noqa: E402
 
 console = Console()
 FAULTS = ("kill9", "rebalance", "pg-restart", "kafka-restart", "redis-restart",
@@ -139,7 +139,7 @@ async def run_faults(stack: Settings, faults: list[str], opts: argparse.Namespac
 async def run_hostile(stack: Settings, workdir: Path, good: int) -> HostileResult:
     from sinkfleet.ops.setup.topics import apply_topics
     from sinkfleet.sink.postgres.migrate import migrate
-    from tests.conftest import forget
+    from tests.support.catalogue import forget
 
     tc = make_catalogue(workdir, stack, partitions=1, max_records=500, max_age_ms=50)
     await apply_topics(tc.settings, tc.catalogue, say=lambda m: None)

@@ -59,23 +59,20 @@ from typing import Any
 import yaml
 from _common import (  # benchmarks/ is on sys.path when run as a script
     copy_rows,
+    delete_groups,
+    delete_topics,
     disable_autovacuum,
     make_records,
     make_rows,
     process_cpu_seconds,
+    progress_bar,
     settle,
 )
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from lag_exporter import delete_groups, delete_topics
 from rich.console import Console
 from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
     Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
 )
 
 from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
@@ -456,12 +453,6 @@ async def _reset(settings: Settings) -> None:
                                "sink:connectbench\\_%")
 
 
-def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                    MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                    refresh_per_second=4)
-
-
 async def run_standalone(settings: Settings, opts: argparse.Namespace) -> dict[str, Any]:
     connect_install = await asyncio.to_thread(install_connect, settings)
     run_id = time.strftime("%Y%m%d%H%M%S")
@@ -481,7 +472,7 @@ async def run_standalone(settings: Settings, opts: argparse.Namespace) -> dict[s
                                json_messages(sinks["copy"], rows))
             del rows
             stages = []
-            with _progress() as progress:
+            with progress_bar(console) as progress:
                 for mode in opts.modes:
                     await settle(settings)
                     stages.append(await run_connect(

@@ -67,34 +67,37 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
-import io
 import json
 import multiprocessing as mp
 import os
-import platform
-import pstats
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from _common import (  # benchmarks/ is on sys.path when run as a script
     StoredOffsets,
     copy_rows,
+    delete_groups,
+    delete_topics,
     disable_autovacuum,
+    dump_yaml,
+    environment,
+    kafka_admin,
+    leftovers,
     make_records,
     make_rows,
+    one_run_at_a_time,
+    print_profile,
     process_cpu_seconds,
     profiled,
+    progress_bar,
     settle,
+    stop_child,
 )
 from aiokafka.admin import AIOKafkaAdminClient
 from connect_sink import (
@@ -105,20 +108,10 @@ from connect_sink import (
     publish_json,
     run_connect,
 )
-from psycopg2 import sql
-from psycopg2.extras import execute_values
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from rich.progress import Progress
 from rich.table import Table
 
-from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.ops.setup.topics import apply_topics
@@ -128,13 +121,8 @@ from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.loop import Worker
 from sinkfleet.worker.rows import RowBuilder
 
-# authlib (imported by confluent-kafka) forces an "always" filter for its httpx deprecation
-# warning, so a warnings filter cannot hide it: silence stderr while importing instead.
-with contextlib.redirect_stderr(io.StringIO()):
-    from confluent_kafka.admin import AdminClient
-    from quixstreams import Application
-    from quixstreams.models import Deserializer, SerializationContext
-    from quixstreams.sinks.community.postgresql import PostgreSQLSink
+if TYPE_CHECKING:
+    from _quix import QuixJob
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY = "experience_event"
@@ -145,6 +133,8 @@ TABLES = {"copy": "copy_events", "worker": "worker_events", "quix": "quix_events
           "connect_insert": "connect_insert_events", "connect_upsert": "connect_upsert_events"}
 CONNECT_STAGES = {"e": "insert", "f": "upsert"}  # stage → Debezium insert.mode
 POLL_S = 0.05
+PACKAGES = ("sinkfleet", "aiokafka", "asyncpg", "fastavro", "quixstreams", "confluent-kafka",
+            "psycopg2-binary")
 
 console = Console()
 
@@ -235,10 +225,6 @@ class Result:
 
 
 # --- the benchmark's catalogue ------------------------------------------------------------
-def _dump(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-
-
 def build_catalogue(run: BenchRun, project: Catalogue) -> Catalogue:
     """Copy schemas/ and write one topic, three same-shape sinks and one worker spec."""
     source = project.sinks[SOURCE_SINK]
@@ -246,15 +232,15 @@ def build_catalogue(run: BenchRun, project: Catalogue) -> Catalogue:
     for sub in ("topics", "sinks", "workers"):
         (run.root / sub).mkdir()
     topic = source.topic.model_dump(by_alias=True, exclude_none=True, mode="json")
-    _dump(run.root / "topics" / "bench.yaml", topic | {"name": run.topic})
+    dump_yaml(run.root / "topics" / "bench.yaml", topic | {"name": run.topic})
     sink = source.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
     for stage, table in TABLES.items():
-        _dump(run.root / "sinks" / f"bench_{stage}.yaml", sink | {
+        dump_yaml(run.root / "sinks" / f"bench_{stage}.yaml", sink | {
             "name": f"bench_{stage}", "topic": run.topic, "table": table,
             "schema": BENCH_SCHEMA})
     worker = next(w for w in project.workers.values() if SOURCE_SINK in w.sinks)
     spec = worker.model_dump(by_alias=True, exclude_none=True, mode="json")
-    _dump(run.root / "workers" / "bench.yaml", spec | {
+    dump_yaml(run.root / "workers" / "bench.yaml", spec | {
         "name": "bench", "group": run.worker_group, "sinks": ["bench_worker"]})
     return load_catalogue(run.root)
 
@@ -272,37 +258,9 @@ async def reset_database(settings: Settings) -> None:
                                "bench.%")
 
 
-async def _admin(settings: Settings) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap,
-                                request_timeout_ms=15_000)
-    await admin.start()
-    return admin
-
-
-async def delete_topics(settings: Settings, names: list[str] | None = None) -> list[str]:
-    """Delete ``names``, or every benchmark topic left behind when ``names`` is None."""
-    admin = await _admin(settings)
-    try:
-        existing = set(await admin.list_topics())
-        doomed = sorted(existing & set(names) if names is not None
-                        else {t for t in existing if t.startswith(TOPIC_PREFIX)})
-        if doomed:
-            await admin.delete_topics(doomed, timeout_ms=15_000)
-        return doomed
-    finally:
-        await admin.close()
-
-
-def delete_groups(settings: Settings, groups: list[str]) -> None:
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    for fut in admin.delete_consumer_groups(groups, request_timeout=15).values():
-        with contextlib.suppress(Exception):  # a group that never committed does not exist
-            fut.result()
-
-
 async def setup(settings: Settings, catalogue: Catalogue) -> None:
     await reset_database(settings)
-    await delete_topics(settings)
+    await delete_topics(settings, (await leftovers(settings, TOPIC_PREFIX))[0])
     await migrate(settings, catalogue, say=lambda _: None)
     await disable_autovacuum(settings, BENCH_SCHEMA)
     await apply_topics(settings, catalogue, say=lambda _: None)
@@ -310,7 +268,7 @@ async def setup(settings: Settings, catalogue: Catalogue) -> None:
 
 async def teardown(settings: Settings, run: BenchRun, keep: bool) -> None:
     await delete_topics(settings, run.topics)
-    await asyncio.to_thread(delete_groups, settings, [
+    await delete_groups(settings, [
         run.worker_group, run.quix_group,
         *(f"connect-{run.connect_name(m)}" for m in CONNECT_STAGES.values())])
     if not keep:
@@ -443,110 +401,7 @@ async def bench_worker(settings: Settings, catalogue: Catalogue, opts: Options,
     return result
 
 
-# --- (d) Quix Streams ---------------------------------------------------------------------
-# Array literal element formats: 9 significant digits round-trip any float32 exactly and
-# cost half of repr(); other element types keep repr().
-_ARRAY_FORMATS = {"real[]": "%.9g"}
-
-
-def _pg_array(values: list[Any], fmt: str) -> str:
-    return "{" + ",".join([fmt % v for v in values]) + "}"
-
-
-class SinkfleetAvroDeserializer(Deserializer):
-    """Decode sinkfleet's Avro single-object framing into a row dict for one sink."""
-
-    def __init__(self, catalogue_root: str, sink_name: str) -> None:
-        super().__init__()
-        sink = load_catalogue(Path(catalogue_root)).sinks[sink_name]
-        self._decode = Codec(sink.schema, SchemaStore()).decode
-        self._build = RowBuilder(sink)
-        self._names = self._build.names
-        self._arrays = [(c.name, _ARRAY_FORMATS.get(c.pg_type, "%r"))
-                        for c in self._build.columns if c.pg_type.endswith("[]")]
-
-    def __call__(self, value: bytes, ctx: SerializationContext) -> dict[str, Any]:
-        row = dict(zip(self._names, self._build(self._decode(value)), strict=True))
-        for name, fmt in self._arrays:
-            if row[name] is not None:
-                row[name] = _pg_array(row[name], fmt)
-        return row
-
-
-class FixedColumnsPostgreSQLSink(PostgreSQLSink):
-    """Quix's PostgreSQLSink inserting a fixed column list (None becomes NULL).
-
-    The stock ``_insert_rows`` takes the columns from the batch's first row, from
-    which ``write`` dropped None values: a column NULL in that row is lost for all.
-    """
-
-    def __init__(self, columns: list[str], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._columns = columns
-
-    def _insert_rows(self, table_name: str, rows: list[dict[str, Any]],
-                     pks: dict[str, Any] | None = None) -> None:
-        if not rows:
-            return
-        query = sql.SQL("INSERT INTO {} ({}) VALUES %s ON CONFLICT DO NOTHING").format(
-            sql.Identifier(self._schema_name, table_name),
-            sql.SQL(", ").join(map(sql.Identifier, self._columns)))
-        values = [[row.get(c) for c in self._columns] for row in rows]
-        assert self._client is not None  # connected in setup()
-        with self._client.cursor() as cursor:
-            execute_values(cursor, query, values)
-
-
-@dataclass(frozen=True)
-class QuixJob:
-    """Everything the Quix subprocess needs (picklable)."""
-
-    bootstrap: str
-    group: str
-    topic: str
-    catalogue_root: str
-    sink_name: str
-    table: str
-    columns: list[str]
-    commit_every: int
-    commit_interval: float
-    state_dir: str
-    stock_sink: bool
-    profile: str | None
-    pg: dict[str, Any] = field(repr=False)
-
-
-def _pg_kwargs(settings: Settings) -> dict[str, Any]:
-    kw = dict(settings.pg_connect_kwargs)
-    kw["dbname"] = kw.pop("database")
-    if "ssl" in kw:
-        kw["sslmode"] = kw.pop("ssl")
-    return kw
-
-
-def _quix_app(job: QuixJob) -> Application:
-    app = Application(broker_address=job.bootstrap, consumer_group=job.group,
-                      auto_offset_reset="earliest", commit_every=job.commit_every,
-                      commit_interval=job.commit_interval, loglevel="WARNING",
-                      state_dir=job.state_dir, use_changelog_topics=False)
-    topic = app.topic(job.topic, value_deserializer=SinkfleetAvroDeserializer(
-        job.catalogue_root, job.sink_name))
-    common = {"table_name": job.table, "schema_name": BENCH_SCHEMA, "schema_auto_update": False,
-              "include_metadata": False, "on_conflict_do_nothing": True, **job.pg}
-    sink = (PostgreSQLSink(**common) if job.stock_sink
-            else FixedColumnsPostgreSQLSink(job.columns, **common))
-    app.dataframe(topic).sink(sink)
-    return app
-
-
-def quix_child(job: QuixJob, started: Any) -> None:
-    """Subprocess entry point: run the Quix app until SIGTERM."""
-    app = _quix_app(job)
-    with profiled(Path(job.profile) if job.profile else None):
-        started.value = time.monotonic()
-        app.run()
-
-
+# --- (d) Quix Streams (its subprocess: _quix.py) ---------------------------------------
 def _committed_in_kafka(admin: AIOKafkaAdminClient, group: str) -> Callable[[], Awaitable[int]]:
     async def stored() -> int:
         offsets = await admin.list_consumer_group_offsets(group)
@@ -571,40 +426,34 @@ async def _wait_started(started: Any, proc: Any, timeout: float) -> float:
     return float(started.value)
 
 
-def _stop_process(proc: Any) -> None:
-    if proc.is_alive():
-        proc.terminate()  # SIGTERM: Quix stops gracefully
-        proc.join(60)
-    if proc.is_alive():
-        proc.kill()
-        proc.join(10)
-
-
 def quix_job(settings: Settings, catalogue: Catalogue, run: BenchRun, opts: Options) -> QuixJob:
+    from _quix import QuixJob, pg_kwargs  # the bench extra (quixstreams), needed from here on
+
     sink = catalogue.sinks["bench_quix"]
     batch = catalogue.worker("bench").batch
     return QuixJob(
         settings.kafka_bootstrap, run.quix_group, run.topic, str(run.root), "bench_quix",
-        sink.spec.table, RowBuilder(sink).names, batch.max_records, batch.max_age_ms / 1000,
-        str(run.root / "quix-state"), opts.quix_stock_sink,
-        str(opts.profile_dir / "quix.pstats") if opts.profile_dir else None, _pg_kwargs(settings))
+        BENCH_SCHEMA, sink.spec.table, RowBuilder(sink).names, batch.max_records,
+        batch.max_age_ms / 1000, str(run.root / "quix-state"), opts.quix_stock_sink,
+        str(opts.profile_dir / "quix.pstats") if opts.profile_dir else None, pg_kwargs(settings))
 
 
 async def bench_quix(settings: Settings, job: QuixJob, opts: Options,
                      progress: Progress) -> Result:
+    from _quix import quix_child
+
     ctx = mp.get_context("spawn")
     started = ctx.Value("d", 0.0)
     proc = ctx.Process(target=quix_child, args=(job, started), name="bench-quix")
-    admin = await _admin(settings)
-    proc.start()
-    try:
-        t0 = await _wait_started(started, proc, 120)
-        watch = Watch(_committed_in_kafka(admin, job.group), _process_alive(proc),
-                      opts.count, opts.timeout, lambda: process_cpu_seconds(proc.pid))
-        t_end = await watch.until_done(progress, "(d) Quix Streams")
-    finally:
-        await asyncio.to_thread(_stop_process, proc)
-        await admin.close()
+    async with kafka_admin(settings) as admin:
+        proc.start()
+        try:
+            t0 = await _wait_started(started, proc, 120)
+            watch = Watch(_committed_in_kafka(admin, job.group), _process_alive(proc),
+                          opts.count, opts.timeout, lambda: process_cpu_seconds(proc.pid))
+            t_end = await watch.until_done(progress, "(d) Quix Streams")
+        finally:
+            await asyncio.to_thread(stop_child, proc, 60)  # SIGTERM: Quix stops gracefully
     what = "Quix PG sink" + (" (stock)" if job.stock_sink else "")
     return watch.result("d", what, t0, t_end)
 
@@ -625,12 +474,6 @@ async def table_check(settings: Settings, sink: Sink) -> dict[str, Any]:
 
 
 # --- orchestration ------------------------------------------------------------------------
-def _progress() -> Progress:
-    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                    MofNCompleteColumn(), TimeElapsedColumn(), console=console,
-                    refresh_per_second=4)
-
-
 async def producer_and_ceiling(settings: Settings, catalogue: Catalogue, run: BenchRun,
                                opts: Options, progress: Progress) -> list[Result]:
     task = progress.add_task("generating records and rows", total=None)
@@ -675,7 +518,7 @@ async def run_all(settings: Settings, catalogue: Catalogue, run: BenchRun, opts:
                   install: ConnectInstall | None) -> tuple[list[Result], dict[str, Any]]:
     await setup(settings, catalogue)
     try:
-        with _progress() as progress:
+        with progress_bar(console) as progress:
             results = await producer_and_ceiling(settings, catalogue, run, opts, progress)
             gc.collect()  # the N records and rows are garbage now; the worker must not pay
             await settle(settings)
@@ -745,23 +588,11 @@ def print_results(results: dict[str, Result], checks: dict[str, Any]) -> None:
     console.print(check)
 
 
-def print_profile(path: Path, title: str, lines: int = 15) -> None:
-    console.rule(f"profile: {title} ({path})")
-    stats = pstats.Stats(str(path))
-    stats.sort_stats("tottime").print_stats(lines)
-
-
-def environment(load_before: tuple[float, float, float],
-                install: ConnectInstall | None) -> dict[str, Any]:
-    versions = {p: metadata.version(p) for p in
-                ("sinkfleet", "aiokafka", "asyncpg", "fastavro", "quixstreams",
-                 "confluent-kafka", "psycopg2-binary")}
-    if install:
-        versions |= {"kafka-connect": install.kafka_version,
-                     "debezium-connector-jdbc": install.debezium_version}
-    return {"python": sys.version.split()[0], "platform": platform.platform(),
-            "cpus": os.cpu_count(), "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg(), "versions": versions}
+def connect_versions(install: ConnectInstall | None) -> dict[str, str]:
+    if install is None:
+        return {}
+    return {"kafka-connect": install.kafka_version,
+            "debezium-connector-jdbc": install.debezium_version}
 
 
 def write_json(path: Path, run: BenchRun, opts: Options, env: dict[str, Any],
@@ -808,18 +639,20 @@ def main(argv: list[str] | None = None) -> None:
     settings = load_settings(**home)
     if opts.profile_dir:
         opts.profile_dir.mkdir(parents=True, exist_ok=True)
-    install = install_connect(settings) if opts.connect else None
-    with tempfile.TemporaryDirectory(prefix="sinkfleet-bench-") as tmp:
+    with (one_run_at_a_time(settings, "e2e_events", f"the {BENCH_SCHEMA} schema and topics"),
+          tempfile.TemporaryDirectory(prefix="sinkfleet-bench-") as tmp):
+        install = install_connect(settings) if opts.connect else None
         run = BenchRun(time.strftime("%Y%m%d%H%M%S"), Path(tmp))
         catalogue = build_catalogue(run, load_catalogue(settings.home))
         found, checks = asyncio.run(run_all(settings, catalogue, run, opts, install))
     results = {r.stage: r for r in found}
     print_results(results, checks)
-    write_json(opts.json_path, run, opts, environment(load_before, install), results, checks)
+    env = environment(load_before, PACKAGES, connect_versions(install))
+    write_json(opts.json_path, run, opts, env, results, checks)
     if opts.profile_dir:
-        print_profile(opts.profile_dir / "publish.pstats", "(c) Publisher")
-        print_profile(opts.profile_dir / "worker.pstats", "(b) sinkfleet worker")
-        print_profile(opts.profile_dir / "quix.pstats", "(d) Quix Streams")
+        print_profile(console, opts.profile_dir / "publish.pstats", "(c) Publisher")
+        print_profile(console, opts.profile_dir / "worker.pstats", "(b) sinkfleet worker")
+        print_profile(console, opts.profile_dir / "quix.pstats", "(d) Quix Streams")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Retention and the cold archive: bytes per archived experience event, the time to
 retire (archive, detach, drop) a partition of N rows, and what that costs ingest.
 
-(1) retire   A fresh experience-events table (``tests.conftest.make_catalogue``: the
+(1) retire   A fresh experience-events table (``tests.support.catalogue.make_catalogue``: the
              project's sink, keep 7d, archive) gets N rows (default 1,000,000) of
              ``ExperienceLoad`` (fixed seed), built as the worker builds them (Avro
              encode → decode → RowBuilder) and COPYed into the day partition of ten
@@ -64,8 +64,8 @@ from sinkfleet.ops.setup.topics import apply_topics  # noqa: E402
 from sinkfleet.sink.postgres.connect import pg  # noqa: E402
 from sinkfleet.sink.postgres.ddl import floor_time  # noqa: E402
 from sinkfleet.sink.postgres.migrate import migrate  # noqa: E402
-from tests.conftest import TestCatalogue, drop_catalogues, make_catalogue  # noqa: E402
 from tests.ops.retention_support import event_rows, insert_rows  # noqa: E402
+from tests.support.catalogue import TestCatalogue, drop_catalogues, make_catalogue  # noqa: E402
 
 console = Console()
 CHUNK = 50_000

@@ -38,18 +38,23 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import StoredOffsets, settle  # benchmarks/ is on sys.path when run as a script
+from _common import (  # benchmarks/ is on sys.path when run as a script
+    StoredOffsets,
+    delete_groups,
+    delete_topics,
+    disable_autovacuum,
+    dump_yaml,
+    make_records,
+    make_rows,
+    process_cpu_seconds,
+    progress_bar,
+    settle,
+)
 from e2e_events import (
     SOURCE_SINK,
     Options,
-    _admin,
-    _dump,
-    _progress,
     bench_copy,
     bench_publish,
-    delete_groups,
-    make_records,
-    make_rows,
     table_check,
 )
 from rich.console import Console
@@ -67,7 +72,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = "bench_fleet"
 PREFIX = "bench-fleet."
 SINKS = {"copy": "fleet_copy", "worker": "fleet_worker"}
-TICKS = os.sysconf("SC_CLK_TCK")
 console = Console()
 
 
@@ -89,12 +93,6 @@ class FleetResult:
     @property
     def cpu_us_per_event(self) -> float:
         return self.cpu_seconds / self.events * 1e6
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of process ``pid`` (all its threads), in seconds."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # fields 14 and 15 of stat(5)
 
 
 # The child's entry: with SINKFLEET_BENCH_CODE set, sinkfleet is imported from there,
@@ -152,14 +150,14 @@ def build_catalogue(run: FleetRun, project: Catalogue) -> Catalogue:
     for sub in ("topics", "sinks", "workers"):
         (run.root / sub).mkdir()
     topic = source.topic.model_dump(by_alias=True, exclude_none=True, mode="json")
-    _dump(run.root / "topics" / "fleet.yaml", topic | {"name": run.topic})
+    dump_yaml(run.root / "topics" / "fleet.yaml", topic | {"name": run.topic})
     sink = source.spec.model_dump(by_alias=True, exclude_none=True, mode="json")
     for name in SINKS.values():
-        _dump(run.root / "sinks" / f"{name}.yaml", sink | {
+        dump_yaml(run.root / "sinks" / f"{name}.yaml", sink | {
             "name": name, "topic": run.topic, "table": name, "schema": SCHEMA})
     worker = next(w for w in project.workers.values() if SOURCE_SINK in w.sinks)
     spec = worker.model_dump(by_alias=True, exclude_none=True, mode="json")
-    _dump(run.root / "workers" / "fleet.yaml", spec | {
+    dump_yaml(run.root / "workers" / "fleet.yaml", spec | {
         "name": "fleet", "group": run.group("base"), "sinks": [SINKS["worker"]]})
     return load_catalogue(run.root)
 
@@ -169,7 +167,7 @@ def add_group(run: FleetRun, label: str) -> str:
     source = yaml.safe_load((run.root / "workers" / "fleet.yaml").read_text())
     name = f"fleet_{label}"
     source |= {"name": name, "group": run.group(label)}
-    _dump(run.root / "workers" / f"{name}.yaml", source)
+    dump_yaml(run.root / "workers" / f"{name}.yaml", source)
     return name
 
 
@@ -183,23 +181,8 @@ async def reset_database(settings: Any) -> None:
                            PREFIX + "%")
 
 
-async def disable_autovacuum_in(settings: Any) -> None:
-    """As e2e_events.py: no autovacuum of one configuration's rows during the next."""
-    async with pg(settings) as conn:
-        for leaf in await conn.fetch(
-                "SELECT format('%I.%I', n.nspname, c.relname) AS name FROM pg_class c"
-                " JOIN pg_namespace n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = $1 AND c.relkind = 'r'", SCHEMA):
-            await conn.execute(f"ALTER TABLE {leaf['name']} SET (autovacuum_enabled = off)")
-
-
 async def delete_topic(settings: Any, topic: str) -> None:
-    admin = await _admin(settings)
-    try:
-        if topic in set(await admin.list_topics()):
-            await admin.delete_topics([topic], timeout_ms=15_000)
-    finally:
-        await admin.close()
+    await delete_topics(settings, [topic])
 
 
 async def empty_sink(settings: Any, table: str) -> None:
@@ -236,7 +219,7 @@ async def run_fleet(settings: Any, run: FleetRun, label: str, code: str, path: s
             line = await asyncio.to_thread(proc.stdout.readline)
             if line.strip() != "ready":
                 raise RuntimeError(f"{label}: a worker did not start (exit {proc.poll()})")
-        cpu0 = sum(cpu_seconds(p.pid) for p in procs)
+        cpu0 = sum(process_cpu_seconds(p.pid) for p in procs)
         t0 = time.monotonic()
         first: tuple[float, int] | None = None
         deadline = t0 + timeout
@@ -252,7 +235,7 @@ async def run_fleet(settings: Any, run: FleetRun, label: str, code: str, path: s
             if now > deadline:
                 raise TimeoutError(f"{label}: {done} of {count} stored after {timeout:.0f}s")
             await asyncio.sleep(0.05)
-        cpu = sum(cpu_seconds(p.pid) for p in procs) - cpu0
+        cpu = sum(process_cpu_seconds(p.pid) for p in procs) - cpu0
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -267,7 +250,7 @@ async def run_fleet(settings: Any, run: FleetRun, label: str, code: str, path: s
     steady = None
     if now > first[0] and count > first[1]:
         steady = (count - first[1]) / (now - first[0])
-    await asyncio.to_thread(delete_groups, settings, [group])
+    await delete_groups(settings, [group])
     return FleetResult(label, code, workers, count, now - t0, steady, cpu, first[0] - t0)
 
 
@@ -293,11 +276,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         catalogue = build_catalogue(run, load_catalogue(settings.home))
         await reset_database(settings)
         await migrate(settings, catalogue, say=lambda _: None)
-        await disable_autovacuum_in(settings)
+        await disable_autovacuum(settings, SCHEMA)
         await apply_topics(settings, catalogue, say=lambda _: None)
         results: list[FleetResult] = []
         try:
-            with _progress() as progress:
+            with progress_bar(console) as progress:
                 records = make_records(args.count, 0)
                 rows = make_rows(catalogue.sinks[SINKS["copy"]], records)
                 copy = await bench_copy(settings, catalogue.sinks[SINKS["copy"]], rows)

@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.evolution import NOTE, Evo, forget, new_evo
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -64,7 +66,6 @@ def test_schemas_check_against_a_directory_refuses_an_incompatible_change(
     import json
 
     from sinkfleet.config import load_settings
-    from tests.evolution import Evo
 
     evo = Evo(tmp_path, load_settings(home=tmp_path), "cli0000001")
     _, cat = evo.version(evo.schema({"name": "foo", "type": "string"}))
@@ -88,8 +89,6 @@ def test_schemas_check_against_a_directory_refuses_an_incompatible_change(
 def test_schemas_register_list_and_migrate_refusal(stack: Any, tmp_path: Path) -> None:
     import asyncio
     import json
-
-    from tests.evolution import NOTE, forget, new_evo
 
     evo = new_evo(tmp_path, stack)
     try:

@@ -30,7 +30,7 @@ from sinkfleet.kafka.bounds import (
     OversizeBatch,
     set_max_batch_bytes,
 )
-from tests.hostile.bombs import build, rebase
+from tests.support.bombs import build, rebase
 
 # Several lz4 blocks of 64 KiB: compressed and stored ones, a short compressed one last.
 PAYLOAD = os.urandom(50_000) + bytes(200_000) + os.urandom(70_000) + b"abc" * 3000

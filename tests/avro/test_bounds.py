@@ -16,7 +16,7 @@ from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.avro.bounds import scan_body, skip_can_spin
 from sinkfleet.avro.framing import frame_confluent, frame_single_object
 from sinkfleet.errors import DecodeError
-from tests.avro.hostile import (
+from tests.support.avro_hostile import (
     EXPERIENCE,
     LIST,
     MEMORY_BUDGET,
@@ -196,7 +196,7 @@ def test_crash_and_hang_cases_in_a_subprocess() -> None:
         from sinkfleet.avro import Codec, SchemaStore
         from sinkfleet.avro.framing import frame_single_object
         from sinkfleet.errors import DecodeError
-        from tests.avro.hostile import LIST, NARROW, TREE, WIDE, zigzag
+        from tests.support.avro_hostile import LIST, NARROW, TREE, WIDE, zigzag
 
         def refused(codec, body, fp=None):
             try:

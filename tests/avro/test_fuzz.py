@@ -19,7 +19,7 @@ from sinkfleet.avro import parse_frame
 from sinkfleet.avro.framing import frame_confluent, frame_single_object
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.errors import DecodeError
-from tests.avro.hostile import (
+from tests.support.avro_hostile import (
     MEMORY_BUDGET,
     check_message,
     codecs,

@@ -16,7 +16,7 @@ import pytest
 from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.avro.framing import frame_confluent
 from sinkfleet.errors import DecodeError, RegistryUnavailable
-from tests.avro.hostile import EXPERIENCE, check_message
+from tests.support.avro_hostile import EXPERIENCE, check_message
 
 SCHEMA = {"type": "record", "name": "R", "fields": [{"name": "a", "type": "int"}]}
 

@@ -1,3 +1,3 @@
-from tests.cache.support import cache_catalogue
+from tests.support.cache import cache_catalogue
 
 __all__ = ["cache_catalogue"]

@@ -13,8 +13,8 @@ from sinkfleet.cache import CacheWriter
 from sinkfleet.cache.store import forget_sink, redis_client
 from sinkfleet.sink.changes import AppendedRows, Change
 from sinkfleet.worker.rows import RowBuilder
-from tests.cache.records import event, now_us
-from tests.cache.support import RECENT_KEEP, CacheCatalogue, decoded, redis_contents
+from tests.support.cache import RECENT_KEEP, CacheCatalogue, decoded, redis_contents
+from tests.support.records import event, now_us
 
 
 def test_appended_rows_read_as_changes() -> None:

@@ -11,9 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from sinkfleet.cache import CacheLayout, CacheWriter
 from sinkfleet.cache.store import redis_client
-from tests.cache.records import event, now_us, workflow
-from tests.cache.support import RECENT_KEEP, CacheCatalogue, store
-from tests.cache.test_writer import entry, metric, settled
+from tests.support.cache import RECENT_KEEP, CacheCatalogue, entry, metric, settled, store
+from tests.support.records import event, now_us, workflow
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import pytest
 from sinkfleet.cache import CacheWriter
 from sinkfleet.cache.rebuild import rebuild_caches
 from sinkfleet.cache.store import redis_client
-from tests.cache.records import event, now_us, policy, workflow
-from tests.cache.support import CacheCatalogue, Tomb, redis_contents, store
+from tests.support.cache import CacheCatalogue, Tomb, redis_contents, store
+from tests.support.records import event, now_us, policy, workflow
 
 pytestmark = pytest.mark.integration
 

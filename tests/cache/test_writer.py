@@ -18,29 +18,21 @@ from sinkfleet.cache import layout as cache_layout
 from sinkfleet.cache.layout import FUTURE_SKEW, RecentLayout, score
 from sinkfleet.cache.store import CAS_SCRIPT, redis_client
 from sinkfleet.sink.changes import Change
-from tests.cache.records import event, now_us, workflow
-from tests.cache.support import RECENT_KEEP, RECENT_TTL, CacheCatalogue, Tomb, store
-from tests.conftest import async_wait_for
-from tests.faults import TcpProxy
+from tests.support.cache import (
+    RECENT_KEEP,
+    RECENT_TTL,
+    CacheCatalogue,
+    Tomb,
+    entry,
+    metric,
+    settled,
+    store,
+)
+from tests.support.faults import TcpProxy
+from tests.support.records import event, now_us, workflow
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
-
-
-def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    return registry.get_sample_value(name, labels) or 0.0
-
-
-async def settled(writer: CacheWriter, timeout: float = 20) -> None:
-    assert await writer.drain(timeout), "the cache writer did not settle"
-
-
-async def entry(cc: CacheCatalogue, key: str) -> dict[str, str]:
-    client = redis_client(cc.settings)
-    try:
-        result: dict[str, str] = await client.hgetall(key)
-        return result
-    finally:
-        await client.aclose()
 
 
 async def test_latest_is_compare_and_set_on_version(cache_catalogue: CacheCatalogue) -> None:

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.errors import CatalogueError
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.catalogue import ROOT, copy_catalogue, edit_spec
 
 
 @pytest.fixture
 def cat_root(tmp_path: Path) -> Path:
-    for sub in ("schemas", "topics", "sinks", "workers"):
-        shutil.copytree(ROOT / sub, tmp_path / sub)
-    return tmp_path
+    return copy_catalogue(tmp_path)
 
 
 def test_project_catalogue_loads() -> None:
@@ -33,42 +30,33 @@ def test_project_catalogue_loads() -> None:
     assert cat.worker("events").group == "sinkfleet.events"
 
 
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new))
-
-
-@pytest.mark.parametrize("old, new, match", [
-    ("table: experience_events", 'table: "ev; DROP TABLE x"', "not a safe SQL identifier"),
-    ("- {name: agent_id, from: agent_id}", '- {name: "Agent-Id", from: agent_id}',
-     "not a safe SQL identifier"),
-    ("mode: append", "mode: append\nbogus: 1", "bogus: Extra inputs are not permitted"),
-    ("from: reward.goal}", "from: reward.nope}", "has no field 'nope'"),
-    ("- {name: state_l1, from: 'state[0]'}", "- {name: state_l1, from: 'state[0]', type: bigint}",
-     "cannot be stored as 'bigint'"),
-    ("- {name: agent_id, from: agent_id}", "- {name: agent_id, from: 'agent_id[0]'}",
-     "'agent_id' is not an array"),
-    ("- {name: state_l1, from: 'state[0]'}", "- {name: state_l1, from: 'state[-1]'}",
-     "is not a field path"),
-    ("topic: agent.experience-events", "topic: missing-topic", "not declared in topics/"),
+@pytest.mark.parametrize("override, match", [
+    ({"table": "ev; DROP TABLE x"}, "not a safe SQL identifier"),
+    ({"columns": {"agent_id": {"name": "Agent-Id"}}}, "not a safe SQL identifier"),
+    ({"bogus": 1}, "bogus: Extra inputs are not permitted"),
+    ({"columns": {"reward_goal": {"from": "reward.nope"}}}, "has no field 'nope'"),
+    ({"columns": {"state_l1": {"type": "bigint"}}}, "cannot be stored as 'bigint'"),
+    ({"columns": {"agent_id": {"from": "agent_id[0]"}}}, "'agent_id' is not an array"),
+    ({"columns": {"state_l1": {"from": "state[-1]"}}}, "is not a field path"),
+    ({"topic": "missing-topic"}, "not declared in topics/"),
 ])
-def test_bad_sink_specs_are_refused(cat_root: Path, old: str, new: str, match: str) -> None:
-    _edit(cat_root / "sinks" / "experience_events.yaml", old, new)
+def test_bad_sink_specs_are_refused(cat_root: Path, override: dict[str, Any], match: str
+                                    ) -> None:
+    edit_spec(cat_root / "sinks" / "experience_events.yaml", override)
     with pytest.raises(CatalogueError, match=match) as info:
         load_catalogue(cat_root)
     assert "experience_events.yaml" in str(info.value)
 
 
 def test_hostile_topic_name_is_refused(cat_root: Path) -> None:
-    _edit(cat_root / "topics" / "experience_events.yaml", "name: agent.experience-events",
-          "name: 'bad topic/../x'")
+    edit_spec(cat_root / "topics" / "experience_events.yaml", {"name": "bad topic/../x"})
     with pytest.raises(CatalogueError, match="not a valid Kafka topic name"):
         load_catalogue(cat_root)
 
 
 def test_unknown_sink_in_worker_is_refused(cat_root: Path) -> None:
-    _edit(cat_root / "workers" / "events.yaml", "sinks: [experience_events,", "sinks: [nope,")
+    edit_spec(cat_root / "workers" / "events.yaml",
+              {"sinks": lambda sinks: ["nope", *sinks[1:]]})  # was experience_events
     with pytest.raises(CatalogueError, match=r"events.yaml: sink 'nope'"):
         load_catalogue(cat_root)
 

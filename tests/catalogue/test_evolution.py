@@ -11,7 +11,7 @@ import pytest
 from sinkfleet.catalogue.evolution import check_against_dir, level_of, refuse_incompatible
 from sinkfleet.config import load_settings
 from sinkfleet.errors import CatalogueError, ConfigError, SchemaIncompatible
-from tests.evolution import EXTRA, NOTE, Evo
+from tests.support.evolution import EXTRA, NOTE, Evo
 
 
 @pytest.fixture

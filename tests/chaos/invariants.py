@@ -12,7 +12,7 @@ from sinkfleet.cache import CacheLayout
 from sinkfleet.cache.rebuild import PgSource
 from sinkfleet.cache.store import redis_client, scan_keys
 from sinkfleet.ops.audit.verify import verify
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from tests.chaos.support import ChaosCatalogue, Expected, end_offsets, stored_offsets
 
 
@@ -51,8 +51,7 @@ async def tally(cc: ChaosCatalogue, expected: Expected) -> Tally:
     """Compare PostgreSQL and the dead-letter topics with ``expected``."""
     t = Tally(records=expected.published, dlq_expected=sum(expected.poison.values()))
     ev, wf, au = (cc.sinks[f] for f in ("experience_event", "workflow_state", "audit_entry"))
-    conn = await connect(cc.settings)
-    try:
+    async with pg(cc.settings) as conn:
         events = [bytes(r[0]) for r in await conn.fetch(f'SELECT event_id FROM "{ev}"')]
         _diff(t, "experience events", expected.events, events)
         audit = [str(r[0]) for r in await conn.fetch(f'SELECT entry_id FROM "{au}"')]
@@ -64,8 +63,6 @@ async def tally(cc: ChaosCatalogue, expected: Expected) -> Tally:
         _diff(t, "state history", expected.history, history)
         latest = {(r[0], r[1]): r[2] for r in await conn.fetch(
             f'SELECT tenant_id, workflow_id, version FROM "{wf}"')}
-    finally:
-        await conn.close()
     want = expected.latest_versions()
     wrong = {i for i in want.keys() | latest.keys() if want.get(i) != latest.get(i)}
     t.regressions = len(wrong)
@@ -99,8 +96,7 @@ async def cache_mismatches(cc: ChaosCatalogue) -> dict[str, int]:
     assert le.recent is not None
     want_latest: dict[str, str] = {}
     want_recent: dict[str, set[str]] = {}
-    conn = await connect(cc.settings)
-    try:
+    async with pg(cc.settings) as conn:
         for r in await conn.fetch(PgSource(wf, lw).latest_all):
             row = dict(r)
             want_latest[lw.latest_key(lw.id_of(row))] = lw.row_json(row, "latest")
@@ -110,8 +106,6 @@ async def cache_mismatches(cc: ChaosCatalogue) -> dict[str, int]:
             by = tuple(r[f"_sinkfleet_k{i}"] for i in range(len(le.recent.by)))
             row = {c: r[c] for c in le.recent_columns}
             want_recent.setdefault(le.recent_key(by), set()).add(le.row_json(row, "recent"))
-    finally:
-        await conn.close()
     client = redis_client(cc.settings, timeout=10)
     try:
         got_latest = {k async for chunk in scan_keys(client, lw.prefix("latest"))

@@ -28,8 +28,8 @@ from tests.chaos.support import (
     wait_progress,
     wait_stored_at_least,
 )
-from tests.conftest import async_wait_for
-from tests.faults import TcpProxy
+from tests.support.faults import TcpProxy
+from tests.support.waiting import async_wait_for
 
 Progress = Callable[[int], None] | None
 

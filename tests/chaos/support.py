@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from sinkfleet.cache import CacheLayout
@@ -33,10 +32,13 @@ from sinkfleet.dev.synthetic.base import Tombstone
 from sinkfleet.dev.synthetic.loads import ExperienceLoad, MixedLoad
 from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.producer import Publisher
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
-from tests.conftest import RunsWorkers, async_wait_for
-from tests.worker.test_signals import catches
+from tests.support.catalogue import RunsWorkers
+from tests.support.endpoints import get, samples
+from tests.support.kafka import end_offsets as kafka_end_offsets
+from tests.support.waiting import async_wait_for
+from tests.support.worker import catches
 
 ROOT = Path(__file__).resolve().parents[2]
 PARTITIONS = 6
@@ -108,8 +110,7 @@ async def open_chaos_catalogue(tmp: Path, stack: Settings, **kwargs: Any) -> Cha
 
 async def drop_chaos_catalogue(cc: ChaosCatalogue) -> None:
     """Drop its tables, bookkeeping rows, Redis keys and topics."""
-    conn = await connect(cc.settings)
-    try:
+    async with pg(cc.settings) as conn:
         for table in cc.sinks.values():
             await conn.execute(f'DROP TABLE IF EXISTS "{table}", "{table}_history" CASCADE')
             await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
@@ -117,8 +118,6 @@ async def drop_chaos_catalogue(cc: ChaosCatalogue) -> None:
         for bookkeeping in ("consumer_offsets", "workers"):
             await conn.execute(f"DELETE FROM sinkfleet.{bookkeeping} WHERE group_id = $1",
                                cc.group)
-    finally:
-        await conn.close()
     await delete_cache_keys(cc)
     admin = AIOKafkaAdminClient(bootstrap_servers=cc.settings.kafka_bootstrap)
     await admin.start()
@@ -234,8 +233,6 @@ class Fleet:
 
     async def metric(self, name: str) -> float:
         """``name`` summed over every label set and every live worker."""
-        from tests.worker.test_metrics import get, samples
-
         total = 0.0
         for proc in self.live:
             status, text = await asyncio.to_thread(
@@ -329,12 +326,9 @@ def start_publishing(cc: ChaosCatalogue, n: int, seed: int, *, rate: float | Non
 # --- progress ------------------------------------------------------------------------------
 async def stored_offsets(cc: ChaosCatalogue) -> dict[Tp, int]:
     """The group's position as PostgreSQL holds it (the source of truth)."""
-    conn = await connect(cc.settings)
-    try:
+    async with pg(cc.settings) as conn:
         rows = await conn.fetch("SELECT topic, partition, next_offset FROM"
                                 " sinkfleet.consumer_offsets WHERE group_id = $1", cc.group)
-    finally:
-        await conn.close()
     return {(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
 
@@ -343,20 +337,8 @@ async def stored_total(cc: ChaosCatalogue) -> int:
 
 
 async def end_offsets(settings: Settings, topics: list[str]) -> dict[Tp, int]:
-    """Log end offsets of every partition of ``topics`` (empty partitions left out)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        tps = []
-        for topic in topics:
-            parts = consumer.partitions_for_topic(topic)
-            if not parts:
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(topic) or set()
-            tps += [TopicPartition(topic, p) for p in parts]
-        ends = await consumer.end_offsets(tps)
-    finally:
-        await consumer.stop()
+    """Log end offsets of the partitions of ``topics`` that hold records."""
+    ends = await kafka_end_offsets(settings, topics)
     return {(tp.topic, tp.partition): off for tp, off in ends.items() if off}
 
 

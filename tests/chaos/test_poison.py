@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tests.chaos.scenarios import poison
-from tests.worker.test_deadletter import read_all
+from tests.support.deadletters import read_all
 
 pytestmark = [pytest.mark.chaos, pytest.mark.integration]
 

@@ -30,11 +30,14 @@ from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.avro.framing import frame_confluent, frame_single_object
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.producer import Publisher
-from sinkfleet.sink.postgres.connect import connect
-from tests.avro.hostile import zigzag
-from tests.conftest import TestCatalogue
-from tests.hostile.bombs import build, produce_batch
-from tests.worker.test_e2e import count_rows, stop, stored_ids
+from sinkfleet.sink.postgres.connect import pg
+from tests.support.avro_hostile import zigzag
+from tests.support.bombs import build, produce_batch
+from tests.support.catalogue import TestCatalogue
+from tests.support.deadletters import event_of_size
+from tests.support.kafka import end_offsets
+from tests.support.postgres import count_rows, stored_ids
+from tests.support.worker import stop
 
 Event = dict[str, Any]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -74,8 +77,6 @@ def _big(size: int, compression: str | None) -> Produce:
     """An event of ``size`` bytes that fails validation (smallint overflow), sent by a
     producer of its own (``compression``, a 4 MiB request limit)."""
     async def produce(tc: TestCatalogue, pub: Publisher) -> int:
-        from tests.hostile.test_dead_letter_size import event_of_size
-
         load = ExperienceLoad(seed=size, agents=1, agent_prefix=f"big{tc.suffix}")
         filler = base64.b64encode(os.urandom(size)).decode() if compression is None else "ab"
         value = event_of_size(pub, next(load) | {"event_type": 70_000}, size, filler)
@@ -103,13 +104,7 @@ async def _allow_big_batches(tc: TestCatalogue) -> None:
 
 
 async def _log_end(tc: TestCatalogue) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        tp = TopicPartition(tc.topic, 0)
-        return int((await consumer.end_offsets([tp]))[tp])
-    finally:
-        await consumer.stop()
+    return (await end_offsets(tc.settings, [tc.topic]))[TopicPartition(tc.topic, 0)]
 
 
 def hostile_inputs(codec: Codec, load: ExperienceLoad) -> list[Hostile]:
@@ -181,12 +176,9 @@ def expected_row(event: Event) -> dict[str, Any]:
 
 async def changed_rows(tc: TestCatalogue, events: list[Event]) -> list[str]:
     """Stored rows that differ from what was sent: '<event id>: <column>' each."""
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         rows = {bytes(r["event_id"]): dict(r) for r in await conn.fetch(
             f'SELECT * FROM "{tc.table}"')}
-    finally:
-        await conn.close()
     changed = []
     for event in events:
         row = rows.get(bytes(event["event_id"]))

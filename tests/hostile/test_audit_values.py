@@ -16,8 +16,8 @@ import pytest_asyncio
 from sinkfleet.config import Settings
 from sinkfleet.ops.audit.verify import verify
 from sinkfleet.producer import Publisher
-from sinkfleet.sink.postgres.connect import connect
-from tests.sink.support import Family, drain, drop_family, make_family, rows, running_worker
+from sinkfleet.sink.postgres.connect import pg
+from tests.support.family import Family, drain, drop_family, make_family, rows, running_worker
 
 pytestmark = pytest.mark.integration
 
@@ -72,13 +72,9 @@ def entry(tenant: str, n: int) -> dict[str, Any]:
 
 
 async def tamper(fam: Family, sql: str) -> None:
-    conn = await connect(fam.settings)
-    try:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL session_replication_role = replica")
-            await conn.execute(sql)
-    finally:
-        await conn.close()
+    async with pg(fam.settings) as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(sql)
 
 
 async def test_values_jsonb_rewrites_verify_and_edits_are_all_named(fam: Family) -> None:

@@ -20,7 +20,7 @@ from sinkfleet.ops.deadletters.inspect import Filter, inspect
 from sinkfleet.producer import Publisher
 from sinkfleet.worker.rows import RowBuilder
 from tests.sink.merge_support import project_family
-from tests.sink.support import Family, drain, drop_family, rows, running_worker
+from tests.support.family import Family, drain, drop_family, rows, running_worker
 
 T0 = datetime(2026, 12, 1, tzinfo=UTC)
 HOSTILE = [
@@ -50,7 +50,7 @@ def token(n: int, **change: Any) -> dict[str, Any]:
 @pytest.mark.parametrize(("change", "reason"), HOSTILE)
 def test_the_row_builder_names_the_fault(change: dict[str, Any], reason: str) -> None:
     from sinkfleet.catalogue import load_catalogue
-    from tests.conftest import ROOT
+    from tests.support.catalogue import ROOT
 
     build = RowBuilder(load_catalogue(ROOT).sinks["tokens"])
     with pytest.raises(ValidationError) as info:

@@ -22,10 +22,12 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.kafka.bounds import EXCERPT_BYTES
 from sinkfleet.producer import Publisher
-from tests.conftest import TestCatalogue, async_wait_for, catalogue_env
-from tests.hostile.bombs import Bomb, build, produce_batch
-from tests.worker.test_deadletter import read_all
-from tests.worker.test_e2e import count_rows, stop, stored_ids, stored_offsets
+from tests.support.bombs import Bomb, build, produce_batch
+from tests.support.catalogue import TestCatalogue, catalogue_env
+from tests.support.deadletters import read_all
+from tests.support.postgres import count_rows, stored_ids, stored_offsets
+from tests.support.waiting import async_wait_for
+from tests.support.worker import stop
 
 pytestmark = pytest.mark.integration
 

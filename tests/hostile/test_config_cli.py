@@ -15,8 +15,8 @@ import pytest
 from sinkfleet.errors import ValidationError
 from sinkfleet.ops.config.fields import parse_fields, visible
 from sinkfleet.ops.config.writes import CONFIGURATION, current, history, set_config
-from tests.conftest import TestCatalogue
 from tests.ops.config_support import cli, cli_json, end_offsets, worker
+from tests.support.catalogue import TestCatalogue
 
 pytestmark = pytest.mark.integration
 

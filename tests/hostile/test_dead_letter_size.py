@@ -29,9 +29,13 @@ from sinkfleet.worker.deadletter import (
     dead_letter_record,
     parse_dead_letter,
 )
-from tests.conftest import TestCatalogue, async_wait_for
-from tests.ops.test_dlq import read_topic, replayed_from, sinkfleet
-from tests.worker.test_e2e import count_rows, stop, stored_offsets
+from tests.support.catalogue import ROOT, TestCatalogue
+from tests.support.cli import sinkfleet
+from tests.support.deadletters import event_of_size, replayed_from
+from tests.support.kafka import read_topic
+from tests.support.postgres import count_rows, stored_offsets
+from tests.support.waiting import async_wait_for
+from tests.support.worker import stop
 
 MiB = 1024 * 1024
 
@@ -147,7 +151,6 @@ def test_a_smaller_limit_is_kept_too(limit: int) -> None:
 
 def test_dead_letter_topics_take_a_limit_of_their_own() -> None:
     from sinkfleet.catalogue import load_catalogue
-    from tests.conftest import ROOT
 
     desired = {d.name: d for d in desired_topics(load_catalogue(ROOT))}
     spec = desired["agent.experience-events.dlq"]
@@ -181,21 +184,6 @@ async def test_the_biggest_dead_letters_are_accepted_by_a_dead_letter_topic(
     assert len(acked) == len(records)
     got = await read_topic(tc.settings, f"{tc.topic}.dlq")
     assert sorted((m.key, m.value) for m in got) == sorted((r.key, r.value) for r in records)
-
-
-def event_of_size(pub: Publisher, event: dict[str, Any], size: int, filler: str) -> bytes:
-    """``event`` encoded with action parameters padded so the value is ``size`` bytes."""
-    def encode(n: int) -> bytes:
-        params = json.dumps({"pad": (filler * (n // len(filler) + 1))[:n]})
-        meta = {"intent_type": "i", "executor_id": "e", "parameters": params}
-        return pub.encode("experience_event", event | {"action_metadata": meta})[2]
-
-    n = size - len(encode(0))
-    for _ in range(3):  # the string's length prefix grows with it
-        n += size - len(encode(n))
-    value = encode(n)
-    assert len(value) == size
-    return value
 
 
 @pytest.mark.integration

@@ -38,11 +38,12 @@ from sinkfleet.config import Settings
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.errors import DecodeError, ValidationError
 from sinkfleet.read import Reader
-from sinkfleet.sink.postgres.connect import connect, create_pool
+from sinkfleet.sink.postgres.connect import create_pool, pg
 from sinkfleet.sink.postgres.writer import AppendWriter
 from sinkfleet.worker.rows import RowBuilder
-from tests.conftest import ROOT, TestCatalogue, async_wait_for
-from tests.sink.support import Family, drop_family, make_family
+from tests.support.catalogue import ROOT, TestCatalogue
+from tests.support.family import Family, drop_family, make_family
+from tests.support.waiting import async_wait_for
 
 UTC = dt.UTC
 MIN_UTC = dt.datetime(1, 1, 1, tzinfo=UTC)
@@ -66,8 +67,7 @@ async def test_first_and_last_instants_are_stored_exactly(stack: Settings, path:
             (MAX_UTC, MAX_UTC.replace(tzinfo=None), dt.date.max),
             (MIN_UTC + dt.timedelta(microseconds=1), dt.datetime(1, 1, 1, 0, 0, 0, 1),
              dt.date(1, 1, 2))]
-    conn = await connect(stack)
-    try:
+    async with pg(stack) as conn:
         await conn.execute("CREATE TEMP TABLE extremes (n int, a timestamptz, b timestamp,"
                            " c date)")
         numbered = [(n, *row) for n, row in enumerate(rows)]
@@ -80,8 +80,6 @@ async def test_first_and_last_instants_are_stored_exactly(stack: Settings, path:
             " to_char(a AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS a_utc,"
             " to_char(b, 'YYYY-MM-DD HH24:MI:SS.US') AS b_text, c::text AS c_text,"
             " a, b, c FROM extremes ORDER BY n")
-    finally:
-        await conn.close()
     assert [r["finite"] for r in stored] == [True, True, True]
     assert [r["a_utc"] for r in stored] == ["0001-01-01 00:00:00.000000",
                                            "9999-12-31 23:59:59.999999",
@@ -371,14 +369,11 @@ async def test_every_wire_value_is_stored_exactly_or_dead_lettered(
             continue
         rows.append(build(codec.decode(message)))
         wanted[n] = want
-    conn = await connect(fam.settings)
-    try:
+    async with pg(fam.settings) as conn:
         await conn.execute(f'TRUNCATE "{fam.table}"')
         await writer.prepare(conn)
         async with conn.transaction():
             assert (await writer.write(conn, rows)).inserted == len(rows)
-    finally:
-        await conn.close()
     async with Reader(fam.settings, fam.catalogue) as reader:
         stored = await reader.events(fam.table, limit=100)
     assert sorted(r["id"] for r in stored) == sorted(wanted)
@@ -494,14 +489,11 @@ async def test_an_independent_publisher_s_first_and_last_instants_are_stored_exa
     worker = tc.start_worker(log)
     try:
         async def stored() -> list[Any]:
-            conn = await connect(tc.settings)
-            try:
+            async with pg(tc.settings) as conn:
                 rows = await conn.fetch(
                     f'SELECT event_id, ts, isfinite(ts) AS finite, to_char(ts AT TIME ZONE'
                     f" 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') AS utc FROM \"{tc.table}\""
                     " ORDER BY event_id")
-            finally:
-                await conn.close()
             return rows if len(rows) == 2 else []
 
         rows = await async_wait_for(stored, 90, "both events stored")

@@ -16,8 +16,10 @@ from aiokafka import AIOKafkaProducer
 
 from sinkfleet.config import Settings
 from sinkfleet.worker import deadletter as h
-from tests.conftest import TestCatalogue
-from tests.ops.test_dlq import read_topic, replayed_from, sinkfleet
+from tests.support.catalogue import TestCatalogue
+from tests.support.cli import sinkfleet
+from tests.support.deadletters import replayed_from
+from tests.support.kafka import read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TestCatalogue
 from tests.hostile.inputs import run_hostile_inputs
+from tests.support.catalogue import TestCatalogue
 
 pytestmark = pytest.mark.integration
 

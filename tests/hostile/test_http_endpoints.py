@@ -31,7 +31,7 @@ import pytest
 from pydantic import SecretStr
 
 from sinkfleet.ops.lag.exporter import LagExporter
-from tests.conftest import ROOT, TestCatalogue
+from tests.support.catalogue import ROOT, TestCatalogue
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from sinkfleet import Reader
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.config import load_settings
 from sinkfleet.read.query import MAX_LIMIT, Filter, Query, QueryError, SinkQuery, parse_filter
-from tests.conftest import ROOT, catalogue_env
 from tests.read.query_support import Seeded, json_rows, seeded
+from tests.support.catalogue import ROOT, catalogue_env
 
 __all__ = ["seeded"]
 CAT = load_catalogue(ROOT)

@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from tests.cache.records import audit, now_us
-from tests.cache.support import CacheCatalogue, cache_catalogue, store
-from tests.read.test_reader import query
+from tests.support.cache import CacheCatalogue, cache_catalogue, store
+from tests.support.cli import query
+from tests.support.records import audit, now_us
 
 pytestmark = pytest.mark.integration
 __all__ = ["cache_catalogue"]  # the fixture, used here as in tests/read

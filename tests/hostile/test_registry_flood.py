@@ -25,12 +25,12 @@ from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.avro.framing import SOE_HEADER_LEN, frame_confluent
 from sinkfleet.config import Settings
 from sinkfleet.ops.setup.topics import apply_topics
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.loop import Worker
-from tests.conftest import async_wait_for
-from tests.evolution import Evo, forget, new_evo
-from tests.worker.test_deadletter import read_all
+from tests.support.deadletters import read_all
+from tests.support.evolution import Evo, forget, new_evo
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 RECORDS, BASE = 5000, 100_000  # record i is written with schema id BASE + i
@@ -138,13 +138,10 @@ async def test_a_flood_of_schema_ids_neither_stalls_the_group_nor_loses_records(
                     url = f"http://127.0.0.1:{worker.metrics_bound}/healthz"
                     async with http.get(url) as resp:
                         health.append((resp.status, await resp.text()))
-                    conn = await connect(settings)
-                    try:
+                    async with pg(settings) as conn:
                         age = await conn.fetchval(
                             "SELECT extract(epoch FROM now() - heartbeat_at) FROM"
                             " sinkfleet.workers WHERE worker_id = $1", worker.worker_id)
-                    finally:
-                        await conn.close()
                     if age is not None:
                         heartbeat_ages.append(float(age))
 
@@ -178,11 +175,8 @@ async def test_a_flood_of_schema_ids_neither_stalls_the_group_nor_loses_records(
     answered = {k: v for k, v in Registry.answers.items() if k[0] != 503}
     assert answered == {(404 if unknown(BASE + i) else 200, BASE + i): 1
                         for i in range(RECORDS)}
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         rows = {r["id"]: r["n"] for r in await conn.fetch(f'SELECT id, n FROM "{evo.table}"')}
-    finally:
-        await conn.close()
     assert rows == {f"r{i}": i for i in range(RECORDS) if not unknown(BASE + i)}
     dead = await read_all(settings, f"{evo.topic}.dlq", 100)
     reasons = {}

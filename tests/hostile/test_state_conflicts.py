@@ -15,8 +15,17 @@ from aiokafka import AIOKafkaProducer
 from sinkfleet.config import Settings
 from sinkfleet.producer import Publisher
 from sinkfleet.sink.state_conflicts import content_hash
-from tests.sink.support import Family, drain, drop_family, make_family, rewind, rows, running_worker
-from tests.sink.test_state_mode import SCHEMA, SINK, TOPIC, cache_settles, cached, state
+from tests.support.family import (
+    Family,
+    drain,
+    drop_family,
+    make_family,
+    rewind,
+    rows,
+    running_worker,
+)
+from tests.support.state_family import SCHEMA, SINK, TOPIC, cache_settles, cached, state
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,12 +41,9 @@ async def two(stack: Settings, tmp_path: Path) -> AsyncIterator[tuple[Family, Fa
 
 
 async def forget_conflicts(fam: Family) -> None:
-    from sinkfleet.sink.postgres.connect import connect
-    conn = await connect(fam.settings)
-    try:
+    from sinkfleet.sink.postgres.connect import pg
+    async with pg(fam.settings) as conn:
         await conn.execute("DELETE FROM sinkfleet.state_conflicts WHERE sink = $1", fam.table)
-    finally:
-        await conn.close()
 
 
 async def send(fam: Family, updates: list[tuple[dict[str, Any], int]]) -> None:
@@ -137,7 +143,6 @@ async def test_a_later_winner_replaces_the_stored_one_and_replays_change_nothing
         entry = await cached(fam, "t1", "wf")
         return entry is not None and entry["d"]["status"] == "second"
 
-    from tests.conftest import async_wait_for
     await async_wait_for(settled, 20, "the cache takes the same-version winner")
     before = await outcome(fam)
     assert [r["status"] for r in before[0]] == ["second"]
@@ -153,21 +158,18 @@ async def test_a_later_winner_replaces_the_stored_one_and_replays_change_nothing
 async def test_db_migrate_adds_the_rank_columns_to_a_deployed_history(
         two: tuple[Family, Family]) -> None:
     """A history table from before ranks: `db migrate` adds them, replays fill them in."""
-    from sinkfleet.sink.postgres.connect import connect
+    from sinkfleet.sink.postgres.connect import pg
     from sinkfleet.sink.postgres.migrate import migrate
 
     fam = two[0]
     await send(fam, [(state("t1", "old", 1, "legacy"), T)])
     async with running_worker(fam) as worker:
         await drain(fam, worker)
-    conn = await connect(fam.settings)
-    try:  # as deployed before: no rank columns, no 0002 migration
+    async with pg(fam.settings) as conn:  # as deployed before: no rank columns, no 0002
         await conn.execute(f'ALTER TABLE "{fam.table}_history" DROP COLUMN produced_at,'
                            " DROP COLUMN content_hash")
         await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id = $1",
                            f"sink:{fam.table}:0002")
-    finally:
-        await conn.close()
     said: list[str] = []
     assert await migrate(fam.settings, fam.catalogue, said.append) == [f"sink:{fam.table}:0002"]
     await rewind(fam)

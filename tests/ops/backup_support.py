@@ -12,14 +12,15 @@ from typing import Any
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.dev.produce import produce_mixed, synthetic_load
-from sinkfleet.kafka.positions import KafkaPositions
 from sinkfleet.ops.setup.topics import apply_topics
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.sink.postgres.offsets import stored_offsets
 from sinkfleet.worker.loop import Worker
-from tests.conftest import TestCatalogue, _copy_family, async_wait_for, make_catalogue
-from tests.worker.test_e2e import publish
+from tests.support.catalogue import TestCatalogue, copy_family, edit_spec, make_catalogue
+from tests.support.kafka import end_offsets
+from tests.support.waiting import async_wait_for
+from tests.support.worker import publish
 
 
 @dataclass
@@ -46,11 +47,9 @@ class Scenario:
 
 
 async def make_scenario(tmp: Path, stack: Settings, db: str) -> Scenario:
-    tc = make_catalogue(tmp, stack, partitions=3)
-    state_topic, state_table = _copy_family(tc.root, "workflow_state", tc.suffix, 3)
-    (tc.root / "workers" / "events.yaml").write_text(
-        f"name: events\ngroup: {tc.group}\nsinks: [{tc.table}, {state_table}]\n"
-        "batch: {max_records: 500, max_age_ms: 100}\n")
+    tc = make_catalogue(tmp, stack, partitions=3, max_records=500, max_age_ms=100)
+    state_topic, state_table = copy_family(tc.root, "workflow_state", tc.suffix, 3)
+    edit_spec(tc.root / "workers" / "events.yaml", {"sinks": [tc.table, state_table]})
     settings = load_settings(home=tc.root, state_dir=stack.state, pg_database=db)
     cat = load_catalogue(tc.root)
     await apply_topics(settings, cat, say=lambda m: None)
@@ -68,16 +67,12 @@ async def publish_states(sc: Scenario, n: int, seed: int) -> None:
 
 
 async def log_end_total(sc: Scenario) -> int:
-    async with KafkaPositions(sc.settings) as kafka:
-        return sum(end for _, end in (await kafka.bounds(sc.topics)).values())
+    return sum((await end_offsets(sc.settings, sc.topics)).values())
 
 
 async def stored_total(settings: Settings, group: str) -> int:
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         return sum(o.next_offset for o in await stored_offsets(conn) if o.group == group)
-    finally:
-        await conn.close()
 
 
 async def drain(sc: Scenario, settings: Settings | None = None, timeout: float = 90) -> None:
@@ -110,11 +105,8 @@ async def contents(settings: Settings, sc: Scenario) -> dict[str, list[dict[str,
         "offsets": "SELECT * FROM sinkfleet.consumer_offsets"
                    " ORDER BY group_id, topic, partition",
     }
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         return {k: [dict(r) for r in await conn.fetch(q)] for k, q in queries.items()}
-    finally:
-        await conn.close()
 
 
 async def drop_scenario(sc: Scenario) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from tests.conftest import TestCatalogue
+from tests.support.catalogue import TestCatalogue
 
 
 def env(tc: TestCatalogue) -> dict[str, str]:

@@ -25,7 +25,7 @@ from sinkfleet.ops.lifecycle.backup.backup import open_backup, run_backup
 from sinkfleet.ops.lifecycle.backup.manifest import BackupError, sha256_file, sign_manifest
 from sinkfleet.ops.lifecycle.backup.restore import RestoreError, run_restore
 from sinkfleet.ops.signing import matching_keys
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from tests.ops.backup_support import (
     Scenario,
     contents,
@@ -120,23 +120,17 @@ async def test_backup_change_drop_restore_into_a_fresh_database(
     # After the backup: newer records arrive and are stored, then disaster strikes.
     await publish_events(sc, 300, seed=8)
     await drain(sc)
-    conn = await connect(sc.settings)
-    try:
+    async with pg(sc.settings) as conn:
         await conn.execute(f'DELETE FROM "{sc.state_table}"')
         await conn.execute(f'DROP TABLE "{sc.events.table}" CASCADE')
-    finally:
-        await conn.close()
 
     # Dry run into a fresh database changes nothing.
     fresh = await scratch_db()
     dry = await run_restore(sc.on(fresh), result.path, execute=False)
     assert not dry.executed and not dry.target.relations
-    conn = await connect(sc.on(fresh))
-    try:
+    async with pg(sc.on(fresh)) as conn:
         assert await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname"
                                    " NOT IN ('pg_catalog', 'information_schema')") == 0
-    finally:
-        await conn.close()
 
     restored = await run_restore(sc.on(fresh), result.path, execute=True)
     assert restored.verified, (restored.sinks, restored.offsets_differ)
@@ -152,12 +146,9 @@ async def test_backup_change_drop_restore_into_a_fresh_database(
 
     # The workers seek to the restored offsets and re-read what is newer: no duplicates.
     await drain(sc, sc.on(fresh))
-    conn = await connect(sc.on(fresh))
-    try:
+    async with pg(sc.on(fresh)) as conn:
         row = await conn.fetchrow(f'SELECT count(*) AS n, count(DISTINCT event_id) AS d'
                                   f' FROM "{sc.events.table}"')
-    finally:
-        await conn.close()
     assert (row["n"], row["d"]) == (2300, 2300)
 
     # The damaged original is not empty: refused, unless --force replaces the objects.
@@ -253,11 +244,8 @@ async def test_a_tampered_or_unsigned_manifest_is_refused_before_pg_restore(
     with pytest.raises(BackupError, match="no manifest.json.sig"):
         await run_restore(sc.on(fresh), result.path, execute=True)
     assert ran == []  # pg_restore never ran
-    conn = await connect(sc.on(fresh))
-    try:
+    async with pg(sc.on(fresh)) as conn:
         assert await conn.fetchval("SELECT count(*) FROM pg_tables WHERE schemaname"
                                    " NOT IN ('pg_catalog', 'information_schema')") == 0
-    finally:
-        await conn.close()
     allowed = await run_restore(sc.on(fresh), result.path, execute=False, allow_unsigned=True)
     assert allowed.signature.startswith("unsigned: ") and "--allow-unsigned" in allowed.signature

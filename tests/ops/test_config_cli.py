@@ -15,8 +15,8 @@ from aiokafka import AIOKafkaProducer
 
 from sinkfleet.producer.publisher import Publisher
 from sinkfleet.sink.postgres.connect import pg
-from tests.conftest import TestCatalogue
 from tests.ops.config_support import cli, cli_json, end_offsets, spawn, worker
+from tests.support.catalogue import TestCatalogue
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from pydantic import SecretStr
 
 from sinkfleet.config import Settings
@@ -29,10 +29,12 @@ from sinkfleet.ops.lag.collect import GroupLag, PartitionLag, Snapshot
 from sinkfleet.ops.lag.exporter import LagExporter
 from sinkfleet.ops.lag.model import STATUSES, Sample, worst
 from sinkfleet.ops.replay.plan import commit_empty_group
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.worker.heartbeat import UPSERT
-from tests.conftest import ROOT, TestCatalogue, async_wait_for
-from tests.worker.test_e2e import publish
+from tests.support.catalogue import ROOT, TestCatalogue
+from tests.support.kafka import end_offsets
+from tests.support.waiting import async_wait_for
+from tests.support.worker import publish
 
 pytestmark = pytest.mark.integration
 
@@ -106,17 +108,6 @@ async def commit_offsets(tc: TestCatalogue, offsets: dict[TopicPartition, int]) 
     await commit_empty_group(tc.settings, tc.group, offsets)
 
 
-async def end_offsets(tc: TestCatalogue, partitions: int) -> dict[TopicPartition, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap,
-                                enable_auto_commit=False)
-    await consumer.start()
-    try:
-        return await consumer.end_offsets([TopicPartition(tc.topic, p)
-                                           for p in range(partitions)])
-    finally:
-        await consumer.stop()
-
-
 def _num(value: str | None) -> float | None:
     assert value is not None, "missing data-value hook"
     return None if value == "" else float(value)
@@ -174,12 +165,9 @@ async def read_fresh(page: Any, base: str, tc: TestCatalogue) -> tuple[dict[str,
 async def report_worker(tc: TestCatalogue) -> str:
     """A heartbeat row as a live worker writes it (the worker path is tested elsewhere)."""
     worker_id = f"dash-{tc.suffix}"
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         await conn.execute(UPSERT, worker_id, tc.group, "host", 4242,
                            "http://127.0.0.1:9/metrics", "ok", 4, 1300, 1234, 0)
-    finally:
-        await conn.close()
     return worker_id
 
 
@@ -187,7 +175,7 @@ async def test_dashboard_shows_the_api_numbers(catalogue_factory: Any) -> None:
     async_playwright = _require_browser()
     tc: TestCatalogue = await catalogue_factory(partitions=PARTITIONS)
     await publish(tc, 400, seed=11)
-    ends = await end_offsets(tc, PARTITIONS)
+    ends = await end_offsets(tc.settings, [tc.topic])
     assert sum(ends.values()) == 400
     half = {tp: end // 2 for tp, end in ends.items()}
     await commit_offsets(tc, half)
@@ -310,12 +298,9 @@ async def test_dashboard_links_only_http_metrics_urls(catalogue_factory: Any) ->
     tc: TestCatalogue = await catalogue_factory(partitions=1)
     rows = {f"evil{i}-{tc.suffix}": url for i, url in enumerate(HOSTILE_URLS)}
     rows[f"good-{tc.suffix}"] = "https://10.0.0.7:9300/metrics"
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         for worker_id, url in rows.items():
             await conn.execute(UPSERT, worker_id, tc.group, "host", 4242, url, "ok", 1, 1, 1, 0)
-    finally:
-        await conn.close()
     token = "dashboard-token"
     settings = tc.settings.model_copy(update={"exporter_token": SecretStr(token)})
     exporter = LagExporter(settings, interval=0.5, groups=[tc.group])

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from sinkfleet.avro.framing import frame_confluent
@@ -20,19 +16,15 @@ from sinkfleet.config import Settings
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.keys import record_key
 from sinkfleet.producer import Publisher
-from tests.conftest import TestCatalogue, make_catalogue
-from tests.worker.test_e2e import count_rows, stop, wait_all_stored
+from tests.support.catalogue import TestCatalogue, make_catalogue
+from tests.support.cli import sinkfleet
+from tests.support.deadletters import replayed_from
+from tests.support.kafka import end_offsets, read_topic
+from tests.support.postgres import count_rows
+from tests.support.worker import stop, wait_all_stored
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def sinkfleet(tc: TestCatalogue | None, *args: str) -> subprocess.CompletedProcess[str]:
-    """The CLI in a subprocess, on ``tc``'s catalogue (or the project's)."""
-    env = tc.env() if tc else {**os.environ, "SINKFLEET_HOME": str(ROOT)}
-    env["COLUMNS"] = "200"
-    return subprocess.run([sys.executable, "-m", "sinkfleet", *args], capture_output=True,
-                          text=True, env=env, timeout=180)
 
 
 def cli_json(tc: TestCatalogue, *args: str) -> dict[str, Any]:
@@ -40,40 +32,6 @@ def cli_json(tc: TestCatalogue, *args: str) -> dict[str, Any]:
     assert out.returncode == 0, out.stderr + out.stdout
     assert "Traceback" not in out.stderr
     return json.loads(out.stdout)  # type: ignore[no-any-return]
-
-
-async def read_topic(settings: Settings, topic: str, timeout: float = 30) -> list[Any]:
-    """Every record of ``topic`` now, from its beginning (group-less)."""
-    tps = await partitions_of(settings, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap,
-                                enable_auto_commit=False, auto_offset_reset="earliest")
-    await consumer.start()
-    try:
-        consumer.assign(tps)
-        ends = await consumer.end_offsets(tps)
-        # An explicit seek: seek_to_beginning() can lose a race with the reset that
-        # assign() starts, leaving the position at the end.
-        for tp, offset in (await consumer.beginning_offsets(tps)).items():
-            consumer.seek(tp, offset)
-        got: list[Any] = []
-        deadline = asyncio.get_running_loop().time() + timeout
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            assert asyncio.get_running_loop().time() < deadline, f"reading {topic} timed out"
-            for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                got.extend(m for m in msgs if m.offset < ends[TopicPartition(topic, m.partition)])
-        return got
-    finally:
-        await consumer.stop()
-
-
-async def partitions_of(settings: Settings, topic: str) -> list[TopicPartition]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-        return [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
-    finally:
-        await admin.close()
 
 
 async def replay_cursor(settings: Settings, dlq: str) -> dict[int, tuple[int, str]]:
@@ -84,11 +42,6 @@ async def replay_cursor(settings: Settings, dlq: str) -> dict[int, tuple[int, st
         return {tp.partition: (om.offset, om.metadata) for tp, om in offsets.items()}
     finally:
         await admin.close()
-
-
-def replayed_from(msg: Any) -> str | None:
-    value = dict(msg.headers).get("sinkfleet.replayed_from")
-    return None if value is None else value.decode()
 
 
 async def test_inspect_lists_exactly_the_dead_letters(catalogue_factory: Any,
@@ -230,13 +183,7 @@ async def test_replay_resends_each_dead_letter_once(catalogue_factory: Any,
 
 
 async def _ends(tc: TestCatalogue, topic: str) -> dict[TopicPartition, int]:
-    tps = await partitions_of(tc.settings, topic)
-    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        return await consumer.end_offsets(tps)  # type: ignore[no-any-return]
-    finally:
-        await consumer.stop()
+    return await end_offsets(tc.settings, [topic])
 
 
 @pytest.mark.parametrize("args, message", [

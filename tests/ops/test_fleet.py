@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,33 +17,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TestCatalogue, wait_for
-from tests.worker.test_e2e import count_rows, publish, wait_all_stored
+from tests.support.catalogue import TestCatalogue
+from tests.support.endpoints import free_ports
+from tests.support.postgres import count_rows
+from tests.support.waiting import wait_for
+from tests.support.worker import publish, wait_all_stored
 
 pytestmark = pytest.mark.integration
-
-
-def free_ports(n: int) -> int:
-    """A base port with n free consecutive ports (checked, not reserved)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n > 65535:
-            continue
-        socks = []
-        try:
-            for p in range(base, base + n):
-                sock = socket.socket()
-                socks.append(sock)
-                sock.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise AssertionError("no free consecutive ports")
 
 
 def read_pid(path: Path) -> int | None:

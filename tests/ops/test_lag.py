@@ -14,8 +14,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sinkfleet.ops.lag.collect import LagCollector
 from sinkfleet.ops.lag.exporter import LagExporter
-from tests.conftest import TestCatalogue, async_wait_for
-from tests.worker.test_e2e import publish
+from tests.support.catalogue import ROOT, TestCatalogue
+from tests.support.endpoints import free_port, get
+from tests.support.kafka import end_offsets
+from tests.support.waiting import async_wait_for, wait_for
+from tests.support.worker import publish
 
 pytestmark = pytest.mark.integration
 
@@ -52,13 +55,7 @@ async def first_timestamps(tc: TestCatalogue, offsets: dict[int, int]) -> dict[i
 
 
 async def ends(tc: TestCatalogue) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        got = await consumer.end_offsets([TopicPartition(tc.topic, p) for p in range(6)])
-        return {tp.partition: off for tp, off in got.items()}
-    finally:
-        await consumer.stop()
+    return {tp.partition: off for tp, off in (await end_offsets(tc.settings, [tc.topic])).items()}
 
 
 async def test_lag_records_and_seconds_are_exact(catalogue_factory: Any) -> None:
@@ -221,9 +218,6 @@ def test_lag_exporter_command_serves_and_stops_cleanly(stack: Any, tmp_path: Any
     import signal
     import subprocess
     import sys
-
-    from tests.conftest import ROOT, wait_for
-    from tests.worker.test_metrics import free_port, get
 
     port = free_port()
     proc = subprocess.Popen(

@@ -16,9 +16,10 @@ import pytest
 import yaml
 
 from sinkfleet.ops.lag.exporter import LagExporter
-from tests.conftest import ROOT, TestCatalogue, async_wait_for
-from tests.worker.test_e2e import publish, stop, wait_all_stored
-from tests.worker.test_metrics import free_port
+from tests.support.catalogue import ROOT, TestCatalogue
+from tests.support.endpoints import free_port
+from tests.support.waiting import async_wait_for
+from tests.support.worker import publish, stop, wait_all_stored
 
 pytestmark = pytest.mark.integration
 

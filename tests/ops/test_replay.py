@@ -23,9 +23,9 @@ from sinkfleet.ops.replay.plan import (
     plan_replay,
     read_plan_csv,
 )
-from sinkfleet.sink.postgres.connect import connect
-from tests.sink.support import Family, drain, drop_family, make_family, rows, running_worker
-from tests.sink.test_state_mode import SCHEMA, SINK, TOPIC, publish, state
+from sinkfleet.sink.postgres.connect import pg
+from tests.support.family import Family, drain, drop_family, make_family, rows, running_worker
+from tests.support.state_family import SCHEMA, SINK, TOPIC, publish, state
 
 pytestmark = pytest.mark.integration
 
@@ -135,15 +135,12 @@ async def test_replay_into_live_tables_changes_nothing(fam: Family, static: bool
         assert worker.stats.stored == 95  # nothing new the second time
     after = (await rows(fam, latest_sql), await rows(fam, history_sql))
     assert after == before
-    conn = await connect(fam.settings)
-    try:
+    async with pg(fam.settings) as conn:
         recorded = await conn.fetchrow("SELECT records, partitions FROM sinkfleet.replays"
                                        " WHERE id = $1", done.replay_id)
         assert (recorded["records"], recorded["partitions"]) == (len(published), 2)
         assert await conn.fetchval("SELECT count(*) FROM sinkfleet.group_holds"
                                    " WHERE group_id = $1", fam.group) == 0
-    finally:
-        await conn.close()
 
 
 async def test_shadow_replay_never_drops_a_schema_it_did_not_make(fam: Family) -> None:
@@ -151,18 +148,17 @@ async def test_shadow_replay_never_drops_a_schema_it_did_not_make(fam: Family) -
     from sinkfleet.ops.replay.shadow import run_shadow
 
     schema = f"other_app_{fam.table[-10:]}"  # a typo in --into, say
-    conn = await connect(fam.settings)
-    try:
-        await conn.execute(f"CREATE SCHEMA {schema}")
-        await conn.execute(f"CREATE TABLE {schema}.precious (x int)")
-        await conn.execute(f"INSERT INTO {schema}.precious VALUES (1)")
-        with pytest.raises(ConfigError, match=f"schema {schema} exists and was not made by"):
-            await run_shadow(fam.settings, fam.catalogue, [fam.table],
-                             start=make_target(to_earliest=True), schema=schema, timeout=60)
-        assert await conn.fetchval(f"SELECT count(*) FROM {schema}.precious") == 1
-    finally:
-        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-        await conn.close()
+    async with pg(fam.settings) as conn:
+        try:
+            await conn.execute(f"CREATE SCHEMA {schema}")
+            await conn.execute(f"CREATE TABLE {schema}.precious (x int)")
+            await conn.execute(f"INSERT INTO {schema}.precious VALUES (1)")
+            with pytest.raises(ConfigError, match=f"schema {schema} exists and was not made by"):
+                await run_shadow(fam.settings, fam.catalogue, [fam.table],
+                                 start=make_target(to_earliest=True), schema=schema, timeout=60)
+            assert await conn.fetchval(f"SELECT count(*) FROM {schema}.precious") == 1
+        finally:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 async def test_shadow_replay_matches_live_and_names_differences(fam: Family) -> None:
@@ -179,13 +175,10 @@ async def test_shadow_replay_matches_live_and_names_differences(fam: Family) -> 
         [diff] = await verify_shadow(fam.settings, fam.catalogue, [fam.table], schema=schema)
         assert (diff.shadow_rows, diff.identical, diff.ok) == (12, 12, True)
         # break the live table two ways (as an operator with a bad script would)
-        conn = await connect(fam.settings)
-        try:
+        async with pg(fam.settings) as conn:
             await conn.execute(f'UPDATE "{fam.table}" SET status = \'edited\''
                                " WHERE workflow_id = 'w3'")
             await conn.execute(f'DELETE FROM "{fam.table}" WHERE workflow_id = \'w7\'')
-        finally:
-            await conn.close()
         [diff] = await verify_shadow(fam.settings, fam.catalogue, [fam.table], schema=schema)
         assert (diff.identical, diff.different, diff.missing_live, diff.ok) == (10, 1, 1, False)
         assert {(s["id"]["workflow_id"], s["problem"], tuple(s.get("columns", ())))
@@ -196,8 +189,5 @@ async def test_shadow_replay_matches_live_and_names_differences(fam: Family) -> 
                                  make_target(to_latest=True))
         assert plan.records == 0
     finally:
-        conn = await connect(fam.settings)
-        try:
+        async with pg(fam.settings) as conn:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        finally:
-            await conn.close()

@@ -20,8 +20,9 @@ from aiokafka import AIOKafkaConsumer
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.ops.replay.plan import ReplayError, _Hold, apply_replay
 from sinkfleet.producer import Publisher
-from sinkfleet.sink.postgres.connect import connect
-from tests.conftest import TestCatalogue, async_wait_for
+from sinkfleet.sink.postgres.connect import pg
+from tests.support.catalogue import TestCatalogue
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 LEASE = 6.0
@@ -35,11 +36,8 @@ async def publish(tc: TestCatalogue, n: int, seed: int) -> None:
 
 
 async def fetch(tc: TestCatalogue, sql: str, *args: Any) -> Any:
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         return await conn.fetchrow(sql, *args)
-    finally:
-        await conn.close()
 
 
 async def stored(tc: TestCatalogue) -> int:
@@ -135,12 +133,9 @@ async def test_a_killed_apply_lets_its_workers_go_within_the_lease(
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(60)
-        conn = await connect(tc.settings)
-        try:  # the killed command's expired hold row
+        async with pg(tc.settings) as conn:  # the killed command's expired hold row
             await conn.execute("DELETE FROM sinkfleet.group_holds WHERE group_id = $1",
                                tc.group)
-        finally:
-            await conn.close()
 
 
 async def test_a_live_hold_is_not_taken_over_and_a_lapsed_one_moves_nothing(
@@ -151,8 +146,7 @@ async def test_a_live_hold_is_not_taken_over_and_a_lapsed_one_moves_nothing(
         with pytest.raises(ReplayError, match="already held by .*another replay"):
             async with _Hold(tc.settings, group, "replay apply", LEASE):
                 pass
-        conn = await connect(tc.settings)
-        try:
+        async with pg(tc.settings) as conn:
             # as if this command had stalled longer than its lease
             await conn.execute("UPDATE sinkfleet.group_holds SET expires_at = now()"
                                " WHERE group_id = $1", group)
@@ -162,8 +156,6 @@ async def test_a_live_hold_is_not_taken_over_and_a_lapsed_one_moves_nothing(
             with pytest.raises(ReplayError, match="lapsed"):
                 async with conn.transaction():
                     await first.check(conn)
-        finally:
-            await conn.close()
     row = await fetch(tc, "SELECT count(*) AS n FROM sinkfleet.group_holds"
                           " WHERE group_id = $1", group)
     assert row["n"] == 0

@@ -24,11 +24,12 @@ from sinkfleet.ops.lifecycle.archive.store import list_archives
 from sinkfleet.ops.lifecycle.partitions import detach, list_partitions
 from sinkfleet.ops.lifecycle.retention import run as retention_run
 from sinkfleet.ops.lifecycle.retention.run import RETENTION_LOCK_KEY, run_retention
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.ddl import floor_time
 from sinkfleet.sink.postgres.migrate import ensure_partitions
-from tests.conftest import TestCatalogue, wait_for
 from tests.ops.retention_support import event_rows, fill_day, insert_rows, table_rows
+from tests.support.catalogue import TestCatalogue
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +50,11 @@ async def made(stack: Settings) -> AsyncIterator[list[TestCatalogue]]:
     tables go with catalogue_factory's clean-up)."""
     out: list[TestCatalogue] = []
     yield out
-    conn = await connect(stack)
-    try:
+    async with pg(stack) as conn:
         for tc in out:
             await conn.execute("DELETE FROM sinkfleet.archives WHERE sink = $1", tc.table)
             await conn.execute("DELETE FROM sinkfleet.retention_pending WHERE sink = $1",
                                tc.table)
-    finally:
-        await conn.close()
 
 
 async def make_events(catalogue_factory: Callable[..., Any], tmp_path: Path,
@@ -71,26 +69,20 @@ async def make_events(catalogue_factory: Callable[..., Any], tmp_path: Path,
                                 archive_dir=tmp_path / "archive")
     sink = tc.catalogue.sinks[tc.table]
     assert sink.spec.retention is not None and sink.spec.retention.keep == "7d"
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         await ensure_partitions(conn, sink, now=NOW - timedelta(days=20))
         for i, ago in enumerate((*OLD_DAYS, 1)):
             await fill_day(conn, sink, day(ago), PER_DAY, seed=i)
         await fill_day(conn, sink, day(STRAY_DAYS), 7, seed=99)
-    finally:
-        await conn.close()
     return tc
 
 
 async def snapshot(tc: TestCatalogue) -> dict[str, int]:
     """Partition → row count (the whole table's state, as far as retention goes)."""
     sink = tc.catalogue.sinks[tc.table]
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         return {p.name: await conn.fetchval(f'SELECT count(*) FROM ONLY "{p.name}"')
                 for p in await list_partitions(conn, sink)}
-    finally:
-        await conn.close()
 
 
 def cli_env(tc: TestCatalogue, tmp_path: Path) -> dict[str, str]:
@@ -148,12 +140,9 @@ async def test_run_archives_drops_and_restores(
     tc = await make_events(catalogue_factory, tmp_path, made)
     sink = tc.catalogue.sinks[tc.table]
     before = await snapshot(tc)
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         doomed = await table_rows(conn, sink, day(22), day(12))
         kept = await table_rows(conn, sink, day(12), day(-30))
-    finally:
-        await conn.close()
     assert len(doomed) == len(OLD_DAYS) * PER_DAY
 
     report = await run_retention(tc.settings, tc.catalogue, sinks=[tc.table],
@@ -166,12 +155,9 @@ async def test_run_archives_drops_and_restores(
     assert sum(r.rows for r in report.results) == len(doomed)
 
     # One verified archive per non-empty partition; together exactly the dropped rows.
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         archives = await list_archives(conn, [tc.table])
         assert await table_rows(conn, sink, day(12), day(-30)) == kept
-    finally:
-        await conn.close()
     assert sorted(a.partition for a in archives) == sorted(
         f"{tc.table}_p{day(ago):%Y%m%d}" for ago in OLD_DAYS)
     assert all(a.dropped_at is not None and a.rows == PER_DAY for a in archives)
@@ -191,12 +177,9 @@ async def test_run_archives_drops_and_restores(
                                 say=lambda _: None)
     assert sum(d.inserted for d in again) == 0
     assert sum(d.in_range for d in again) == 2 * PER_DAY
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         assert await table_rows(conn, sink, *window) == [
             r for r in doomed if window[0] <= r["ts"] < window[1]]
-    finally:
-        await conn.close()
 
     # Retention holds what was just restored (for another `keep`).
     report = await run_retention(tc.settings, tc.catalogue, sinks=[tc.table],
@@ -210,8 +193,8 @@ async def test_concurrent_runs_do_not_both_act(
 ) -> None:
     tc = await make_events(catalogue_factory, tmp_path, made)
     before = await snapshot(tc)
-    holder = await connect(tc.settings)
-    try:  # another run holds the lock: this one does nothing and says who holds it
+    async with pg(tc.settings) as holder:  # another run holds the lock: this one does
+        # nothing and says who holds it
         assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", RETENTION_LOCK_KEY)
         report = await run_retention(tc.settings, tc.catalogue, sinks=[tc.table],
                                      say=lambda _: None)
@@ -221,8 +204,6 @@ async def test_concurrent_runs_do_not_both_act(
                                       tc.table)
         assert out.returncode == 1 and "holds the lock" in out.stderr, out.stderr
         assert await snapshot(tc) == before
-    finally:
-        await holder.close()
 
     # Two runs at once: one acts, the other is refused; every partition goes once.
     reports = await asyncio.gather(*(run_retention(
@@ -230,11 +211,8 @@ async def test_concurrent_runs_do_not_both_act(
     acted = [r for r in reports if r.results]
     assert len(acted) == 1
     assert len(acted[0].results) == len(old_partitions(tc))
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         assert len(await list_archives(conn, [tc.table])) == len(OLD_DAYS)
-    finally:
-        await conn.close()
 
 
 async def test_interrupted_run_is_finished(
@@ -245,27 +223,21 @@ async def test_interrupted_run_is_finished(
     tc = await make_events(catalogue_factory, tmp_path, made)
     sink = tc.catalogue.sinks[tc.table]
     name = f"{tc.table}_p{day(16):%Y%m%d}"
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         await conn.execute(
             "INSERT INTO sinkfleet.retention_pending (table_schema, partition, sink,"
             " range_start, range_end) VALUES ('public', $1, $2, $3, $4)",
             name, tc.table, day(16), day(15))
         assert await detach(conn, sink, name, concurrently=False) == "plain"
-    finally:
-        await conn.close()
     report = await run_retention(tc.settings, tc.catalogue, sinks=[tc.table],
                                  say=lambda _: None)
     (step,) = [r for r in report.results if r.step.partition == name]
     assert step.status == "done" and step.rows == PER_DAY and step.detached == "detached"
     assert step.archive is not None and step.archive.rows == PER_DAY
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         assert await conn.fetchval("SELECT to_regclass($1)", name) is None
         assert not await conn.fetchval("SELECT count(*) FROM sinkfleet.retention_pending"
                                        " WHERE sink = $1", tc.table)
-    finally:
-        await conn.close()
 
 
 async def test_rows_arriving_while_archiving_are_archived_too(
@@ -282,11 +254,8 @@ async def test_rows_arriving_while_archiving_are_archived_too(
         if archive is not None and archive.rows and not late:  # a replay writes old rows
             late = 3
             names, rows = event_rows(sink, archive.range_start + timedelta(hours=5), late, 7)
-            conn = await connect(tc.settings)
-            try:
+            async with pg(tc.settings) as conn:
                 await insert_rows(conn, sink, names, rows)
-            finally:
-                await conn.close()
         return archive
 
     monkeypatch.setattr(retention_run, "archive_partition", archive_then_late_row)
@@ -294,11 +263,8 @@ async def test_rows_arriving_while_archiving_are_archived_too(
                                  say=lambda _: None)
     (again,) = [r for r in report.results if r.rearchived]
     assert again.archive is not None and again.archive.rows == again.rows == PER_DAY + late
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         archives = await list_archives(conn, [tc.table])
-    finally:
-        await conn.close()
     assert sum(a.rows for a in archives) == len(OLD_DAYS) * PER_DAY + late
     files = {p.name for p in (tmp_path / "archive" / tc.table).iterdir()}
     assert len(files) == 2 * len(archives)  # the first, short archive was discarded
@@ -309,11 +275,8 @@ async def test_scheduled_mode_keeps_partitions_ahead(
 ) -> None:
     tc = await make_events(catalogue_factory, tmp_path, made)
     furthest = f"{tc.table}_p{day(-7):%Y%m%d}"
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         await conn.execute(f'DROP TABLE "{furthest}"')  # as if migrated a day ago
-    finally:
-        await conn.close()
     log = tmp_path / "schedule.log"
     proc = start_schedule(tc, tmp_path, log)
     try:

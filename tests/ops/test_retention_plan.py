@@ -3,10 +3,10 @@ Avro schema for every sink of the project, and a written file read back."""
 
 from __future__ import annotations
 
-import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import fastavro
 import pytest
@@ -24,23 +24,15 @@ from sinkfleet.ops.lifecycle.archive.avro import (
 from sinkfleet.ops.lifecycle.partitions import Partition
 from sinkfleet.ops.lifecycle.retention.plan import plan_sink
 from sinkfleet.ops.lifecycle.retention.schedule import parse_every
+from tests.support.catalogue import DELETE, ROOT, copy_catalogue, edit_spec
 
-ROOT = Path(__file__).resolve().parents[2]
 SINK = "sinks/experience_events.yaml"
-POLICY = "retention: {keep: 7d, archive: true}"
+POLICY = {"keep": "7d", "archive": True}  # experience_events' retention
 
 
 @pytest.fixture
 def cat_root(tmp_path: Path) -> Path:
-    for sub in ("schemas", "topics", "sinks", "workers"):
-        shutil.copytree(ROOT / sub, tmp_path / sub)
-    return tmp_path
-
-
-def _edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert old in text
-    path.write_text(text.replace(old, new))
+    return copy_catalogue(tmp_path)
 
 
 def test_seed_families_have_their_policies() -> None:
@@ -53,25 +45,26 @@ def test_seed_families_have_their_policies() -> None:
 
 
 @pytest.mark.parametrize("new, match", [
-    ("retention: {keep: 7 days}", "not a duration like 48h, 7d or 2w"),
-    ("retention: {keep: 0d}", "not a duration"),
-    ("retention: {keep: 7d, archive: true, delete: true}", "Extra inputs are not permitted"),
-    ("retention: {keep: 1d}", "shorter than partitioning.history"),
+    ({"keep": "7 days"}, "not a duration like 48h, 7d or 2w"),
+    ({"keep": "0d"}, "not a duration"),
+    ({"keep": "7d", "archive": True, "delete": True}, "Extra inputs are not permitted"),
+    ({"keep": "1d"}, "shorter than partitioning.history"),
 ])
-def test_bad_policies_are_refused(cat_root: Path, new: str, match: str) -> None:
-    _edit(cat_root / SINK, POLICY, new)
+def test_bad_policies_are_refused(cat_root: Path, new: dict[str, Any], match: str) -> None:
+    assert load_catalogue(cat_root).sinks["experience_events"].spec.retention is not None
+    edit_spec(cat_root / SINK, {"retention": lambda _: new})  # the whole policy replaced
     with pytest.raises(CatalogueError, match=match) as info:
         load_catalogue(cat_root)
     assert "experience_events.yaml" in str(info.value)
 
 
 def test_only_partitioned_sinks_have_retention(cat_root: Path) -> None:
-    _edit(cat_root / SINK, "partitioning: {interval: day, premake: 7, history: 2}\n", "")
+    edit_spec(cat_root / SINK, {"partitioning": DELETE})
     with pytest.raises(CatalogueError, match="retention needs partitioning"):
         load_catalogue(cat_root)
-    _edit(cat_root / "sinks/jobs.yaml", "cache: {latest: true}", f"cache: {{latest: true}}\n"
-          f"{POLICY}")  # a state sink: one row per id, nothing to age out by partition
-    _edit(cat_root / SINK, POLICY, "")
+    # a state sink: one row per id, nothing to age out by partition
+    edit_spec(cat_root / "sinks/jobs.yaml", {"retention": POLICY})
+    edit_spec(cat_root / SINK, {"retention": DELETE})
     with pytest.raises(CatalogueError, match="jobs.yaml.*retention needs partitioning"):
         load_catalogue(cat_root)
 

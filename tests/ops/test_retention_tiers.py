@@ -33,7 +33,7 @@ from tests.ops.tiers_support import (
     with_archive,
 )
 from tests.sink.merge_support import project_family
-from tests.sink.support import Family, drain, drop_family, rows, running_worker
+from tests.support.family import Family, drain, drop_family, rows, running_worker
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,10 @@ import pytest
 
 from sinkfleet.dev.produce import produce
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
-from tests.conftest import TestCatalogue, wait_for
-from tests.ops.test_fleet import free_ports
-from tests.worker.test_e2e import publish, stop
+from tests.support.catalogue import TestCatalogue
+from tests.support.endpoints import free_ports
+from tests.support.waiting import wait_for
+from tests.support.worker import publish, stop
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import pytest_asyncio
 
 from sinkfleet.config import Settings
 from sinkfleet.ops.stats.report import collect_stats
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from tests.ops.backup_support import (
     Scenario,
     drain,
@@ -48,8 +48,7 @@ def micros(value: int) -> datetime:
 
 async def facts(sc: Scenario) -> dict[str, object]:
     ev, st = f'"{sc.events.table}"', f'"{sc.state_table}"'
-    conn = await connect(sc.settings)
-    try:
+    async with pg(sc.settings) as conn:
         await conn.execute(f"ANALYZE {ev}; ANALYZE {st}; ANALYZE \"{sc.state_table}_history\"")
         return {
             "states": await conn.fetchval(f"SELECT count(*) FROM {st}"),
@@ -64,8 +63,6 @@ async def facts(sc: Scenario) -> dict[str, object]:
                 "SELECT sum(pg_total_relation_size(relid)) FROM pg_partition_tree($1)", ev),
             "state_bytes": await conn.fetchval("SELECT pg_total_relation_size($1)", st),
         }
-    finally:
-        await conn.close()
 
 
 async def test_stats_per_sink_group_and_cache(

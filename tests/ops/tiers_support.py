@@ -16,8 +16,8 @@ from typing import Any
 from sinkfleet.config import load_settings
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import ensure_partitions
-from tests.conftest import catalogue_env
-from tests.sink.support import Family, rows
+from tests.support.catalogue import catalogue_env
+from tests.support.family import Family, rows
 
 EPOCH_MONDAY = datetime(2025, 3, 3, tzinfo=UTC)  # a Monday: day and week windows start here
 

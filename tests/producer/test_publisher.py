@@ -7,24 +7,18 @@ import time
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.errors import ValidationError
 from sinkfleet.producer import Publisher, SyncPublisher, record_key
-from tests.conftest import TestCatalogue
+from tests.support.catalogue import TestCatalogue
+from tests.support.kafka import end_offsets
 
 pytestmark = pytest.mark.integration
 
 
 async def end_total(tc: TestCatalogue) -> int:
-    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(tc.topic, p) for p in range(6)])
-        return sum(ends.values())
-    finally:
-        await consumer.stop()
+    return sum((await end_offsets(tc.settings, [tc.topic])).values())
 
 
 async def test_invalid_record_is_refused_and_nothing_is_sent(catalogue_factory: Any) -> None:

@@ -29,7 +29,8 @@ from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.group_roles import READER_ROLE
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.loop import Worker
-from tests.conftest import ROOT, async_wait_for, catalogue_env, forget
+from tests.support.catalogue import ROOT, catalogue_env, forget
+from tests.support.waiting import async_wait_for
 
 # sink → its schema family (the seeds' families that the catalogue has)
 FAMILIES = {

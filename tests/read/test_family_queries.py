@@ -21,9 +21,9 @@ import pytest_asyncio
 from sinkfleet.config import Settings
 from sinkfleet.read import Reader
 from sinkfleet.read.query import Filter, Query, QueryError
-from tests.conftest import catalogue_env
 from tests.sink.families_support import Fleet, project_sinks
-from tests.sink.support import running_worker
+from tests.support.catalogue import catalogue_env
+from tests.support.family import running_worker
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 12, 1, tzinfo=UTC)

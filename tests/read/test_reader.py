@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import subprocess
-import sys
 from typing import Any
 
 import pytest
@@ -17,9 +14,10 @@ from sinkfleet import Reader
 from sinkfleet.cache import CacheLayout, CacheWriter
 from sinkfleet.cache.store import redis_client
 from sinkfleet.errors import CatalogueError, ConfigError
-from tests.cache.records import audit, event, now_us, policy, workflow
-from tests.cache.support import RECENT_KEEP, CacheCatalogue, Tomb, store
-from tests.worker.test_metrics import free_port
+from tests.support.cache import RECENT_KEEP, CacheCatalogue, Tomb, store
+from tests.support.cli import query
+from tests.support.endpoints import free_port
+from tests.support.records import audit, event, now_us, policy, workflow
 
 pytestmark = pytest.mark.integration
 
@@ -188,13 +186,6 @@ async def test_reader_falls_back_when_redis_is_down(cache_catalogue: CacheCatalo
         # one failed attempt, then Redis is skipped for a while
         assert r.cache_stats.as_dict() == {"hits": 0, "misses": 2, "errors": 1,
                                            "hit_rate": 0.0}
-
-
-def query(cc: CacheCatalogue, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "SINKFLEET_HOME": str(cc.root),
-           "SINKFLEET_STATE_DIR": str(cc.settings.state), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "sinkfleet", "query", *args], env=env,
-                          capture_output=True, text=True, timeout=60)
 
 
 async def test_query_cli(cache_catalogue: CacheCatalogue) -> None:

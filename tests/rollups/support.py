@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sinkfleet.dev.produce import produce
-from sinkfleet.sink.postgres.connect import connect
-from tests.conftest import TestCatalogue
+from sinkfleet.sink.postgres.connect import pg
+from tests.support.catalogue import TestCatalogue
 
 Key = tuple[Any, ...]
 Row = tuple[int, Decimal | None, Decimal | None, Decimal | None]
@@ -53,11 +53,8 @@ async def publish(tc: TestCatalogue, records: list[dict[str, Any]],
 
 
 async def fetch(tc: TestCatalogue, sql: str, *args: Any) -> list[Any]:
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
 
 
 async def detail_rows(tc: TestCatalogue) -> int:

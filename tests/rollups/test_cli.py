@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from sinkfleet.config import Settings
-from tests.conftest import TestCatalogue, make_catalogue
+from tests.support.catalogue import TestCatalogue, make_catalogue
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,6 @@ import pytest
 import pytest_asyncio
 
 from sinkfleet.dev.synthetic.append import LearningMetricLoad, WorkerEventLoad
-from tests.conftest import TestCatalogue, async_wait_for
 from tests.rollups.support import (
     cleanup,
     detail_rows,
@@ -35,6 +34,8 @@ from tests.rollups.support import (
     worker_event_group_by,
     worker_event_rollups,
 )
+from tests.support.catalogue import TestCatalogue
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -22,8 +22,9 @@ import socket
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sinkfleet.config import Settings
+from sinkfleet.config import Settings, load_settings
 from sinkfleet.dev.stack.services import SINGLE_NODE_DEFAULTS, Kafka, Postgres, Redis, _run
 from tests.security.pki import Pki
 
@@ -164,3 +165,82 @@ def prepare_state(base: Path) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
     return base
+
+
+@dataclass
+class TlsPg:
+    port: int
+    password: str
+    cert_user_password: str
+    pki: Pki
+    home: Path
+    state: Path
+
+    def settings(self, **overrides: Any) -> Settings:
+        """sinkfleet settings for this server (verify-full against our CA unless told)."""
+        values: dict[str, Any] = {
+            "home": self.home, "state_dir": self.state, "pg_host": "localhost",
+            "pg_port": self.port, "pg_user": "sinkfleet", "pg_password": self.password,
+            "pg_sslmode": "verify-full", "pg_sslrootcert": str(self.pki.ca)}
+        values.update(overrides)
+        return load_settings(**values)
+
+
+@dataclass
+class TlsRedisInfo:
+    port: int
+    user: str
+    password: str
+    pki: Pki
+    home: Path
+    state: Path
+
+    def settings(self, **overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "home": self.home, "state_dir": self.state, "redis_host": "localhost",
+            "redis_port": self.port, "redis_username": self.user,
+            "redis_password": self.password, "redis_tls": True,
+            "redis_ssl_ca_certs": self.pki.ca}
+        values.update(overrides)
+        return load_settings(**values)
+
+
+@dataclass
+class SaslKafkaInfo:
+    port: int        # SASL_PLAINTEXT on 127.0.0.1
+    ssl_port: int    # SASL_SSL, certificate for 'localhost'
+    users: KafkaUsers
+    pki: Pki
+    state: Path
+    log: Path
+
+    def settings(self, home: Path, mechanism: str = "PLAIN", tls: bool = False,
+                 password: str | None = None, **overrides: Any) -> Settings:
+        user = "alice" if mechanism == "PLAIN" else "bob"
+        pw = password if password is not None else (
+            self.users.plain if mechanism == "PLAIN" else self.users.scram)[user]
+        values: dict[str, Any] = {
+            "home": home, "kafka_sasl_mechanism": mechanism, "kafka_sasl_username": user,
+            "kafka_sasl_password": pw}
+        if tls:
+            values.update(kafka_bootstrap=f"localhost:{self.ssl_port}",
+                          kafka_security_protocol="SASL_SSL", kafka_ssl_cafile=self.pki.ca)
+        else:
+            values.update(kafka_bootstrap=f"127.0.0.1:{self.port}",
+                          kafka_security_protocol="SASL_PLAINTEXT")
+        values.update(overrides)
+        return load_settings(**values)
+
+    def env(self, mechanism: str = "PLAIN", tls: bool = False,
+            password: str | None = None) -> dict[str, str]:
+        """The same settings as environment variables, for CLI subprocesses."""
+        s = self.settings(Path("."), mechanism, tls, password)
+        assert s.kafka_sasl_password is not None
+        env = {"SINKFLEET_KAFKA_BOOTSTRAP": s.kafka_bootstrap,
+               "SINKFLEET_KAFKA_SECURITY_PROTOCOL": s.kafka_security_protocol,
+               "SINKFLEET_KAFKA_SASL_MECHANISM": s.kafka_sasl_mechanism,
+               "SINKFLEET_KAFKA_SASL_USERNAME": str(s.kafka_sasl_username),
+               "SINKFLEET_KAFKA_SASL_PASSWORD": s.kafka_sasl_password.get_secret_value()}
+        if tls:
+            env["SINKFLEET_KAFKA_SSL_CAFILE"] = str(self.pki.ca)
+        return env

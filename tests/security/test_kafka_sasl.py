@@ -25,9 +25,10 @@ from sinkfleet.errors import ConfigError, PublishError, SinkfleetError
 from sinkfleet.kafka.client import kafka_client_kwargs
 from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.producer import Publisher
-from sinkfleet.sink.postgres.connect import connect
-from tests.conftest import TestCatalogue, async_wait_for
-from tests.security.conftest import SaslKafkaInfo
+from sinkfleet.sink.postgres.connect import pg
+from tests.security.servers import SaslKafkaInfo
+from tests.support.catalogue import TestCatalogue
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -181,11 +182,8 @@ async def test_worker_over_sasl_as_the_least_privilege_role(
     proc = _worker(tc, env, tmp_path / "worker.log")
     try:
         async def stored() -> bool:
-            conn = await connect(owner)
-            try:
+            async with pg(owner) as conn:
                 return await conn.fetchval(f'SELECT count(*) FROM "{tc.table}"') == 300
-            finally:
-                await conn.close()
 
         await async_wait_for(stored, 60, "300 rows stored by the SASL worker")
     finally:
@@ -195,14 +193,11 @@ async def test_worker_over_sasl_as_the_least_privilege_role(
     assert code == 0, text[-2000:]
     assert "stopped cleanly: consumed=300 stored=300" in text
     assert not [s for s in secrets if s in text]
-    conn = await connect(owner)
-    try:
+    async with pg(owner) as conn:
         rows = await conn.fetch("SELECT DISTINCT w.group_id, o.next_offset IS NOT NULL AS o"
                                 " FROM sinkfleet.workers w LEFT JOIN sinkfleet.consumer_offsets"
                                 " o USING (group_id) WHERE w.group_id = $1", tc.group)
         ids = {bytes(r["event_id"]) for r in await conn.fetch(
             f'SELECT event_id FROM "{tc.table}"')}
-    finally:
-        await conn.close()
     assert [(r["group_id"], r["o"]) for r in rows] == [(tc.group, True)]  # heartbeat, offsets
     assert ids == {e["event_id"] for e in events}

@@ -17,7 +17,7 @@ import pytest
 from sinkfleet.config import Settings
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.group_roles import SERVICE_ROLES, group_role, login_of
-from tests.conftest import TestCatalogue, make_catalogue
+from tests.support.catalogue import TestCatalogue, make_catalogue
 
 pytestmark = pytest.mark.integration
 NOBODY = 65534

@@ -11,9 +11,9 @@ import pytest
 
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.errors import ConfigError, StorageRefused
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import connect, pg
 from sinkfleet.sink.postgres.migrate import migrate
-from tests.security.conftest import TlsPg
+from tests.security.servers import TlsPg
 
 pytestmark = pytest.mark.integration
 
@@ -24,12 +24,9 @@ async def test_verify_full_connects_to_the_certificates_name(tls_postgres: TlsPg
     settings = tls_postgres.settings()
     kwargs = settings.pg_connect_kwargs
     assert isinstance(kwargs["ssl"], ssl.SSLContext) and kwargs["ssl"].check_hostname
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         row = await conn.fetchrow(SSL_IN_USE)
         assert row["ssl"] is True and row["version"].startswith("TLSv1.")
-    finally:
-        await conn.close()
 
 
 async def test_verify_full_refuses_a_name_the_certificate_lacks(tls_postgres: TlsPg) -> None:
@@ -45,11 +42,8 @@ async def test_verify_full_refuses_a_name_the_certificate_lacks(tls_postgres: Tl
 
 
 async def test_verify_ca_checks_the_chain_but_not_the_name(tls_postgres: TlsPg) -> None:
-    conn = await connect(tls_postgres.settings(pg_host="127.0.0.1", pg_sslmode="verify-ca"))
-    try:
+    async with pg(tls_postgres.settings(pg_host="127.0.0.1", pg_sslmode="verify-ca")) as conn:
         assert (await conn.fetchrow(SSL_IN_USE))["ssl"] is True
-    finally:
-        await conn.close()
 
 
 async def test_a_certificate_from_another_ca_is_refused(tls_postgres: TlsPg) -> None:
@@ -71,11 +65,8 @@ async def test_require_encrypts_without_verifying(tls_postgres: TlsPg) -> None:
     settings = tls_postgres.settings(pg_host="127.0.0.1", pg_sslmode="require",
                                      pg_sslrootcert=None)
     assert settings.pg_connect_kwargs["ssl"] == "require"
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         assert (await conn.fetchrow(SSL_IN_USE))["ssl"] is True
-    finally:
-        await conn.close()
 
 
 async def test_client_certificate_is_presented(tls_postgres: TlsPg) -> None:
@@ -83,12 +74,9 @@ async def test_client_certificate_is_presented(tls_postgres: TlsPg) -> None:
     base = {"pg_user": "sinkfleet_cert", "pg_password": tls_postgres.cert_user_password}
     with pytest.raises(StorageRefused, match="requires a valid client certificate"):
         await connect(tls_postgres.settings(**base))
-    conn = await connect(tls_postgres.settings(**base, pg_sslcert=pki.client.cert,
-                                               pg_sslkey=pki.client.key))
-    try:
+    async with pg(tls_postgres.settings(**base, pg_sslcert=pki.client.cert,
+                                        pg_sslkey=pki.client.key)) as conn:
         assert await conn.fetchval("SELECT current_user") == "sinkfleet_cert"
-    finally:
-        await conn.close()
 
 
 def test_misconfigured_tls_settings_name_the_variable(tls_postgres: TlsPg) -> None:
@@ -113,13 +101,10 @@ async def test_migrate_and_the_worker_login_role_over_verify_full(tls_postgres: 
     # server accepts the password, and the plain text never crossed the wire.
     worker = tls_postgres.settings(pg_user="sinkfleet_worker_login",
                                    pg_password="wörker-pässwörd ﬁne")
-    conn = await connect(worker)
-    try:
+    async with pg(worker) as conn:
         assert await conn.fetchval("SELECT pg_has_role('sinkfleet_worker', 'MEMBER')")
         assert (await conn.fetchrow(SSL_IN_USE))["ssl"] is True
         assert await conn.fetchval(
             "SELECT has_table_privilege('public.experience_events', 'INSERT')")
-    finally:
-        await conn.close()
     await migrate(settings, load_catalogue(settings.home), said.append)  # idempotent
     assert said[-1] == "database is up to date"

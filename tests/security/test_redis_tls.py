@@ -11,7 +11,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from sinkfleet.errors import ConfigError
-from tests.security.conftest import TlsRedisInfo
+from tests.security.servers import TlsRedisInfo
 
 pytestmark = pytest.mark.integration
 

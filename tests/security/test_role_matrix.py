@@ -30,7 +30,7 @@ import yaml
 
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.group_roles import READER_ROLE, group_role, login_of
 from sinkfleet.sink.postgres.migrate import migrate
 
@@ -129,38 +129,36 @@ async def matrix(stack: Settings, tmp_path: Path) -> AsyncIterator[Matrix]:
         (root / "workers" / path.name).write_text(yaml.safe_dump(spec))
     database, legacy = f"sinkfleet_matrix_{suffix}", f"sinkfleet_m{suffix}_legacy"
     reader, reader_pw = f"sinkfleet_m{suffix}_reader", secrets.token_hex(12)
-    admin = await connect(stack)
-    await admin.execute(f"CREATE DATABASE {database}")
-    settings = load_settings(home=root, state_dir=stack.state, pg_database=database,
-                             pg_worker_user=legacy)
-    roles = [group_role(g) for g in groups.values()]
-    try:
-        await migrate(settings, load_catalogue(root), lambda m: None)
-        await admin.execute(f"CREATE ROLE {reader} LOGIN PASSWORD '{reader_pw}'"
-                            f" IN ROLE {READER_ROLE}")
-        logins = {key: (login_of(group_role(g)), "") for key, g in groups.items()}
-        logins |= {"rollups": ("sinkfleet_rollups_login", ""),
-                   "exporter": ("sinkfleet_exporter_login", ""),
-                   "reader": (reader, reader_pw), "legacy": (legacy, "")}
-        for key, (login, password) in logins.items():
-            if not password:
-                secret = load_settings(state_dir=stack.state, pg_user=login,
-                                       pg_worker_user=legacy).secret("pg_password")
-                assert secret is not None, login
-                logins[key] = (login, secret.get_secret_value())
-        yield Matrix(settings, groups, logins)
-    finally:
-        await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
-        for role in (*[login_of(r) for r in roles], *roles, reader, legacy):
-            await admin.execute(f"DROP ROLE IF EXISTS {role}")
-            settings.login_secret_path(role).unlink(missing_ok=True)
-        await admin.close()
+    async with pg(stack) as admin:
+        await admin.execute(f"CREATE DATABASE {database}")
+        settings = load_settings(home=root, state_dir=stack.state, pg_database=database,
+                                 pg_worker_user=legacy)
+        roles = [group_role(g) for g in groups.values()]
+        try:
+            await migrate(settings, load_catalogue(root), lambda m: None)
+            await admin.execute(f"CREATE ROLE {reader} LOGIN PASSWORD '{reader_pw}'"
+                                f" IN ROLE {READER_ROLE}")
+            logins = {key: (login_of(group_role(g)), "") for key, g in groups.items()}
+            logins |= {"rollups": ("sinkfleet_rollups_login", ""),
+                       "exporter": ("sinkfleet_exporter_login", ""),
+                       "reader": (reader, reader_pw), "legacy": (legacy, "")}
+            for key, (login, password) in logins.items():
+                if not password:
+                    secret = load_settings(state_dir=stack.state, pg_user=login,
+                                           pg_worker_user=legacy).secret("pg_password")
+                    assert secret is not None, login
+                    logins[key] = (login, secret.get_secret_value())
+            yield Matrix(settings, groups, logins)
+        finally:
+            await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+            for role in (*[login_of(r) for r in roles], *roles, reader, legacy):
+                await admin.execute(f"DROP ROLE IF EXISTS {role}")
+                settings.login_secret_path(role).unlink(missing_ok=True)
 
 
 async def _seed(m: Matrix) -> None:
     """Rows of every group (and of a stranger) in the tables with row-level security."""
-    owner = await connect(m.settings)
-    try:
+    async with pg(m.settings) as owner:
         for group in [*m.groups.values(), "someone.else"]:
             await owner.execute("INSERT INTO sinkfleet.consumer_offsets (group_id, topic,"
                                 " partition, next_offset) VALUES ($1, 't', 0, 1)", group)
@@ -168,8 +166,6 @@ async def _seed(m: Matrix) -> None:
                                 " pid, state) VALUES ($1, $1, 'h', 1, 'ok')", group)
         for sink in ("policies", "not_ours"):
             await owner.execute(_CONFLICT, sink, "k0")
-    finally:
-        await owner.close()
 
 
 _CONFLICT = ("INSERT INTO sinkfleet.state_conflicts (sink, key, version, loser_hash, loser,"

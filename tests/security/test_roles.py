@@ -20,14 +20,14 @@ from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.errors import ConfigError
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.group_roles import group_role, login_of
 from sinkfleet.sink.postgres.offsets import load_offsets, save_offsets
 from sinkfleet.sink.postgres.roles import scram_verifier
 from sinkfleet.sink.postgres.writer import AppendWriter
 from sinkfleet.worker.heartbeat import UPSERT
 from sinkfleet.worker.rows import RowBuilder
-from tests.conftest import TestCatalogue
+from tests.support.catalogue import TestCatalogue
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +59,7 @@ async def test_worker_role_can_do_the_worker_path(catalogue_factory: Any, who: s
     load = ExperienceLoad(seed=5, agent_prefix=f"r{tc.suffix}")
     rows = [build(codec.decode(codec.encode(next(load)))) for _ in range(50)]
     tp = TopicPartition(tc.topic, 0)
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         assert await conn.fetchval("SELECT current_user") == settings.pg_user
         assert not await conn.fetchval("SELECT rolsuper OR rolcreaterole OR rolcreatedb"
                                         " FROM pg_roles WHERE rolname = current_user")
@@ -77,8 +76,6 @@ async def test_worker_role_can_do_the_worker_path(catalogue_factory: Any, who: s
             await conn.execute(UPSERT, f"roles-{tc.suffix}", tc.group, socket.gethostname(),
                                1, None, state, 1, 50, 50, 0)
         assert await conn.fetchval(f'SELECT count(*) FROM "{tc.table}"') == 50
-    finally:
-        await conn.close()
 
 
 REFUSED = [
@@ -103,14 +100,11 @@ REFUSED = [
 
 async def test_worker_role_is_refused_ddl_and_rewrites(catalogue_factory: Any) -> None:
     tc: TestCatalogue = await catalogue_factory()
-    conn = await connect(worker_settings(tc))
-    try:
+    async with pg(worker_settings(tc)) as conn:
         for sql, message in REFUSED:
             with pytest.raises(asyncpg.InsufficientPrivilegeError) as caught:
                 await conn.execute(sql.format(t=tc.table))
             assert message.format(t=tc.table) in str(caught.value), sql
-    finally:
-        await conn.close()
 
 
 async def test_tables_created_later_get_no_grants(catalogue_factory: Any, stack: Settings
@@ -119,24 +113,23 @@ async def test_tables_created_later_get_no_grants(catalogue_factory: Any, stack:
     (no ALTER DEFAULT PRIVILEGES); partitions need none, rows reach them through the
     parent (the worker path above COPYs into a partitioned table)."""
     tc: TestCatalogue = await catalogue_factory()
-    owner = await connect(tc.settings)
-    name = f"later_{tc.suffix}"
-    role = group_role(tc.group)
-    try:
-        partition = await owner.fetchval(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
-            " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1 LIMIT 1", tc.table)
-        await owner.execute(f'CREATE TABLE public."{name}" (x int)')
-        for table in (partition, name):
-            privileges = await owner.fetchrow(
-                "SELECT has_table_privilege($2, $1, 'SELECT') AS s,"
-                " has_table_privilege($2, $1, 'INSERT') AS i,"
-                " has_table_privilege($2, $1, 'UPDATE') AS u,"
-                " has_table_privilege($2, $1, 'DELETE') AS d", f'public."{table}"', role)
-            assert tuple(privileges) == (False, False, False, False), table
-    finally:
-        await owner.execute(f'DROP TABLE IF EXISTS public."{name}"')
-        await owner.close()
+    async with pg(tc.settings) as owner:
+        name = f"later_{tc.suffix}"
+        role = group_role(tc.group)
+        try:
+            partition = await owner.fetchval(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = $1 LIMIT 1", tc.table)
+            await owner.execute(f'CREATE TABLE public."{name}" (x int)')
+            for table in (partition, name):
+                privileges = await owner.fetchrow(
+                    "SELECT has_table_privilege($2, $1, 'SELECT') AS s,"
+                    " has_table_privilege($2, $1, 'INSERT') AS i,"
+                    " has_table_privilege($2, $1, 'UPDATE') AS u,"
+                    " has_table_privilege($2, $1, 'DELETE') AS d", f'public."{table}"', role)
+                assert tuple(privileges) == (False, False, False, False), table
+        finally:
+            await owner.execute(f'DROP TABLE IF EXISTS public."{name}"')
 
 
 @pytest.mark.parametrize("password", ["plain-ascii-Pa55", "wörker ﬁ\u00a0pässwörd"])
@@ -145,18 +138,17 @@ async def test_scram_verifier_matches_what_postgresql_computes(
     """Our client-side verifier equals the server's for the same salt (SASLprep too)."""
     import base64
 
-    conn = await connect(stack)
-    role = f"sinkfleet_scram_probe_{abs(hash(password)) % 10_000}"
-    try:
-        await conn.execute(f"CREATE ROLE {role} NOLOGIN")
-        quoted = password.replace("'", "''")
-        await conn.execute("SET password_encryption = 'scram-sha-256'")
-        await conn.execute(f"ALTER ROLE {role} PASSWORD '{quoted}'")
-        server = await conn.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname = $1",
-                                     role)
-    finally:
-        await conn.execute(f"DROP ROLE IF EXISTS {role}")
-        await conn.close()
+    async with pg(stack) as conn:
+        role = f"sinkfleet_scram_probe_{abs(hash(password)) % 10_000}"
+        try:
+            await conn.execute(f"CREATE ROLE {role} NOLOGIN")
+            quoted = password.replace("'", "''")
+            await conn.execute("SET password_encryption = 'scram-sha-256'")
+            await conn.execute(f"ALTER ROLE {role} PASSWORD '{quoted}'")
+            server = await conn.fetchval("SELECT rolpassword FROM pg_authid WHERE rolname = $1",
+                                         role)
+        finally:
+            await conn.execute(f"DROP ROLE IF EXISTS {role}")
     iterations, salt = server.split("$")[1].split(":")
     assert scram_verifier(password, base64.b64decode(salt), int(iterations)) == server
 

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from sinkfleet.config import Settings, load_settings
-from tests.conftest import TestCatalogue, async_wait_for
-from tests.security.conftest import SaslKafkaInfo
+from tests.security.servers import SaslKafkaInfo
+from tests.support.catalogue import TestCatalogue
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,8 @@ from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.migrate import migrate
-from tests.conftest import ROOT, async_wait_for, forget
+from tests.support.catalogue import ROOT, forget
+from tests.support.waiting import async_wait_for
 
 
 @dataclass

@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 
 from sinkfleet.config import Settings
-from tests.conftest import ROOT
-from tests.sink.support import Family, make_family
+from tests.support.catalogue import ROOT
+from tests.support.family import Family, make_family
 
 SCHEMA = {
     "type": "record", "name": "crdt_all", "namespace": "test.sinkfleet",

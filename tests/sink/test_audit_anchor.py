@@ -22,9 +22,9 @@ from sinkfleet.config import Settings, load_settings
 from sinkfleet.ops.audit.checkpoint import CheckpointError, Head, load_anchor, write_checkpoint
 from sinkfleet.ops.audit.verify import BrokenLink, checkpoint, verify
 from sinkfleet.ops.signing import matching_keys, verify_key
-from tests.conftest import async_wait_for
-from tests.sink.support import Family, drain, drop_family, make_family, rows, running_worker
-from tests.sink.test_audit_mode import SCHEMA, SINK, TOPIC, entry, publish, superuser
+from tests.support.audit_family import SCHEMA, SINK, TOPIC, entry, publish, superuser
+from tests.support.family import Family, drain, drop_family, make_family, rows, running_worker
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 TENANTS = ("acme", "globex", "initech")

@@ -9,9 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
@@ -21,12 +19,12 @@ from sinkfleet.avro.hashing import LEGACY_HASH_VERSION, chain_hash, content_hash
 from sinkfleet.config import Settings
 from sinkfleet.ops.audit.verify import verify
 from sinkfleet.ops.deadletters.inspect import Filter, inspect
-from sinkfleet.producer import Publisher
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.ddl import AUDIT_CHAIN_COLUMNS
 from sinkfleet.sink.postgres.roles import worker_password
 from sinkfleet.worker.rows import RowBuilder
-from tests.sink.support import (
+from tests.support.audit_family import SCHEMA, SINK, TOPIC, entry, publish, superuser
+from tests.support.family import (
     Family,
     drain,
     drop_family,
@@ -38,60 +36,11 @@ from tests.sink.support import (
 
 pytestmark = pytest.mark.integration
 
-SCHEMA = {
-    "type": "record", "name": "audit_rec", "namespace": "test.sinkfleet",
-    "fields": [
-        {"name": "entry_id", "type": "string"},
-        {"name": "tenant_id", "type": "string"},
-        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-        {"name": "actor", "type": "string"},
-        {"name": "action", "type": "string"},
-        {"name": "before", "type": ["null", "string"], "sinkfleet.json": True,
-         "default": None},
-        {"name": "after", "type": "string", "sinkfleet.json": True},
-        {"name": "provenance", "type": ["null", {
-            "type": "record", "name": "Provenance", "fields": [
-                {"name": "task_id", "type": "string"},
-                {"name": "step", "type": "int"},
-                {"name": "weight", "type": "float"}]}], "default": None},
-        {"name": "content_hash", "type": {"type": "fixed", "name": "Sha256", "size": 32}},
-    ],
-}
-TOPIC = {"key": ["tenant_id"]}
-SINK = {
-    "mode": "audit", "id": ["entry_id"],
-    "audit": {"tenant": "tenant_id", "hash": "content_hash"},
-    "columns": [{"name": f["name"], "from": f["name"]} for f in SCHEMA["fields"]],
-    "indexes": [{"columns": ["tenant_id", "ts"]}, {"columns": ["actor"]}],
-}
-for _col in SINK["columns"]:
-    if _col["name"] in ("before", "after"):
-        _col["type"] = "jsonb"
-T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
-
-
 @pytest_asyncio.fixture
 async def fam(stack: Settings, tmp_path: Path) -> AsyncIterator[Family]:
     family = await make_family(tmp_path, stack, SCHEMA, TOPIC, SINK, max_records=50)
     yield family
     await drop_family(family)
-
-
-def entry(tenant: str, n: int) -> dict[str, Any]:
-    return {"entry_id": f"{tenant}-{n:04d}", "tenant_id": tenant,
-            "ts": T0 + timedelta(seconds=n), "actor": f"agent-{n % 3}",
-            "action": "update_state",
-            "before": None if n == 0 else json.dumps({"count": n - 1, "ünï": "ç"}),
-            "after": json.dumps({"count": n, "ratio": n / 7}),
-            "provenance": None if n % 2 else {"task_id": f"task-{n}", "step": n,
-                                              "weight": 0.1 * n},
-            "content_hash": None}
-
-
-async def publish(fam: Family, records: list[dict[str, Any]]) -> None:
-    async with Publisher(fam.settings, catalogue=fam.catalogue) as pub:
-        for rec in records:
-            await pub.publish(fam.family, rec)
 
 
 async def test_entries_are_chained_per_tenant_and_verify(fam: Family) -> None:
@@ -150,16 +99,13 @@ async def test_replay_adds_nothing_and_tampering_is_named(fam: Family) -> None:
         await conn.close()
 
     # a superuser can (with triggers off); verify names exactly the edited row
-    conn = await connect(fam.settings)
-    try:
+    async with pg(fam.settings) as conn:
         async with conn.transaction():
             await conn.execute("SET LOCAL session_replication_role = replica")
             await conn.execute(f'UPDATE "{fam.table}" SET actor = \'mallory\''
                                " WHERE tenant_id = 'globex' AND chain_seq = 7")
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="append-only"):
             await conn.execute(f'DELETE FROM "{fam.table}" WHERE chain_seq = 1')
-    finally:
-        await conn.close()
     result = await verify(fam.settings, fam.catalogue)
     assert not result.ok and result.entries == 50
     [broken] = result.broken
@@ -169,14 +115,10 @@ async def test_replay_adds_nothing_and_tampering_is_named(fam: Family) -> None:
     assert (await verify(fam.settings, fam.catalogue, tenant="acme")).ok
 
     # a removed row breaks the sequence at the row after it
-    conn = await connect(fam.settings)
-    try:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL session_replication_role = replica")
-            await conn.execute(f'DELETE FROM "{fam.table}"'
-                               " WHERE tenant_id = 'acme' AND chain_seq = 3")
-    finally:
-        await conn.close()
+    async with pg(fam.settings) as conn, conn.transaction():
+        await conn.execute("SET LOCAL session_replication_role = replica")
+        await conn.execute(f'DELETE FROM "{fam.table}"'
+                           " WHERE tenant_id = 'acme' AND chain_seq = 3")
     result = await verify(fam.settings, fam.catalogue, tenant="acme")
     assert [(b.tenant, b.sequence, b.what, b.expected, b.found) for b in result.broken] == [
         ("acme", 4, "sequence", "3", "4")]
@@ -216,19 +158,6 @@ async def test_redelivery_with_a_two_column_id_adds_nothing(stack: Settings,
         assert (await verify(two.settings, two.catalogue)).entries == 40
     finally:
         await drop_family(two)
-
-
-async def superuser(fam: Family, *statements: str) -> None:
-    """Run ``statements`` with the append-only triggers off (what an attacker with the
-    owner's rights could do)."""
-    conn = await connect(fam.settings)
-    try:
-        async with conn.transaction():
-            await conn.execute("SET LOCAL session_replication_role = replica")
-            for sql in statements:
-                await conn.execute(sql)
-    finally:
-        await conn.close()
 
 
 async def test_every_broken_link_of_every_chain_is_named(fam: Family) -> None:
@@ -291,12 +220,9 @@ async def test_chains_hashed_before_v2_still_verify(fam: Family) -> None:
         link = chain_hash(prev, old)
         chained.append((*row, seq, prev, link))
         prev = link
-    conn = await connect(fam.settings)
-    try:
+    async with pg(fam.settings) as conn:
         await conn.copy_records_to_table(fam.table, records=chained,
                                          columns=[*build.names, *AUDIT_CHAIN_COLUMNS])
-    finally:
-        await conn.close()
     result = await verify(fam.settings, fam.catalogue)
     assert (result.ok, result.entries, result.legacy) == (True, 10, differ)
 

@@ -8,7 +8,7 @@ import pytest
 
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, connect, pg
-from tests.faults import TcpProxy
+from tests.support.faults import TcpProxy
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ from sinkfleet.dev.synthetic.loads import MIX, MixedLoad
 from sinkfleet.dev.verify_load import check_load
 from sinkfleet.sink.postgres.connect import pg
 from tests.sink.families_support import Fleet, project_sinks
-from tests.sink.support import running_worker
+from tests.support.family import running_worker
 
 pytestmark = pytest.mark.integration
 SINKS = {"distributed_metric": "distributed_metrics", "capability_set": "capability_sets",

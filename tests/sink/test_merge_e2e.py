@@ -16,7 +16,7 @@ from sinkfleet.config import Settings
 from sinkfleet.producer import Publisher
 from sinkfleet.read import Reader
 from tests.sink.merge_support import project_family
-from tests.sink.support import (
+from tests.support.family import (
     Family,
     drain,
     drop_family,

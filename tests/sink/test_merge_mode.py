@@ -20,7 +20,7 @@ from sinkfleet.sink.postgres.connect import connect
 from sinkfleet.sink.postgres.merge_writer import MergeWriter
 from sinkfleet.worker.rows import RowBuilder
 from tests.sink.merge_support import Replica, expected_values, make_crdt_family
-from tests.sink.support import Family, drop_family
+from tests.support.family import Family, drop_family
 
 pytestmark = pytest.mark.integration
 

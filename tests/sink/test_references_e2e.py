@@ -18,7 +18,7 @@ from sinkfleet.ops.stats.report import collect_stats
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.references import OrphanCount, orphan_counts
 from tests.sink.families_support import Fleet, project_sinks
-from tests.sink.support import running_worker
+from tests.support.family import running_worker
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 12, 1, tzinfo=UTC)

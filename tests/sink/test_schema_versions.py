@@ -15,10 +15,10 @@ from sinkfleet.catalogue import load_catalogue
 from sinkfleet.config import Settings
 from sinkfleet.errors import CatalogueError, SchemaIncompatible
 from sinkfleet.ops.schemas.registry import check_against_db, list_versions, register
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.sink.postgres.schema_versions import registered_versions
-from tests.evolution import EXTRA, NOTE, Evo, forget, new_evo
+from tests.support.evolution import EXTRA, NOTE, Evo, forget, new_evo
 
 pytestmark = pytest.mark.integration
 
@@ -31,11 +31,8 @@ async def evo(stack: Settings, tmp_path: Path) -> AsyncIterator[Evo]:
 
 
 async def versions(evo: Evo) -> list[int]:
-    conn = await connect(evo.stack)
-    try:
+    async with pg(evo.stack) as conn:
         return [r.version for r in await registered_versions(conn, [evo.family])]
-    finally:
-        await conn.close()
 
 
 async def test_migrate_registers_versions_and_accepts_compatible_evolution(evo: Evo) -> None:
@@ -84,11 +81,8 @@ async def test_an_incompatible_change_is_refused_and_nothing_changes(
             await attempt
         assert str(caught.value).splitlines()[0] == f"{evo.family}: {message}"
     assert await versions(evo) == [1]
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         assert await conn.fetchval("SELECT to_regclass($1)", f"{evo.table}_more") is None
-    finally:
-        await conn.close()
 
 
 async def test_a_topic_override_none_accepts_the_change(evo: Evo) -> None:
@@ -118,12 +112,9 @@ async def test_two_families_cannot_share_one_schema(evo: Evo, stack: Settings,
 
 
 async def test_workers_may_read_versions_but_not_register_them(stack: Settings) -> None:
-    conn = await connect(stack)
-    try:
+    async with pg(stack) as conn:
         row = await conn.fetchrow(
             "SELECT has_table_privilege('sinkfleet_worker', 'sinkfleet.schema_versions',"
             " 'SELECT') AS s, has_table_privilege('sinkfleet_worker',"
             " 'sinkfleet.schema_versions', 'INSERT') AS i")
-    finally:
-        await conn.close()
     assert (row["s"], row["i"]) == (True, False)

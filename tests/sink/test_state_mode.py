@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from sinkfleet.cache import CacheLayout
-from sinkfleet.cache.store import redis_client
 from sinkfleet.config import Settings
-from sinkfleet.producer import Publisher
-from tests.conftest import async_wait_for
-from tests.sink.support import (
+from tests.support.family import (
     Family,
     drain,
     drop_family,
@@ -25,28 +19,9 @@ from tests.sink.support import (
     rows,
     running_worker,
 )
+from tests.support.state_family import SCHEMA, SINK, TOPIC, cache_settles, cached, publish, state
 
 pytestmark = pytest.mark.integration
-
-SCHEMA = {
-    "type": "record", "name": "wf_state", "namespace": "test.sinkfleet",
-    "fields": [
-        {"name": "tenant_id", "type": "string"},
-        {"name": "workflow_id", "type": "string"},
-        {"name": "version", "type": "long"},
-        {"name": "status", "type": "string"},
-        {"name": "detail", "type": "string", "sinkfleet.json": True},
-        {"name": "updated_at", "type": {"type": "long", "logicalType": "timestamp-micros"}},
-    ],
-}
-TOPIC = {"key": ["tenant_id", "workflow_id"], "config": {"cleanup.policy": "compact"}}
-SINK = {
-    "mode": "state", "id": ["tenant_id", "workflow_id"], "state": {"version": "version"},
-    "cache": {"latest": True},
-    "columns": [{"name": f["name"], "from": f["name"]} for f in SCHEMA["fields"]]
-    + [{"name": "ingested_at", "default": "now()"}],
-}
-SINK["columns"][4]["type"] = "jsonb"
 
 
 @pytest_asyncio.fixture
@@ -54,40 +29,6 @@ async def fam(stack: Settings, tmp_path: Path) -> AsyncIterator[Family]:
     family = await make_family(tmp_path, stack, SCHEMA, TOPIC, SINK)
     yield family
     await drop_family(family)
-
-
-def state(tenant: str, wf: str, version: int, status: str) -> dict[str, Any]:
-    return {"tenant_id": tenant, "workflow_id": wf, "version": version, "status": status,
-            "detail": f'{{"step": {version}, "note": "v{version} of {wf}"}}',
-            "updated_at": datetime(2026, 11, 25, 12, version, tzinfo=UTC)}
-
-
-async def publish(fam: Family, records: list[dict[str, Any] | tuple[str, ...]]) -> None:
-    async with Publisher(fam.settings, catalogue=fam.catalogue) as pub:
-        for rec in records:
-            if isinstance(rec, tuple):
-                await pub.delete(fam.family, *rec)
-            else:
-                await pub.publish(fam.family, rec)
-
-
-async def cached(fam: Family, *ids: str) -> dict[str, Any] | None:
-    """The latest-state cache entry of ``ids`` ({v, d}), or None."""
-    client = redis_client(fam.settings)
-    try:
-        entry = await client.hgetall(CacheLayout.of(fam.sink).latest_key(ids))
-    finally:
-        await client.aclose()
-    return {"v": int(entry["v"]), "d": json.loads(entry["d"])} if entry else None
-
-
-async def cache_settles(fam: Family, ids: tuple[str, ...], version: int | None) -> None:
-    async def done() -> bool:
-        entry = await cached(fam, *ids)
-        return (entry is None) if version is None else (entry is not None
-                                                         and entry["v"] == version)
-
-    await async_wait_for(done, 20, f"Redis latest of {ids} at version {version}")
 
 
 def shown(row: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from sinkfleet.errors import ConfigError
 from sinkfleet.producer import Publisher
 from sinkfleet.read import Reader
 from tests.sink.merge_support import project_family
-from tests.sink.support import Family, drain, drop_family, running_worker
+from tests.support.family import Family, drain, drop_family, running_worker
 
 pytestmark = pytest.mark.integration
 

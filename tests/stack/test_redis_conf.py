@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from sinkfleet.config import load_settings
 from sinkfleet.dev.stack.services import Redis
 from sinkfleet.errors import ConfigError
-from tests.worker.test_metrics import free_port
+from tests.support.endpoints import free_port
 
 
 @pytest.mark.parametrize(("setting", "expected"), [(None, 256 * 1024 * 1024),

@@ -2,39 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
 from sinkfleet.avro.framing import frame_confluent
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.producer import Publisher
-from tests.conftest import TestCatalogue
-from tests.worker.test_e2e import count_rows, stop, wait_all_stored
+from tests.support.catalogue import TestCatalogue
+from tests.support.deadletters import read_all
+from tests.support.postgres import count_rows
+from tests.support.worker import stop, wait_all_stored
 
 pytestmark = pytest.mark.integration
-
-
-async def read_all(settings: Any, topic: str, n: int, timeout: float = 30) -> list[Any]:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka_bootstrap,
-                                auto_offset_reset="earliest", enable_auto_commit=False)
-    await consumer.start()
-    got: list[Any] = []
-    try:
-        deadline = asyncio.get_running_loop().time() + timeout
-        while len(got) < n and asyncio.get_running_loop().time() < deadline:
-            for msgs in (await consumer.getmany(timeout_ms=500)).values():
-                got.extend(msgs)
-        # Anything beyond n would be a duplicate dead letter.
-        for msgs in (await consumer.getmany(timeout_ms=1000)).values():
-            got.extend(msgs)
-    finally:
-        await consumer.stop()
-    return got
 
 
 async def test_poison_records_are_dead_lettered_and_never_block(

@@ -16,60 +16,14 @@ from typing import Any
 
 import pytest
 
-from sinkfleet.dev.produce import produce
-from sinkfleet.dev.synthetic.loads import ExperienceLoad
-from sinkfleet.sink.postgres.connect import connect
-from tests.conftest import TestCatalogue, async_wait_for
+from sinkfleet.sink.postgres.connect import pg
+from tests.support.catalogue import TestCatalogue
+from tests.support.kafka import end_offsets
+from tests.support.postgres import count_rows, stored_ids, stored_offsets
+from tests.support.waiting import async_wait_for
+from tests.support.worker import publish, stop, wait_all_stored
 
 pytestmark = pytest.mark.integration
-
-
-async def publish(tc: TestCatalogue, n: int, seed: int) -> list[dict[str, Any]]:
-    load = ExperienceLoad(seed=seed, agents=16, agent_prefix=f"t{tc.suffix}")
-    result = await produce(tc.settings, tc.catalogue, "experience_event", iter(load), n,
-                           keep=True)
-    assert result.records is not None and len(result.records) == n
-    return result.records
-
-
-async def count_rows(tc: TestCatalogue) -> tuple[int, int]:
-    conn = await connect(tc.settings)
-    try:
-        row = await conn.fetchrow(f'SELECT count(*) AS n, count(DISTINCT event_id) AS d'
-                                  f' FROM "{tc.table}"')
-        return row["n"], row["d"]
-    finally:
-        await conn.close()
-
-
-async def stored_ids(tc: TestCatalogue) -> set[bytes]:
-    conn = await connect(tc.settings)
-    try:
-        return {bytes(r[0]) for r in await conn.fetch(f'SELECT event_id FROM "{tc.table}"')}
-    finally:
-        await conn.close()
-
-
-async def stored_offsets(tc: TestCatalogue) -> dict[int, int]:
-    conn = await connect(tc.settings)
-    try:
-        rows = await conn.fetch("SELECT partition, next_offset FROM sinkfleet.consumer_offsets"
-                                " WHERE group_id = $1 AND topic = $2", tc.group, tc.topic)
-        return {r["partition"]: r["next_offset"] for r in rows}
-    finally:
-        await conn.close()
-
-
-async def wait_all_stored(tc: TestCatalogue, n: int, timeout: float = 120) -> None:
-    async def done() -> bool:
-        return sum((await stored_offsets(tc)).values()) >= n
-
-    await async_wait_for(done, timeout, f"{n} records stored by group {tc.group}")
-
-
-def stop(proc: Any, sig: int = signal.SIGTERM) -> int:
-    proc.send_signal(sig)
-    return proc.wait(60)
 
 
 def assert_row_equals(row: Any, event: dict[str, Any]) -> None:
@@ -103,23 +57,13 @@ async def test_every_published_event_is_stored_once_field_by_field(
     finally:
         assert stop(worker) == 0, (tmp_path / "worker.log").read_text()[-3000:]
     assert await count_rows(tc) == (3000, 3000)
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         rows = {bytes(r["event_id"]): r for r in await conn.fetch(f'SELECT * FROM "{tc.table}"')}
-    finally:
-        await conn.close()
     assert set(rows) == {e["event_id"] for e in events}
     for event in events:
         assert_row_equals(rows[event["event_id"]], event)
     # Offsets: PostgreSQL holds the log end of every partition, no more, no less.
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(tc.topic, p) for p in range(6)])
-    finally:
-        await consumer.stop()
+    ends = await end_offsets(tc.settings, [tc.topic])
     assert await stored_offsets(tc) == {tp.partition: off for tp, off in ends.items() if off}
 
 
@@ -233,14 +177,11 @@ async def test_replaying_everything_stores_nothing_twice(
         await wait_all_stored(tc, 4000)
     finally:
         assert stop(worker) == 0
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         before = await conn.fetch(f'SELECT * FROM "{tc.table}" ORDER BY event_id')
         # Rewind the group to the start: PostgreSQL's offsets are the source of truth.
         await conn.execute("UPDATE sinkfleet.consumer_offsets SET next_offset = 0"
                            " WHERE group_id = $1", tc.group)
-    finally:
-        await conn.close()
     worker = tc.start_worker(log)
     try:
         await wait_all_stored(tc, 4000)
@@ -248,10 +189,7 @@ async def test_replaying_everything_stores_nothing_twice(
         assert stop(worker) == 0
     last = log.read_text().strip().splitlines()[-1]
     assert "consumed=4000 stored=0 duplicates_skipped=4000" in last, last
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         after = await conn.fetch(f'SELECT * FROM "{tc.table}" ORDER BY event_id')
-    finally:
-        await conn.close()
     assert [dict(r) for r in after] == [dict(r) for r in before]
     assert len(after) == len(events) == 4000

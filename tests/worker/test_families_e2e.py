@@ -24,8 +24,10 @@ from sinkfleet.catalogue import Sink
 from sinkfleet.dev.produce import produce
 from sinkfleet.dev.synthetic.base import StateLoad
 from sinkfleet.dev.synthetic.loads import LOADS, Tombstone, synthetic_records
-from sinkfleet.sink.postgres.connect import connect
-from tests.conftest import TestCatalogue, async_wait_for
+from sinkfleet.sink.postgres.connect import pg
+from tests.support.catalogue import TestCatalogue
+from tests.support.kafka import end_offsets
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -58,21 +60,15 @@ def _tail(log: Path) -> str:
 
 
 async def _stored(tc: TestCatalogue, n: int) -> bool:
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         stored = await conn.fetchval("SELECT coalesce(sum(next_offset), 0) FROM"
                                      " sinkfleet.consumer_offsets WHERE group_id = $1", tc.group)
-    finally:
-        await conn.close()
     return bool(stored >= n)
 
 
 async def fetch(tc: TestCatalogue, sql: str) -> list[Any]:
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         return list(await conn.fetch(sql))
-    finally:
-        await conn.close()
 
 
 def _value(record: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -205,7 +201,6 @@ async def test_audit_family_stores_every_entry_chained_per_tenant(
 
 async def test_produce_cli_publishes_a_family_with_tombstones(
         catalogue_factory: Any) -> None:
-    from aiokafka import AIOKafkaConsumer, TopicPartition
 
     tc: TestCatalogue = await catalogue_factory(family="job")
     out = _cli(tc, "produce", "--family", "job", "--family", "all", "--count", "10")
@@ -213,13 +208,7 @@ async def test_produce_cli_publishes_a_family_with_tombstones(
     out = _cli(tc, "produce", "--family", "mixed", "--count", "800", "--seed", "3")
     assert out.returncode == 0, out.stderr
     assert "produced 800 job records" in out.stdout and "tombstones" in out.stdout, out.stdout
-    consumer = AIOKafkaConsumer(bootstrap_servers=tc.settings.kafka_bootstrap)
-    await consumer.start()
-    try:
-        ends = await consumer.end_offsets([TopicPartition(tc.topic, p) for p in range(6)])
-    finally:
-        await consumer.stop()
-    assert sum(ends.values()) == 800
+    assert sum((await end_offsets(tc.settings, [tc.topic])).values()) == 800
 
 
 def _cli(tc: TestCatalogue, *args: str) -> subprocess.CompletedProcess[str]:

@@ -3,44 +3,19 @@
 from __future__ import annotations
 
 import re
-import socket
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from sinkfleet.http import Health, Phase, route
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.workers import list_workers
-from tests.conftest import TestCatalogue, async_wait_for, wait_for
-from tests.worker.test_e2e import publish, stop, stored_offsets, wait_all_stored
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except (urllib.error.URLError, ConnectionError):
-        return 0, ""  # not listening yet
-
-
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
+from tests.support.catalogue import TestCatalogue
+from tests.support.endpoints import free_port, get, samples
+from tests.support.postgres import stored_offsets
+from tests.support.waiting import async_wait_for, wait_for
+from tests.support.worker import publish, stop, wait_all_stored
 
 
 def _status(path: str, health: Health) -> tuple[int, str]:
@@ -126,8 +101,5 @@ async def test_worker_metrics_count_exactly_what_was_stored(
 
 
 async def workers_of(tc: TestCatalogue) -> list[dict[str, Any]]:
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         return await list_workers(conn, [tc.group])
-    finally:
-        await conn.close()

@@ -17,12 +17,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
 from sinkfleet.producer import Publisher
-from sinkfleet.sink.postgres.connect import connect
-from tests.conftest import TestCatalogue, async_wait_for, wait_for
-from tests.faults import TcpProxy
-from tests.worker.test_deadletter import read_all
-from tests.worker.test_e2e import count_rows, publish, stop, stored_offsets, wait_all_stored
-from tests.worker.test_metrics import free_port, get, samples
+from sinkfleet.sink.postgres.connect import pg
+from tests.support.catalogue import TestCatalogue
+from tests.support.deadletters import read_all
+from tests.support.endpoints import free_port, get, samples
+from tests.support.faults import TcpProxy
+from tests.support.postgres import count_rows, stored_offsets
+from tests.support.waiting import async_wait_for, wait_for
+from tests.support.worker import publish, stop, wait_all_stored
 
 pytestmark = pytest.mark.integration
 
@@ -86,8 +88,7 @@ async def _limited_role(tc: TestCatalogue, grant_offsets: bool) -> tuple[str, st
     """A login role with what a worker needs to start, but (unless ``grant_offsets``)
     no access to the stored offsets nor the workers table."""
     role, password = f"t_{tc.suffix}", secrets.token_hex(12)
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
         await conn.execute(f"GRANT USAGE ON SCHEMA sinkfleet TO {role}")
         await conn.execute(f"GRANT SELECT ON sinkfleet.schema_versions TO {role}")
@@ -96,18 +97,13 @@ async def _limited_role(tc: TestCatalogue, grant_offsets: bool) -> tuple[str, st
         if grant_offsets:
             await conn.execute(f"GRANT SELECT, INSERT, UPDATE ON sinkfleet.consumer_offsets"
                                f" TO {role}")
-    finally:
-        await conn.close()
     return role, password
 
 
 async def _drop_role(tc: TestCatalogue, role: str) -> None:
-    conn = await connect(tc.settings)
-    try:
+    async with pg(tc.settings) as conn:
         await conn.execute(f"DROP OWNED BY {role}")
         await conn.execute(f"DROP ROLE {role}")
-    finally:
-        await conn.close()
 
 
 async def test_a_missing_grant_at_assignment_fails_loudly_instead_of_pausing_forever(

@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import TestCatalogue, async_wait_for
-from tests.faults import TcpProxy
-from tests.worker.test_e2e import count_rows, publish, stop, stored_offsets, wait_all_stored
-from tests.worker.test_metrics import free_port, get, samples
+from tests.support.catalogue import TestCatalogue
+from tests.support.endpoints import free_port, get, samples
+from tests.support.faults import TcpProxy
+from tests.support.postgres import count_rows, stored_offsets
+from tests.support.waiting import async_wait_for
+from tests.support.worker import publish, stop, wait_all_stored
 
 pytestmark = pytest.mark.integration
 

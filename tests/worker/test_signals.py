@@ -5,37 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import TestCatalogue
+from tests.support.catalogue import TestCatalogue
+from tests.support.worker import wait_catching
 
 pytestmark = pytest.mark.integration
-
-
-def catches(pid: int, sig: int) -> bool:
-    """Whether process ``pid`` has a handler for ``sig`` (Linux: SigCgt in /proc)."""
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except FileNotFoundError:
-        return False
-    for line in status.splitlines():
-        if line.startswith("SigCgt:"):
-            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
-    return False
-
-
-async def wait_catching(proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    """Until the worker handles SIGTERM itself (its first line has run)."""
-    deadline = time.monotonic() + timeout
-    while not catches(proc.pid, signal.SIGTERM):
-        assert proc.poll() is None, f"worker exited with {proc.returncode}"
-        assert time.monotonic() < deadline, "the worker never installed a SIGTERM handler"
-        await asyncio.sleep(0.005)
 
 
 async def test_sigterm_during_start_up_is_a_clean_stop(

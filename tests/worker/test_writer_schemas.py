@@ -22,13 +22,13 @@ from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.avro.framing import frame_confluent
 from sinkfleet.config import Settings
 from sinkfleet.ops.setup.topics import apply_topics
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.sink.postgres.schema_versions import register_catalogue
 from sinkfleet.worker.loop import Worker
 from sinkfleet.worker.schemas import WriterSchemas
-from tests.conftest import async_wait_for
-from tests.evolution import EXTRA, NOTE, Evo, forget, new_evo
+from tests.support.evolution import EXTRA, NOTE, Evo, forget, new_evo
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -44,11 +44,8 @@ async def evo(stack: Settings, tmp_path: Path) -> AsyncIterator[Evo]:
 async def register_version(evo: Evo, schema: dict[str, Any]) -> None:
     """An operator runs `sinkfleet schemas register` for a deploy of ``schema``."""
     settings, cat = evo.version(schema)
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         await register_catalogue(conn, cat, lambda m: None)
-    finally:
-        await conn.close()
 
 
 def record(i: int, version: int) -> dict[str, Any]:
@@ -95,11 +92,8 @@ async def test_a_worker_stores_records_of_every_registered_version(evo: Evo) -> 
             await publish(settings, evo.topic, writers[v], records)
 
         async def stored() -> bool:
-            conn = await connect(settings)
-            try:
+            async with pg(settings) as conn:
                 return await conn.fetchval(f'SELECT count(*) FROM "{evo.table}"') >= 120
-            finally:
-                await conn.close()
 
         await async_wait_for(stored, 60, "120 rows")
     finally:
@@ -107,11 +101,8 @@ async def test_a_worker_stores_records_of_every_registered_version(evo: Evo) -> 
         await asyncio.wait_for(task, 60)
     assert worker.stats.dead_lettered == 0
     assert worker.writer_schemas.lookups == 1  # version 3, once
-    conn = await connect(settings)
-    try:
+    async with pg(settings) as conn:
         rows = {r["id"]: dict(r) for r in await conn.fetch(f'SELECT * FROM "{evo.table}"')}
-    finally:
-        await conn.close()
     expected = {rec["id"]: {"id": rec["id"], "ts": rec["ts"], "n": rec["n"],
                             "note": rec.get("note", "n/a")}  # v1 records: the default
                 for records in sent.values() for rec in records}

@@ -94,10 +94,9 @@ async def forget(evo: Evo) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
     from aiokafka.errors import KafkaError
 
-    from sinkfleet.sink.postgres.connect import connect
+    from sinkfleet.sink.postgres.connect import pg
 
-    conn = await connect(evo.stack)
-    try:
+    async with pg(evo.stack) as conn:
         await conn.execute(f'DROP TABLE IF EXISTS "{evo.table}"')
         await conn.execute("DELETE FROM sinkfleet.schema_versions WHERE family = $1",
                            evo.family)
@@ -106,8 +105,6 @@ async def forget(evo: Evo) -> None:
         await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id = $1",
                            evo.group)
         await conn.execute("DELETE FROM sinkfleet.workers WHERE group_id = $1", evo.group)
-    finally:
-        await conn.close()
     admin = AIOKafkaAdminClient(bootstrap_servers=evo.stack.kafka_bootstrap)
     await admin.start()
     try:

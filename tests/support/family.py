@@ -16,12 +16,13 @@ import yaml
 
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings, load_settings
-from sinkfleet.kafka.positions import KafkaPositions
 from sinkfleet.ops.setup.topics import apply_topics
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.loop import Worker
-from tests.conftest import async_wait_for, forget
+from tests.support.catalogue import forget
+from tests.support.kafka import end_offsets
+from tests.support.waiting import async_wait_for
 
 
 @dataclass
@@ -69,18 +70,14 @@ async def drop_family(fam: Family) -> None:
 
 
 async def stored_total(fam: Family) -> int:
-    conn = await connect(fam.settings)
-    try:
+    async with pg(fam.settings) as conn:
         return int(await conn.fetchval(
             "SELECT coalesce(sum(next_offset), 0) FROM sinkfleet.consumer_offsets"
             " WHERE group_id = $1 AND topic = $2", fam.group, fam.topic))
-    finally:
-        await conn.close()
 
 
 async def log_end_total(fam: Family) -> int:
-    async with KafkaPositions(fam.settings) as kafka:
-        return sum(end for _, end in (await kafka.bounds([fam.topic])).values())
+    return sum((await end_offsets(fam.settings, [fam.topic])).values())
 
 
 @contextlib.asynccontextmanager
@@ -107,18 +104,12 @@ async def drain(fam: Family, worker: Worker, timeout: float = 60) -> None:
 
 
 async def rows(fam: Family, sql: str, *args: Any) -> list[dict[str, Any]]:
-    conn = await connect(fam.settings)
-    try:
+    async with pg(fam.settings) as conn:
         return [dict(r) for r in await conn.fetch(sql, *args)]
-    finally:
-        await conn.close()
 
 
 async def rewind(fam: Family) -> None:
     """Replay everything: the group's PostgreSQL offsets (its position) back to 0."""
-    conn = await connect(fam.settings)
-    try:
+    async with pg(fam.settings) as conn:
         await conn.execute("UPDATE sinkfleet.consumer_offsets SET next_offset = 0"
                            " WHERE group_id = $1", fam.group)
-    finally:
-        await conn.close()

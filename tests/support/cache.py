@@ -15,6 +15,8 @@ from typing import Any
 
 import fastavro
 import pytest_asyncio
+import yaml
+from prometheus_client import CollectorRegistry
 
 from sinkfleet.avro.hashing import content_hash
 from sinkfleet.cache import CacheWriter
@@ -25,13 +27,13 @@ from sinkfleet.config import Settings, load_settings
 from sinkfleet.keys import join_key
 from sinkfleet.sink.changes import Change
 from sinkfleet.sink.postgres.audit_writer import AuditWriter
-from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.sink.postgres.state_writer import StateWriter
 from sinkfleet.sink.postgres.writer import AppendWriter
 from sinkfleet.worker.rows import RowBuilder
+from tests.support.catalogue import ROOT, write_spec
 
-ROOT = Path(__file__).resolve().parents[2]
 # (family, topic file, sink file) → sink spec overrides
 FAMILIES = {
     "workflow_states": ("workflow_state", "workflow_states"),
@@ -68,14 +70,11 @@ def make_cache_catalogue(tmp: Path, stack: Settings) -> CacheCatalogue:
         names[real] = name
         shutil.copy(ROOT / "schemas" / f"{family}.avsc", root / "schemas")
         shutil.copy(ROOT / "topics" / f"{topic}.yaml", root / "topics")
-        text = (ROOT / "sinks" / f"{real}.yaml").read_text()
-        text = text.replace(f"name: {real}\n", f"name: {name}\n")
-        text = text.replace(f"table: {real}\n", f"table: {name}\n")
-        if real == "experience_events":  # small enough to see the trimming
-            text = text.replace("keep: 100, ttl_seconds: 3600",
-                                f"keep: {RECENT_KEEP}, ttl_seconds: {RECENT_TTL}")
-            assert f"keep: {RECENT_KEEP}" in text
-        (root / "sinks" / f"{real}.yaml").write_text(text)
+        small = {"cache": {"recent": {"keep": RECENT_KEEP, "ttl_seconds": RECENT_TTL}}}
+        write_spec(root / "sinks" / f"{real}.yaml",
+                   yaml.safe_load((ROOT / "sinks" / f"{real}.yaml").read_text()),
+                   {"name": name, "table": name},
+                   small if real == "experience_events" else {})  # see the trimming
     (root / "workers" / "all.yaml").write_text(
         f"name: all\ngroup: test-cache-{suffix}\nsinks: [{', '.join(names.values())}]\n")
     settings = load_settings(home=root, state_dir=stack.state)
@@ -95,16 +94,13 @@ async def cache_catalogue(stack: Settings, tmp_path: Path) -> AsyncIterator[Cach
 
 
 async def drop_cache_catalogue(cc: CacheCatalogue) -> None:
-    conn = await connect(cc.settings)
-    try:
+    async with pg(cc.settings) as conn:
         for name, sink in cc.catalogue.sinks.items():
             if sink.spec.state is not None:
                 await conn.execute(f'DROP TABLE IF EXISTS "{sink.spec.history_table}" CASCADE')
             await conn.execute(f'DROP TABLE IF EXISTS "{sink.spec.table}" CASCADE')
             await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
                                f"sink:{name}:%")
-    finally:
-        await conn.close()
     client = redis_client(cc.settings)
     try:
         for name in cc.catalogue.sinks:
@@ -150,13 +146,10 @@ async def store(cc: CacheCatalogue, real: str, items: Iterable[dict[str, Any] | 
     cls = (StateWriter if sink.spec.state is not None
            else AuditWriter if sink.spec.audit is not None else AppendWriter)
     pg_writer: Any = cls(sink, builder.names)
-    conn = await connect(cc.settings)
-    try:
+    async with pg(cc.settings) as conn:
         await pg_writer.prepare(conn)
         async with conn.transaction():
             written = await pg_writer.write(conn, rows, sources)
-    finally:
-        await conn.close()
     changes: list[Change] = list(written.changes)
     if writer is not None:
         writer.submit(sink.spec.name, changes)
@@ -179,3 +172,20 @@ async def redis_contents(settings: Settings, sink: str) -> dict[str, Any]:
     finally:
         await client.aclose()
     return out
+
+
+def metric(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    return registry.get_sample_value(name, labels) or 0.0
+
+
+async def settled(writer: CacheWriter, timeout: float = 20) -> None:
+    assert await writer.drain(timeout), "the cache writer did not settle"
+
+
+async def entry(cc: CacheCatalogue, key: str) -> dict[str, str]:
+    client = redis_client(cc.settings)
+    try:
+        result: dict[str, str] = await client.hgetall(key)
+        return result
+    finally:
+        await client.aclose()
