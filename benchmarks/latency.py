@@ -161,10 +161,13 @@ async def reset(settings: Settings, catalogue: Catalogue | None = None) -> None:
     async with pg(settings) as conn:
         if catalogue is None:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{SCHEMA}" CASCADE')
-            await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
-                               f"sink:{SINK}:%")
-            await conn.execute("DELETE FROM sinkfleet.consumer_offsets WHERE group_id LIKE $1",
-                               PREFIX + "%")
+            # a fresh database has no sinkfleet tables yet: migrate() makes them next
+            if await conn.fetchval("SELECT to_regclass('sinkfleet.schema_migrations')"):
+                await conn.execute("DELETE FROM sinkfleet.schema_migrations WHERE id LIKE $1",
+                                   f"sink:{SINK}:%")
+                await conn.execute(
+                    "DELETE FROM sinkfleet.consumer_offsets WHERE group_id LIKE $1",
+                    PREFIX + "%")
         else:
             await conn.execute(f'TRUNCATE "{SCHEMA}"."{SINK}"')
     if catalogue is not None:
