@@ -321,6 +321,11 @@ async def run_config(settings: Settings, project: Catalogue, args: argparse.Name
                 if level.committed_ms.get("n") != level.events:
                     raise SystemExit(f"{level.committed_ms.get('n')} rows stored of"
                                      f" {level.events} published")
+                if level.achieved < 0.9 * level.rate:
+                    console.print(f"  [yellow]warning: the publisher reached only"
+                                  f" {level.achieved:,.0f} of {level.rate:,.0f} events/s:"
+                                  " the machine is saturated and these latencies include"
+                                  " its queueing; measure on a quiet machine[/]")
                 levels.append(level)
         finally:
             if proc is not None:
