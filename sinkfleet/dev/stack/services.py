@@ -279,7 +279,10 @@ class Postgres(Service):
             ]))
 
     def argv(self) -> list[str]:
-        return [_pg_bin("postgres"), "-D", str(self.data), "-p", str(self.port)]
+        # Commit timestamps (10 bytes a transaction): benchmarks/latency.py reads each
+        # row's commit time from them. On the command line, so existing data dirs get it.
+        return [_pg_bin("postgres"), "-D", str(self.data), "-p", str(self.port),
+                "-c", "track_commit_timestamp=on"]
 
     async def probe(self) -> None:
         import asyncpg
