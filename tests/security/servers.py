@@ -152,7 +152,11 @@ class SaslKafka(Kafka):
         props = home / "server.properties"
         props.write_text("\n".join(lines) + "\n")
         props.chmod(0o600)
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # Kafka's own Uuid.randomUuid() never starts with "-" (the storage tool would read
+        # it as an option): one id in 64 did here, and every SASL test then failed to start.
+        cluster_id = "-"
+        while cluster_id.startswith("-"):
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         scram = [arg for name, pw in u.scram.items() for mech in ("SCRAM-SHA-256", "SCRAM-SHA-512")
                  for arg in ("--add-scram", f"{mech}=[name={name},password={pw}]")]
         _run(["java", "-XX:TieredStopAtLevel=1", "-cp", f"{self.libs}/*",
