@@ -1,7 +1,8 @@
-"""`sinkfleet produce`'s loads of the seed 001, 003 (CRDTs and ledgers) and 004 families, stored by a worker
-and checked as each sink mode promises (dev/verify_load.py, the demo's summary): state
-rows at their newest versions, append rows once, merge rows equal to the join of every
-replica's state — and the merge check fails when a row is not that join."""
+"""`sinkfleet produce`'s loads of the seed 001, 003 (CRDTs and ledgers) and 004
+families, stored by a worker and checked as each sink mode promises (dev/verify_load.py,
+the demo's summary): state rows at their newest versions, append rows once, merge rows
+equal to the join of every replica's state — and the merge check fails when a row is not
+that join."""
 
 from __future__ import annotations
 
