@@ -39,11 +39,12 @@ from sinkfleet.sink.postgres.tenancy import tenant_view
 
 MAX_LIMIT = 10_000  # rows per page; more is paged with the cursor
 COMPARE = ("=", "!=", "<", "<=", ">", ">=")
-OPERATORS = (*COMPARE, "in", "between", "contains", "overlaps", "is null", "is not null")
+OPERATORS = (*COMPARE, "in", "between", "contains", "overlaps", "includes", "is null",
+             "is not null")
 _SQL_OP = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
 _NUMERIC = {"smallint", "integer", "bigint", "real", "double precision", "numeric"}
 _NAME = r"[a-z_][a-z0-9_]*(?:\s*\+\s*[a-z_][a-z0-9_]*)*"
-_WORD_RE = re.compile(rf"\A\s*({_NAME})\s+(in|between|contains|overlaps|is\s+null"
+_WORD_RE = re.compile(rf"\A\s*({_NAME})\s+(in|between|contains|overlaps|includes|is\s+null"
                       rf"|is\s+not\s+null)\b\s*(.*)\Z", re.IGNORECASE | re.DOTALL)
 _SYMBOL_RE = re.compile(rf"\A\s*({_NAME})\s*(!=|<=|>=|=|<|>)(.*)\Z", re.DOTALL)
 CURSOR_VERSION = 1
@@ -57,7 +58,9 @@ class QueryError(ConfigError):
 class Filter:
     """``column op value``. ``column`` is a sink column, or a sum of numeric columns
     written ``a+b+c``; ``value`` is a list for ``in``/``contains``/``overlaps``, a pair
-    for ``between``, nothing for ``is null``/``is not null``."""
+    for ``between``, nothing for ``is null``/``is not null``. ``includes`` is a
+    case-insensitive substring of a text column (seed 004's skills by pattern): a scan
+    of the rows the other filters leave, so keep it for small sinks or narrow filters."""
 
     column: str
     op: str
@@ -93,6 +96,8 @@ def parse_filter(text: str) -> Filter:
             if rest.strip():
                 raise QueryError(f"filter {text!r}: nothing may follow {op!r}")
             return Filter(_squash(column), op)
+        if op == "includes":  # one text, commas and all
+            return Filter(_squash(column), op, rest.strip())
         values = [v.strip() for v in rest.split(",")]
         if op == "between" and len(values) != 2:
             raise QueryError(f"filter {text!r}: write COLUMN between LOW,HIGH")
@@ -101,8 +106,9 @@ def parse_filter(text: str) -> Filter:
     if m is None:
         raise QueryError(
             f"filter {text!r} is not COLUMN OP VALUE: OP is one of = != < <= > >=, or"
-            " in / between / contains / overlaps (comma-separated values), or is null /"
-            " is not null; e.g. status=failed, avg_reward>0.5, tags contains important")
+            " in / between / contains / overlaps (comma-separated values), includes (a"
+            " substring), or is null / is not null; e.g. status=failed, avg_reward>0.5,"
+            " tags contains important, trigger_pattern includes code")
     return Filter(_squash(m.group(1)), m.group(2), m.group(3))
 
 
@@ -237,6 +243,16 @@ class SinkQuery:
         if kind == "jsonb" or (is_array and f.op not in ("contains", "overlaps")):
             raise QueryError(f"column {name!r} is {kind}: {f.op} needs a scalar column"
                              + ("; use contains or overlaps" if is_array else ""))
+        if f.op == "includes":
+            if kind != "text" or not isinstance(f.value, str) or not f.value:
+                raise QueryError(f"{where}: includes needs a text column and a non-empty"
+                                 f" text (column {name!r} is {kind})")
+            if "\x00" in f.value:
+                raise QueryError(f"{where}: NUL is not allowed in a text")
+            escaped = re.sub(r"([\\%_])", r"\\\1", f.value)
+            built.clauses.append(f"{col} ILIKE {built.bind('%' + escaped + '%')} ESCAPE '\\'")
+            built.shape.append([name, "includes", f.value])
+            return
         if f.op in ("contains", "overlaps"):
             if not is_array:
                 raise QueryError(f"column {name!r} is {kind}, not an array: {f.op} needs an"

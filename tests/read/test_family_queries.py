@@ -33,9 +33,10 @@ T0 = datetime(2026, 12, 1, tzinfo=UTC)
 async def fleet(stack: Settings, tmp_path_factory: pytest.TempPathFactory
                 ) -> AsyncIterator[tuple[Fleet, dict[str, list[dict[str, Any]]]]]:
     fleet = await project_sinks(tmp_path_factory.mktemp("families"), stack,
-                                ["memories", "vectors", "causal_edges", "graph_connections"])
+                                ["memories", "vectors", "causal_edges", "graph_connections",
+                                 "skills"])
     published = {"memory": memories(), "vector": vectors(), "causal_edge": edges(),
-                 "graph_connection": connections()}
+                 "graph_connection": connections(), "skill": skills()}
     for family, records in published.items():
         await fleet.publish(family, *records)
     async with running_worker(fleet):  # type: ignore[arg-type]
@@ -91,6 +92,16 @@ def connections() -> list[dict[str, Any]]:
     # earlier versions too, published first: the latest weight is the one that counts
     return [{**c, "version": c["version"] - 1, "weight": 99.0} for c in out
             if c["version"] > 1] + out
+
+
+PATTERNS = ("review the code diff", "write unit tests", "Refactor Code paths", "summarise a"
+            " thread", "decode 50% of the logs", "plan_a_trip", "codec selection")
+
+
+def skills() -> list[dict[str, Any]]:
+    return [{"skill_id": f"skill-{i:02d}", "version": 1, "name": f"skill {i}",
+             "description": "", "trigger_pattern": pattern, "created_at": T0,
+             "updated_at": T0} for i, pattern in enumerate(PATTERNS)]
 
 
 def latest(records: list[dict[str, Any]], *key: str) -> list[dict[str, Any]]:
@@ -206,6 +217,30 @@ async def test_a_nodes_neighbours_and_statistics(
                       "max_weight": None, "avg_weight": None}
 
 
+async def test_skills_by_pattern(
+        fleet: tuple[Fleet, dict[str, list[dict[str, Any]]]]) -> None:
+    """Seed 004's get_skills_by_pattern("code"): a case-insensitive substring of the
+    trigger pattern, taken literally (% and _ match themselves, not any text)."""
+    f, _ = fleet
+
+    async def matching(text: str) -> list[str]:
+        async with Reader(f.settings, f.catalogue) as reader:
+            page = await reader.query(f.sink("skills"),
+                                      [Filter("trigger_pattern", "includes", text)],
+                                      order_by="skill_id")
+        return [r["trigger_pattern"] for r in page.rows]
+
+    assert await matching("code") == [p for p in PATTERNS if "code" in p.lower()]
+    assert await matching("code") == ["review the code diff", "Refactor Code paths",
+                                      "decode 50% of the logs", "codec selection"]
+    assert await matching("50%") == ["decode 50% of the logs"]
+    assert await matching("%") == ["decode 50% of the logs"]
+    assert await matching("n_a") == ["plan_a_trip"]  # not "plan" + any one character
+    async with Reader(f.settings, f.catalogue) as reader:
+        with pytest.raises(QueryError, match="includes needs a text column"):
+            await reader.query(f.sink("skills"), [Filter("version", "includes", "1")])
+
+
 def test_the_same_reads_on_the_command_line(
         fleet: tuple[Fleet, dict[str, list[dict[str, Any]]]]) -> None:
     f, published = fleet
@@ -235,3 +270,7 @@ def test_the_same_reads_on_the_command_line(
                  "--order-by", "importance", "--desc", "--limit", "3")
     assert [m["memory_id"] for m in page["rows"]] == [m["memory_id"] for m in top]
     assert page["next_cursor"] is not None
+    found = query("rows", "--sink", f.sink("skills"), "--where",
+                  "trigger_pattern includes CODE", "--order-by", "skill_id")
+    assert [r["trigger_pattern"] for r in found["rows"]] == [
+        p for p in PATTERNS if "code" in p.lower()]

@@ -1,7 +1,8 @@
-"""`sinkfleet produce`'s loads of the seed 001, 003 and 004 families, stored by a worker
-and checked as each sink mode promises (dev/verify_load.py, the demo's summary): state
-rows at their newest versions, append rows once, merge rows equal to the join of every
-replica's state — and the merge check fails when a row is not that join."""
+"""`sinkfleet produce`'s loads of the seed 001, 003 (CRDTs and ledgers) and 004
+families, stored by a worker and checked as each sink mode promises (dev/verify_load.py,
+the demo's summary): state rows at their newest versions, append rows once, merge rows
+equal to the join of every replica's state — and the merge check fails when a row is not
+that join."""
 
 from __future__ import annotations
 
@@ -25,7 +26,10 @@ SINKS = {"distributed_metric": "distributed_metrics", "capability_set": "capabil
          "token": "tokens", "graph_connection": "graph_connections", "memory": "memories",
          "skill": "skills", "skill_use": "skill_successes", "architecture": "architectures",
          "intelligence": "intelligences", "vector": "vectors",
-         "reflexion_episode": "reflexion_episodes", "causal_edge": "causal_edges"}
+         "reflexion_episode": "reflexion_episodes", "causal_edge": "causal_edges",
+         "judgement_snapshot": "judgement_snapshots", "egg_revision": "egg_revisions",
+         "job_resource_allocation": "job_resource_ledger", "job_event": "job_events",
+         "worker_journal_entry": "worker_journal", "tadpole_activity": "tadpole_activity"}
 
 
 @pytest_asyncio.fixture

@@ -16,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from sinkfleet.config import Settings
-from sinkfleet.errors import ConfigError
+from sinkfleet.errors import ConfigError, ValidationError
 from sinkfleet.producer import Publisher
 from sinkfleet.read import Reader
 from tests.sink.merge_support import project_family
@@ -70,3 +70,23 @@ async def test_tokens_in_a_region_and_nearest_tokens(tokens: Family) -> None:
         math.dist(t["coordinates"], query) for t in by_distance[:5]]
     assert one is not None and bytes(one["binary_data"]) == published[7]["binary_data"]
     assert one["coordinates"] == published[7]["coordinates"]
+
+
+async def test_bulk_insert_of_1000_tokens_in_one_call(tokens: Family) -> None:
+    """Seed 001: "bulk insert of 1,000 tokens in one call" — validated first (one bad
+    token refuses the call and sends nothing), then sent and acknowledged together, and
+    stored as 1,000 rows."""
+    published = made_tokens(1000)
+    bad = [dict(t) for t in published]
+    bad[500]["level"] = "three"  # not an int: the Avro schema refuses it
+    async with Publisher(tokens.settings, catalogue=tokens.catalogue) as pub:
+        with pytest.raises(ValidationError, match=r"record #500: .*nothing was sent"):
+            await pub.publish_many(tokens.family, bad)
+        assert pub.sent == 0
+        assert await pub.publish_many(tokens.family, published) == 1000
+        assert pub.acked == 1000
+    async with running_worker(tokens) as worker:
+        await drain(tokens, worker)
+    async with Reader(tokens.settings, tokens.catalogue) as reader:
+        page = await reader.query(tokens.table, order_by="token_id", limit=1000)
+    assert [str(r["token_id"]) for r in page.rows] == sorted(t["token_id"] for t in published)

@@ -24,6 +24,7 @@ from sinkfleet.dev.synthetic.append import (
     WorkerEventLoad,
 )
 from sinkfleet.dev.synthetic.base import Item, Load, Tombstone, World
+from sinkfleet.dev.synthetic.ledgers import LEDGER_LOADS
 from sinkfleet.dev.synthetic.merge import CapabilitySetLoad, DistributedMetricLoad, SkillUseLoad
 from sinkfleet.dev.synthetic.omega import (
     ArchitectureLoad,
@@ -47,12 +48,13 @@ from sinkfleet.dev.synthetic.state import (
 
 INTENTS = ("explore", "exploit", "query_memory", "call_tool", "plan", "reflect")
 EXECUTORS = ("planner", "tool-runner", "memory", "llm", "policy")
-LOADS: dict[str, type[Load]] = {load.family: load for load in (
+_LOADS: tuple[type[Load], ...] = (
     LearningMetricLoad, MemoryEntryLoad, WorkerEventLoad, AuditEntryLoad,
     PolicyLoad, ConfigurationLoad, WorkflowStateLoad, TaskStateLoad, JobLoad, FleetWorkerLoad,
     DistributedMetricLoad, CapabilitySetLoad, TokenLoad, GraphConnectionLoad,
     MemoryLoad, SkillLoad, SkillUseLoad, ArchitectureLoad, IntelligenceLoad, VectorLoad,
-    ReflexionEpisodeLoad, CausalEdgeLoad)}
+    ReflexionEpisodeLoad, CausalEdgeLoad, *LEDGER_LOADS)
+LOADS: dict[str, type[Load]] = {load.family: load for load in _LOADS}
 FAMILIES = ("experience_event", *LOADS)
 # Relative weights of a mixed load (the first eleven sum to 100): mostly experience
 # events, then the audit trail and the state updates that agents' work produces; then
@@ -62,7 +64,9 @@ MIX = {"experience_event": 60, "memory_entry": 8, "worker_event": 6, "learning_m
        "policy": 2, "configuration": 1,
        "distributed_metric": 2, "capability_set": 1, "token": 3, "graph_connection": 3,
        "memory": 3, "skill": 1, "skill_use": 2, "architecture": 1, "intelligence": 1,
-       "vector": 2, "reflexion_episode": 2, "causal_edge": 2}
+       "vector": 2, "reflexion_episode": 2, "causal_edge": 2,
+       "judgement_snapshot": 1, "egg_revision": 1, "job_resource_allocation": 1,
+       "job_event": 1, "worker_journal_entry": 1, "tadpole_activity": 1}
 
 
 def _clip(x: float) -> float:
