@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDict
 import pytest_asyncio
+from multidict import CIMultiDict
 from pydantic import SecretStr
 
 from sinkfleet.read.serve import ReadService, ServeOptions
