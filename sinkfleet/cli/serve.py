@@ -29,6 +29,8 @@ def serve(ctx: typer.Context,
           max_requests: Annotated[int, typer.Option(
               min=1, help="requests answered at once; more get 503")] = 64,
           max_streams: Annotated[int, typer.Option(min=0, help="open event streams")] = 100,
+          max_connections: Annotated[int, typer.Option(
+              min=1, max=10_000, help="open connections; more get 503")] = 256,
           deadline: Annotated[float, typer.Option(
               min=0.1, help="seconds to answer a request, else 503")] = 10.0,
           pool_size: Annotated[int, typer.Option(
@@ -42,9 +44,9 @@ def serve(ctx: typer.Context,
     from sinkfleet.read.serve.app import ReadService, ServeOptions
 
     settings, catalogue = settings_and_catalogue()
-    options = ServeOptions.from_settings(settings, max_requests=max_requests,
-                                         max_streams=max_streams, deadline=deadline,
-                                         pool_size=pool_size)
+    options = ServeOptions.from_settings(settings, max_connections=max_connections,
+                                         max_requests=max_requests, max_streams=max_streams,
+                                         deadline=deadline, pool_size=pool_size)
 
     async def main() -> None:
         service = ReadService(settings, catalogue, options)

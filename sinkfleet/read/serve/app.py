@@ -57,10 +57,12 @@ class ServeOptions:
     stream: StreamOptions = field(default_factory=StreamOptions)
 
     @classmethod
-    def from_settings(cls, settings: Settings, **kwargs: Any) -> ServeOptions:
-        """SINKFLEET_HTTP_* as the other endpoints read them, with a cursor-sized line."""
+    def from_settings(cls, settings: Settings, max_connections: int = 256, **kwargs: Any
+                      ) -> ServeOptions:
+        """SINKFLEET_HTTP_* timeouts as the other endpoints read them, with a cursor-sized
+        request line and more connections than a scrape endpoint needs."""
         limits = replace(HttpLimits.from_settings(settings), max_line_size=16_384,
-                         max_field_size=8_192)
+                         max_field_size=8_192, max_connections=max_connections)
         return cls(limits=limits, allowed_hosts=settings.http_allowed_hosts, **kwargs)
 
 
