@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -88,11 +87,11 @@ async def main(rows: int, clients: list[int], seconds: float) -> None:
         async with pg(settings) as conn:
             token, token_id = await create_token(conn, TENANT, "benchmark")
         env = {**os.environ, "SINKFLEET_HOME": str(tmp), "SINKFLEET_STATE_DIR": str(base.state)}
-        proc = subprocess.Popen([sys.executable, "-m", "sinkfleet", "serve", "--port", "0",
-                                 "--max-requests", "1000"], env=env, cwd=ROOT,
-                                stderr=subprocess.PIPE, text=True)
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sinkfleet", "serve", "--port", "0", "--max-requests",
+            "1000", env=env, cwd=ROOT, stderr=asyncio.subprocess.PIPE)
         assert proc.stderr is not None
-        line = proc.stderr.readline()
+        line = (await proc.stderr.readline()).decode()
         port = int(re.search(r":(\d+) ", line).group(1))  # type: ignore[union-attr]
         url = f"http://127.0.0.1:{port}/v1/sinks/{sink}/rows?desc=true&limit=100"
         table = Table("clients", "HTTP req/s", "HTTP p50 ms", "HTTP p99 ms", "Reader q/s",
@@ -127,7 +126,7 @@ async def main(rows: int, clients: list[int], seconds: float) -> None:
     finally:
         if proc is not None:
             proc.terminate()
-            proc.wait(10)
+            await asyncio.wait_for(proc.wait(), 10)
         await cleanup(settings, iso)
 
 
