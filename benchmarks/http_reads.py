@@ -69,7 +69,8 @@ async def load(call: Callable[[], Awaitable[None]], clients: int, seconds: float
             latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000)
 
 
-async def main(rows: int, clients: list[int], seconds: float) -> None:
+async def main(rows: int, clients: list[int], seconds: float, profile: Path | None = None
+               ) -> None:
     base = load_settings()
     suffix = "h" + uuid.uuid4().hex[:8]
     tmp = Path(tempfile.mkdtemp(prefix="http-reads-"))
@@ -87,8 +88,9 @@ async def main(rows: int, clients: list[int], seconds: float) -> None:
         async with pg(settings) as conn:
             token, token_id = await create_token(conn, TENANT, "benchmark")
         env = {**os.environ, "SINKFLEET_HOME": str(tmp), "SINKFLEET_STATE_DIR": str(base.state)}
+        profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sinkfleet", "serve", "--port", "0", "--max-requests",
+            sys.executable, *profiler, "-m", "sinkfleet", "serve", "--port", "0", "--max-requests",
             "1000", env=env, cwd=ROOT, stderr=asyncio.subprocess.PIPE)
         assert proc.stderr is not None
         line = (await proc.stderr.readline()).decode()
@@ -135,5 +137,7 @@ if __name__ == "__main__":
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--clients", default="1,10,50")
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--profile", type=Path, help="cProfile the service into this file")
     args = parser.parse_args()
-    asyncio.run(main(args.rows, [int(c) for c in args.clients.split(",")], args.seconds))
+    asyncio.run(main(args.rows, [int(c) for c in args.clients.split(",")], args.seconds,
+                     args.profile))

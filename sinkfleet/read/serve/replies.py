@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +24,10 @@ JSON = "application/json"
 
 def _default(value: Any) -> Any:
     """What orjson does not write itself: bytea as hex (as `sinkfleet query --json`),
-    numeric as a string (exact)."""
+    numeric as a string (exact), and asyncpg's UUID (a uuid.UUID subclass, which orjson
+    takes for an unknown type)."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value).hex()
     if isinstance(value, Decimal):
