@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
+import sys
 import uuid
 from typing import Any
 
@@ -19,7 +21,7 @@ from sinkfleet.read.serve.replies import dumps
 from sinkfleet.read.serve.tokens import create_token, revoke_token
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.worker.loop import Worker
-from tests.conftest import async_wait_for
+from tests.conftest import ROOT, async_wait_for, catalogue_env
 from tests.read.query_support import AUDITS, MEMORIES, POLICIES, memory
 from tests.read.serve_support import Served, seeded, served
 
@@ -340,3 +342,58 @@ async def test_the_stream_delivers_rows_stored_after_it_opened(served: Served) -
                                   params=params) as resp:
         assert resp.status == 400  # tenant-1's cursor is not tenant-2's stream
         assert "belongs to another query" in (await resp.json())["error"]
+
+
+# --- the commands -------------------------------------------------------------------------
+async def sinkfleet(served: Served, *args: str, env: dict[str, str] | None = None
+                    ) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sinkfleet", *args, cwd=ROOT,
+        env=env or catalogue_env(served.seeded.root, served.seeded.settings),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_token_commands_and_the_serve_command(served: Served) -> None:
+    code, out, err = await sinkfleet(served, "serve", "token", "create", "--tenant",
+                                     "tenant-2", "--note", "tests")
+    assert code == 0, err
+    token = out.strip()
+    assert token.startswith("sft_") and len(token) == 47 and token not in err
+    token_id = re.search(r"token (\w{12}) for tenant 'tenant-2'", err).group(1)  # type: ignore[union-attr]
+    code, out, _ = await sinkfleet(served, "serve", "token", "list", "--json")
+    listed = {t["token_id"]: t for t in json.loads(out)}
+    assert listed[token_id]["tenant"] == "tenant-2" and listed[token_id]["revoked_at"] is None
+    assert token not in out
+    # `sinkfleet serve` as a process, logged in as the service's login
+    env = catalogue_env(served.seeded.root, served.seeded.settings)
+    login = served.service.settings
+    assert login.pg_password is not None
+    env.update(SINKFLEET_PG_USER=login.pg_user,
+               SINKFLEET_PG_PASSWORD=login.pg_password.get_secret_value())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "sinkfleet", "serve", "--port", "0", cwd=ROOT, env=env,
+        stderr=asyncio.subprocess.PIPE)
+    try:
+        assert proc.stderr is not None
+        line = (await asyncio.wait_for(proc.stderr.readline(), 60)).decode()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+) ", line).group(1))  # type: ignore[union-attr]
+        url = f"http://127.0.0.1:{port}/v1/sinks/{served.sink('workflow_states')}/rows"
+        auth = {"Authorization": f"Bearer {token}"}
+        async with served.session.get(url, headers=auth) as resp:
+            body = await resp.json()
+        assert resp.status == 200
+        assert [r["workflow_id"] for r in body["rows"]] == ["wf-1", "wf-9"]  # tenant-2's
+        code, out, err = await sinkfleet(served, "serve", "token", "revoke", token_id)
+        assert (code, out.strip()) == (0, "revoked"), err
+        code, _, err = await sinkfleet(served, "serve", "token", "revoke", token_id)
+        assert code == 2 and "no live token matches" in err
+        async def refused() -> bool:  # the process caches tokens 5 s
+            async with served.session.get(url, headers=auth) as resp:
+                return resp.status == 401
+
+        await async_wait_for(refused, 15, "the revoked token refused")
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 20) == 0  # SIGTERM: a clean stop

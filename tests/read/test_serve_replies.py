@@ -1,5 +1,5 @@
 """The read service's pure parts: JSON of stored values, ETags and If-None-Match, the
-HTTP status of each sinkfleet error."""
+HTTP status of each sinkfleet error, the shape of a token."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from sinkfleet.errors import (
 from sinkfleet.read.query import QueryError
 from sinkfleet.read.serve import replies
 from sinkfleet.read.serve.replies import dumps, etag, matches, status_of
+from sinkfleet.read.serve.tokens import PREFIX, digest, token_id_of, well_formed
 
 
 def test_stored_values_are_written_by_orjson_without_a_fallback(
@@ -59,3 +60,14 @@ def test_etags_and_if_none_match() -> None:
     (StorageUnavailable("down"), 503), (MigrationError("run db migrate"), 500)])
 def test_errors_map_to_statuses(exc: Exception, status: int) -> None:
     assert status_of(exc) == status  # type: ignore[arg-type]
+
+
+def test_only_token_shaped_values_are_looked_up() -> None:
+    import secrets
+
+    token = PREFIX + secrets.token_urlsafe(32)
+    assert well_formed(token)
+    for bad in ("", "sft_", token[:-1], token + "A", "xyz_" + token[4:], token[:-1] + "=",
+                token[:-1] + "é", token[:-1] + "\x00", "Bearer " + token):
+        assert not well_formed(bad), bad
+    assert len(digest(token)) == 32 and token_id_of(digest(token)) == digest(token).hex()[:12]

@@ -21,7 +21,15 @@ import asyncpg
 from sinkfleet.errors import ConfigError
 
 PREFIX = "sft_"
-MAX_TOKEN_LENGTH = 128  # longer Authorization values are refused before hashing
+TOKEN_LENGTH = len(PREFIX) + 43  # token_urlsafe(32)
+_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def well_formed(token: str) -> bool:
+    """The shape of a token this module makes: anything else is refused without a
+    database read (a flood of made-up values costs no query)."""
+    return (len(token) == TOKEN_LENGTH and token.startswith(PREFIX)
+            and set(token[len(PREFIX):]) <= _ALPHABET)
 
 
 def digest(token: str) -> bytes:
@@ -63,15 +71,16 @@ async def list_tokens(conn: asyncpg.Connection) -> list[dict[str, Any]]:
 
 class TokenCache:
     """token → tenant (None: not a live token), read from ``sinkfleet.api_tokens`` and
-    kept ``ttl`` seconds; at most ``size`` answers (the oldest go first), so a flood of
-    made-up tokens costs one primary-key read each and bounded memory."""
+    kept ``ttl`` seconds; at most ``size`` answers (the oldest go first). Values not
+    shaped like a token are refused unread; a flood of well-formed made-up ones costs a
+    primary-key read each and bounded memory."""
 
     def __init__(self, ttl: float = 5.0, size: int = 10_000) -> None:
         self.ttl, self.size = ttl, size
         self._seen: OrderedDict[bytes, tuple[float, str | None]] = OrderedDict()
 
     async def tenant(self, pool: asyncpg.Pool, token: str) -> str | None:
-        if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
+        if not well_formed(token):
             return None
         sha = digest(token)
         now = time.monotonic()
