@@ -246,6 +246,8 @@ class ReadService:
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         given = routes.params(request, routes.STREAM_PARAMS)
+        if request.method == "HEAD":  # the headers a stream would have, and no stream
+            return web.Response(headers={"Content-Type": "text/event-stream"})
         reader = routes.reader_of(request)
         stream = RowStream(reader, routes.sink_of(request).spec.name,
                            routes.filters_of(given), routes.one(given, "order_by"),
