@@ -71,3 +71,17 @@ def test_only_token_shaped_values_are_looked_up() -> None:
                 token[:-1] + "é", token[:-1] + "\x00", "Bearer " + token):
         assert not well_formed(bad), bad
     assert len(digest(token)) == 32 and token_id_of(digest(token)) == digest(token).hex()[:12]
+
+
+async def test_a_token_lookup_while_postgresql_is_down_is_unavailable_not_a_bug() -> None:
+    """The lookup's driver errors become StorageUnavailable (a 503 with Retry-After),
+    not an unexplained 500."""
+    from sinkfleet.errors import StorageUnavailable
+    from sinkfleet.read.serve.tokens import TokenCache
+
+    class DownPool:
+        async def fetchval(self, *args: Any) -> Any:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    with pytest.raises(StorageUnavailable, match="cannot check the token"):
+        await TokenCache().tenant(DownPool(), PREFIX + "A" * 43)  # type: ignore[arg-type]

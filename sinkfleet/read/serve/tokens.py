@@ -18,7 +18,8 @@ from typing import Any
 
 import asyncpg
 
-from sinkfleet.errors import ConfigError
+from sinkfleet.errors import ConfigError, MigrationError, StorageUnavailable
+from sinkfleet.sink.postgres.connect import RETRIABLE_PG_ERRORS
 
 PREFIX = "sft_"
 TOKEN_LENGTH = len(PREFIX) + 43  # token_urlsafe(32)
@@ -87,8 +88,20 @@ class TokenCache:
         hit = self._seen.get(sha)
         if hit is not None and hit[0] > now:
             return hit[1]
-        tenant = await pool.fetchval("SELECT tenant FROM sinkfleet.api_tokens"
-                                     " WHERE token_sha256 = $1 AND revoked_at IS NULL", sha)
+        try:
+            tenant = await pool.fetchval("SELECT tenant FROM sinkfleet.api_tokens"
+                                         " WHERE token_sha256 = $1 AND revoked_at IS NULL",
+                                         sha)
+        except RETRIABLE_PG_ERRORS as exc:
+            raise StorageUnavailable(f"cannot check the token: PostgreSQL does not answer"
+                                     f" ({type(exc).__name__}: {exc}); retry") from None
+        except asyncpg.UndefinedTableError:
+            raise MigrationError("no table sinkfleet.api_tokens: run `sinkfleet db migrate`"
+                                 ) from None
+        except asyncpg.InsufficientPrivilegeError:
+            raise MigrationError("the service's PostgreSQL login may not read"
+                                 " sinkfleet.api_tokens: log in as sinkfleet_serve_login (or"
+                                 " a member of sinkfleet_serve)") from None
         self._seen[sha] = (now + self.ttl, tenant)
         self._seen.move_to_end(sha)
         while len(self._seen) > self.size:
