@@ -214,3 +214,40 @@ async def test_a_request_past_its_deadline_is_a_503(served: Served) -> None:
         await service.close()
         async with pg(served.seeded.settings) as conn:
             await conn.execute(f"DROP ROLE IF EXISTS {login.pg_user}")
+
+
+async def test_requests_beyond_the_cap_get_503_at_once(served: Served) -> None:
+    """With one request being answered (a route held open by the test), another gets a
+    503 with Retry-After at once — it does not queue — and is served once it is free."""
+    from aiohttp import web
+
+    login = await serve_login(served.seeded.settings)
+    service = ReadService(login, served.seeded.catalogue,
+                          ServeOptions(max_requests=1, token_ttl=60))
+    release, entered = asyncio.Event(), asyncio.Event()
+
+    async def held(request: web.Request) -> web.Response:
+        entered.set()
+        await release.wait()
+        return web.json_response({})
+
+    service.app.router.add_get("/held", held)
+    port = await service.start("127.0.0.1", 0)
+    auth = {"Authorization": f"Bearer {served.tokens['tenant-1']}"}
+    base = f"http://127.0.0.1:{port}"
+    try:
+        first = asyncio.create_task(served.session.get(f"{base}/held", headers=auth))
+        await asyncio.wait_for(entered.wait(), 5)
+        started = time.monotonic()
+        async with served.session.get(f"{base}/v1/sinks", headers=auth) as resp:
+            assert resp.status == 503 and resp.headers["Retry-After"] == "1"
+            assert "requests are being answered" in (await resp.json())["error"]
+        assert time.monotonic() - started < 1
+        release.set()
+        (await first).release()
+        async with served.session.get(f"{base}/v1/sinks", headers=auth) as resp:
+            assert resp.status == 200
+    finally:
+        await service.close()
+        async with pg(served.seeded.settings) as conn:
+            await conn.execute(f"DROP ROLE IF EXISTS {login.pg_user}")

@@ -397,3 +397,20 @@ async def test_token_commands_and_the_serve_command(served: Served) -> None:
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 20) == 0  # SIGTERM: a clean stop
+
+
+async def test_a_login_without_the_token_grant_says_so(served: Served) -> None:
+    """Run as a plain reader login (not a member of sinkfleet_serve), the service cannot
+    read the token table: a 500 saying which login to use, never a token accepted."""
+    from sinkfleet.read.serve import ReadService
+
+    service = ReadService(served.seeded.reader, served.seeded.catalogue)
+    port = await service.start("127.0.0.1", 0)
+    try:
+        auth = {"Authorization": f"Bearer {served.tokens['tenant-1']}"}
+        async with served.session.get(f"http://127.0.0.1:{port}/v1/sinks",
+                                      headers=auth) as resp:
+            assert resp.status == 500
+            assert "log in as sinkfleet_serve_login" in (await resp.json())["error"]
+    finally:
+        await service.close()
