@@ -223,7 +223,7 @@ async def test_requests_beyond_the_cap_get_503_at_once(served: Served) -> None:
 
     login = await serve_login(served.seeded.settings)
     service = ReadService(login, served.seeded.catalogue,
-                          ServeOptions(max_requests=1, token_ttl=60))
+                          ServeOptions(max_requests=1, max_streams=0, token_ttl=60))
     release, entered = asyncio.Event(), asyncio.Event()
 
     async def held(request: web.Request) -> web.Response:
@@ -243,6 +243,11 @@ async def test_requests_beyond_the_cap_get_503_at_once(served: Served) -> None:
             assert resp.status == 503 and resp.headers["Retry-After"] == "1"
             assert "requests are being answered" in (await resp.json())["error"]
         assert time.monotonic() - started < 1
+        # streams have a cap of their own (0 here), apart from requests
+        async with served.session.get(
+                f"{base}/v1/sinks/{served.sink('policies')}/stream", headers=auth) as resp:
+            assert resp.status == 503 and resp.headers["Retry-After"] == "5"
+            assert "event streams are open" in (await resp.json())["error"]
         release.set()
         (await first).release()
         async with served.session.get(f"{base}/v1/sinks", headers=auth) as resp:

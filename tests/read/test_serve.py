@@ -414,3 +414,18 @@ async def test_a_login_without_the_token_grant_says_so(served: Served) -> None:
             assert "log in as sinkfleet_serve_login" in (await resp.json())["error"]
     finally:
         await service.close()
+
+
+async def test_a_revoked_token_ends_its_open_stream(served: Served) -> None:
+    async with pg(served.seeded.settings) as conn:
+        token, token_id = await create_token(conn, "tenant-1", "tests")
+    url = f"{served.url}/v1/sinks/{served.sink('memory_entries')}/stream"
+    async with served.session.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+        assert resp.status == 200
+        async with pg(served.seeded.settings) as conn:
+            assert await revoke_token(conn, token_id)
+        (event,) = await read_events(resp, 1, 10)  # the fixture's token cache: ttl 0
+        assert event["event"] == "error"
+        assert json.loads(event["data"]) == {"error": "the token was revoked"}
+        async with asyncio.timeout(5):
+            assert await resp.content.read() == b""  # and the stream ends
