@@ -34,7 +34,11 @@ def serve(ctx: typer.Context,
           deadline: Annotated[float, typer.Option(
               min=0.1, help="seconds to answer a request, else 503")] = 10.0,
           pool_size: Annotated[int, typer.Option(
-              min=1, max=200, help="PostgreSQL connections")] = 8) -> None:
+              min=1, max=200, help="PostgreSQL connections")] = 8,
+          stream_settle: Annotated[float, typer.Option(
+              min=0, max=300, help="seconds a stream holds rows back on a time order, so"
+              " rows stored out of time order still come (longer than a worker batch's"
+              " age)")] = 2.0) -> None:
     """Serve /v1/sinks/…, /openapi.json, /metrics and /healthz until stopped (SIGTERM).
 
     E.g. sinkfleet serve --port 8480, then
@@ -42,11 +46,13 @@ def serve(ctx: typer.Context,
     if ctx.invoked_subcommand is not None:
         return
     from sinkfleet.read.serve.app import ReadService, ServeOptions
+    from sinkfleet.read.serve.stream import StreamOptions
 
     settings, catalogue = settings_and_catalogue()
     options = ServeOptions.from_settings(settings, max_connections=max_connections,
                                          max_requests=max_requests, max_streams=max_streams,
-                                         deadline=deadline, pool_size=pool_size)
+                                         deadline=deadline, pool_size=pool_size,
+                                         stream=StreamOptions(settle=stream_settle))
 
     async def main() -> None:
         service = ReadService(settings, catalogue, options)

@@ -416,6 +416,27 @@ async def test_a_login_without_the_token_grant_says_so(served: Served) -> None:
         await service.close()
 
 
+async def test_rows_stored_out_of_time_order_are_all_streamed_in_order(served: Served
+                                                                      ) -> None:
+    """Two workers' batches land out of time order: a row stamped later is stored first.
+    A keyset past the newest stored row would skip the earlier one; the stream holds
+    rows back until they settle (2 s behind the clock) and sends both, oldest first."""
+    mem = served.sink("memory_entries")
+    url = f"{served.url}/v1/sinks/{mem}/stream"
+    auth = {"Authorization": f"Bearer {served.tokens['tenant-1']}"}
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    later, earlier = memory("tenant-1", 911, ["late"]), memory("tenant-1", 910, ["late"])
+    later["ts"], earlier["ts"] = now + dt.timedelta(seconds=14), now + dt.timedelta(seconds=12)
+    params = {"columns": "entry_id", "where": "tags contains late"}
+    async with served.session.get(url, headers=auth, params=params) as resp:
+        assert resp.status == 200
+        await store(served, [later])
+        await store(served, [earlier])
+        events = await read_events(resp, 2, 40)
+    assert [json.loads(e["data"])["entry_id"] for e in events] == [
+        earlier["entry_id"], later["entry_id"]]
+
+
 async def test_a_revoked_token_ends_its_open_stream(served: Served) -> None:
     async with pg(served.seeded.settings) as conn:
         token, token_id = await create_token(conn, "tenant-1", "tests")

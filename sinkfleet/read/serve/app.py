@@ -251,7 +251,7 @@ class ReadService:
         reader = routes.reader_of(request)
         stream = RowStream(reader, routes.sink_of(request).spec.name,
                            routes.filters_of(given), routes.one(given, "order_by"),
-                           routes.columns_of(given))
+                           routes.columns_of(given), self.options.stream.settle)
         cursor = request.headers.get("Last-Event-ID") or None
         if cursor is not None:
             stream.check(cursor)

@@ -2,13 +2,22 @@
 
 Every event is one row (``event: row``, ``data:`` its JSON) whose ``id:`` is the cursor
 just after it, so a client reconnecting with ``Last-Event-ID`` resumes exactly there:
-no row twice, none skipped. Without one, the stream starts after the newest row at the
-time it opens. Why polling and not LISTEN/NOTIFY: docs/http-read-service.md.
+no row twice, none skipped. Why polling and not LISTEN/NOTIFY: docs/http-read-service.md.
+
+In a time order, rows are stored out of order: a worker stores each partition's batch
+when it is due, so a row of one partition can land after a later-stamped row of another.
+A keyset past the newest row would skip it. So on a timestamp order the stream holds
+back the last ``settle`` seconds: it sends a row once its time is at least ``settle``
+behind the clock, and rows stored within that time still come in order. (A row stored
+later than that after its own time — a clock far off, a worker stalled — is not streamed;
+it is in ``/rows``.) Without ``Last-Event-ID``, the stream starts after the newest row
+already settled when it opens.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -30,6 +39,7 @@ class StreamOptions:
     heartbeat: float = 15.0  # a comment line this often keeps proxies from timing out
     max_seconds: float = 3600.0  # then the stream ends; clients reconnect (Last-Event-ID)
     write_timeout: float = 10.0  # to take one event, else the connection is dropped
+    settle: float = 2.0  # on a timestamp order, rows newer than this are held back
 
 
 @dataclass
@@ -41,12 +51,16 @@ class RowStream:
     filters: Sequence[Filter]
     order_by: str | None
     columns: Sequence[str] | None
+    settle: float = 2.0
 
     def __post_init__(self) -> None:
         s = find_sink(self.reader.catalogue, self.sink)
         # plan once: refuses a bad filter, order or column before the stream starts
         _, _, self.keyset = SinkQuery(s, self.reader.tenant).plan(self.query(None))
         self.keys = self.keyset.keys
+        self.order = self.keys[0]
+        kind = next(c.pg_type for c in s.columns if c.name == self.order)
+        self.timed = kind == "timestamptz" and self.settle > 0
         self.wanted = self.keyset.wanted
         self.fetched = [*self.wanted, *(k for k in self.keys if k not in self.wanted)]
 
@@ -60,17 +74,32 @@ class RowStream:
         """Refuse (QueryError) a Last-Event-ID that is not a cursor of this stream."""
         self.keyset.decode(cursor)
 
+    def frontier(self) -> dt.datetime | None:
+        """Rows at or before this time are settled (None: the order is not a time)."""
+        if not self.timed:
+            return None
+        return dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settle)
+
     async def start(self) -> str | None:
-        """The cursor after the newest row now (None: the sink shows no rows yet)."""
-        page = await self.reader.query(self.query(None, newest=True, limit=1,
-                                                  columns=self.keys))
+        """The cursor after the newest settled row now (None: no such row yet)."""
+        filters = list(self.filters)
+        frontier = self.frontier()
+        if frontier is not None:
+            filters.append(Filter(self.order, "<=", frontier))
+        # its own query (one more filter); the cursor is encoded for the stream's query
+        page = await self.reader.query(Query(self.sink, filters, order_by=self.order_by,
+                                             newest_first=True, limit=1, columns=self.keys))
         return self.keyset.encode([page.rows[0][k] for k in self.keys]) if page.rows else None
 
     async def poll(self, cursor: str | None) -> tuple[list[tuple[str, bytes]], str | None, bool]:
         """(events, the new cursor, more waiting): each event is (its id, its data)."""
+        frontier = self.frontier()
         page = await self.reader.query(self.query(cursor, columns=self.fetched))
-        events = []
+        events: list[tuple[str, bytes]] = []
         for row in page.rows:
+            if frontier is not None and (row[self.order] is None
+                                         or row[self.order] > frontier):
+                return events, cursor, False  # not settled yet: the next poll sends it
             cursor = self.keyset.encode([row[k] for k in self.keys])
             events.append((cursor, dumps({k: row[k] for k in self.wanted})))
         return events, cursor, page.next_cursor is not None
