@@ -12,6 +12,7 @@ import typer
 from sinkfleet.cli import rollups, worker
 from sinkfleet.cli.cache import cache_app
 from sinkfleet.cli.query import query_app
+from sinkfleet.cli.serve import serve_app
 from sinkfleet.dev import cli as dev
 from sinkfleet.ops.audit.cli import audit_app
 from sinkfleet.ops.config.cli import config_app, policy_app
@@ -38,6 +39,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(replay_app, name="replay")
 app.add_typer(cache_app, name="cache")
 app.add_typer(query_app, name="query")
+app.add_typer(serve_app, name="serve")
 app.add_typer(retention_app, name="retention")
 app.add_typer(archive_app, name="archive")
 app.add_typer(config_app, name="config")

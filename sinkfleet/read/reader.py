@@ -100,6 +100,26 @@ class Reader:
         self._redis_paused_until = 0.0
         self._sql: dict[str, SinkSql] = {}
         self._layouts: dict[str, CacheLayout] = {}
+        self._borrowed = False  # as_tenant(): the pool and Redis client are another's
+
+    def as_tenant(self, tenant: str) -> Reader:
+        """A Reader reading as ``tenant`` over this open Reader's pool and Redis client:
+        one pool serves many tenants (the HTTP service); closing it closes neither."""
+        if self._pool is None:
+            raise ConfigError("the Reader is not open: use `async with Reader() as r:`")
+        other = Reader(self.settings, self.catalogue, tenant=tenant,
+                       redis_timeout=self._redis_timeout, pool_size=self._pool_size)
+        if self._redis is None:
+            self._redis = redis_client(self.settings, timeout=self._redis_timeout)
+        other._pool, other._redis, other._borrowed = self._pool, self._redis, True
+        return other
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The open connection pool (for a service's own small queries)."""
+        if self._pool is None:
+            raise ConfigError("the Reader is not open: use `async with Reader() as r:`")
+        return self._pool
 
     async def __aenter__(self) -> Reader:
         await self.open()
@@ -115,6 +135,9 @@ class Reader:
                                            init=_json_codecs)
 
     async def close(self) -> None:
+        if self._borrowed:
+            self._pool = self._redis = None
+            return
         if self._redis is not None:
             redis, self._redis = self._redis, None
             await redis.aclose()

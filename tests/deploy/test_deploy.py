@@ -443,7 +443,7 @@ def _group_logins() -> dict[str, str]:
 
 
 SERVICE_LOGINS = {"lag-exporter": "sinkfleet_exporter_login",
-                  "rollups": "sinkfleet_rollups_login"}
+                  "rollups": "sinkfleet_rollups_login", "serve": "sinkfleet_serve_login"}
 
 
 def test_compose_runs_every_process_as_its_own_login() -> None:
@@ -470,7 +470,7 @@ def test_compose_runs_every_process_as_its_own_login() -> None:
             assert "SINKFLEET_PG_PASSWORD" not in env, name
             ran[args[2] if args[0] == "worker" else args[0]] = login
         assert env["SINKFLEET_PG_SECRETS_DIR"] == "/run/secrets", name
-    assert set(ran) == {*logins, "lag-exporter", "rollups"}, "a process without a service"
+    assert set(ran) == {*logins, *SERVICE_LOGINS}, "a process without a service"
 
 
 def _patched(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
@@ -518,6 +518,10 @@ def test_k8s_runs_every_deployment_as_its_own_login() -> None:
                    if d["metadata"]["name"] == "sinkfleet-lag-exporter"]
     (container,) = exporter["spec"]["template"]["spec"]["containers"]
     assert _k8s_login(container) == (SERVICE_LOGINS["lag-exporter"],) * 2
+    (serve,) = [d for d in by_kind("Deployment") if d["metadata"]["name"] == "sinkfleet-serve"]
+    (container,) = serve["spec"]["template"]["spec"]["containers"]
+    assert _k8s_login(container) == (SERVICE_LOGINS["serve"],) * 2
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
     (job,) = by_kind("Job")
     (migrate,) = job["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in migrate["env"]}

@@ -1,5 +1,6 @@
 """The query model end to end: records published to Kafka, stored by a real worker in
-PostgreSQL, read back through the Reader and `sinkfleet query rows` as a reader login.
+PostgreSQL, read back through the Reader and `sinkfleet query rows` as a reader login, and
+over HTTP (`sinkfleet serve`, a tenant's token).
 Every query the seeds name is a case, worded as the seed words it; pages of every order
 concatenate to exactly the full ordered result."""
 
@@ -14,8 +15,9 @@ import pytest
 from sinkfleet import Reader
 from sinkfleet.read.query import Filter
 from tests.read.query_support import NOW, TIE_TS, Seeded, json_rows, seeded
+from tests.read.serve_support import Served, served
 
-__all__ = ["seeded"]  # the module-scoped fixture
+__all__ = ["seeded", "served"]  # the module-scoped fixtures
 pytestmark = pytest.mark.integration
 
 TOTAL_REWARD = "reward_homeostasis+reward_curiosity+reward_efficiency+reward_goal"
@@ -68,8 +70,8 @@ def _key(value: Any) -> Any:
 
 
 @pytest.mark.parametrize("case", SEEDS, ids=[c.seed for c in SEEDS])
-async def test_seed_queries_through_the_reader_and_the_cli(seeded: Seeded, case: Case
-                                                          ) -> None:
+async def test_seed_queries_through_the_reader_the_cli_and_http(
+        seeded: Seeded, served: Served, case: Case) -> None:
     sink = seeded.names[case.sink]
     async with Reader(seeded.reader, seeded.catalogue, tenant=case.tenant) as r:
         page = await r.query(sink, case.where, order_by=case.order_by,
@@ -84,6 +86,14 @@ async def test_seed_queries_through_the_reader_and_the_cli(seeded: Seeded, case:
     out = json_rows(seeded.cli(*args, as_reader=True))
     assert [row[case.key] for row in out["rows"]] == case.expected
     assert len(out["rows"]) == len(page.rows)
+    params = [("limit", str(case.limit)), *(("where", w) for w in case.where)]
+    params += [("order_by", case.order_by)] if case.order_by else []
+    params += [("desc", "true")] if case.desc else []
+    # every token has a tenant; the shared sinks read the same for any
+    status, body, _ = await served.get(f"/v1/sinks/{sink}/rows", case.tenant or "tenant-1",
+                                       params=params)
+    assert status == 200, body
+    assert body == out
 
 
 async def test_a_tenants_failed_workflows_by_filter_as_the_owner(seeded: Seeded) -> None:

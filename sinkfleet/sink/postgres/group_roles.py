@@ -38,8 +38,9 @@ GROUP_MARKER = "sinkfleet_group"  # every group role is a member: the policies' 
 ROLLUPS_ROLE = "sinkfleet_rollups"
 EXPORTER_ROLE = "sinkfleet_exporter"
 READER_ROLE = "sinkfleet_reader"  # NOLOGIN: grant it to your readers' own logins
-SERVICE_ROLES = (ROLLUPS_ROLE, EXPORTER_ROLE)  # each gets a login from `db migrate`
-RESERVED = {WORKER_ROLE, GROUP_MARKER, ROLLUPS_ROLE, EXPORTER_ROLE, READER_ROLE}
+SERVE_ROLE = "sinkfleet_serve"  # `sinkfleet serve`: a reader that may look up API tokens
+SERVICE_ROLES = (ROLLUPS_ROLE, EXPORTER_ROLE, SERVE_ROLE)  # each gets a login (db migrate)
+RESERVED = {WORKER_ROLE, GROUP_MARKER, ROLLUPS_ROLE, EXPORTER_ROLE, READER_ROLE, SERVE_ROLE}
 
 
 def group_role(group: str) -> str:
