@@ -130,12 +130,12 @@ def down(settings: Settings, only: list[str] | None = None,
     controller majority that has already gone."""
     selected = _select(settings, only)
     nodes = [s for s in selected if isinstance(s, Kafka)]
+    signalled = set()
     if len(nodes) > 1:
-        for node in nodes:
-            node.proc.send(signal.SIGTERM)
+        signalled = {node.name for node in nodes if node.proc.send(signal.SIGTERM)}
     for svc in reversed(selected):
         sig = STOP_SIGNALS.get(svc.name, signal.SIGTERM)
-        if svc.proc.stop(sig):
+        if svc.proc.stop(sig) or svc.name in signalled:
             say(f"{svc.name}: stopped")
         else:
             say(f"{svc.name}: not running")
