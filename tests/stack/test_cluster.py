@@ -20,10 +20,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError
 
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.dev.stack import manager
+from sinkfleet.dev.stack.health import describe_partitions
 from sinkfleet.dev.stack.process import port_open
 from sinkfleet.errors import StackError
 from sinkfleet.ops.setup.topics import apply_topics
@@ -179,8 +181,11 @@ async def test_a_killed_node_is_reported_and_up_brings_it_back_in_sync(
     await async_wait_for(reported_down, 30, f"{name} reported down")
 
     async def every_partition_lost_its_replica() -> bool:
-        h = await manager.kafka_health(cluster)
-        return {(u.topic, u.partition) for u in h.under_replicated or []} == partitions
+        try:
+            urps = await describe_partitions(cluster)
+        except KafkaError:  # metadata from a broker that lost its controller: ask again
+            return False
+        return {(u.topic, u.partition) for u in urps} == partitions
     await async_wait_for(every_partition_lost_its_replica, 60,
                          "every partition under-replicated after the kill")
     urps = (await manager.kafka_health(cluster)).under_replicated or []
