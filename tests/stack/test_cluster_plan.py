@@ -12,7 +12,7 @@ from sinkfleet.catalogue.models import TopicSpec
 from sinkfleet.config import load_settings
 from sinkfleet.dev.stack.cluster import ClusterRecord, KafkaNode, plan_nodes, write_record
 from sinkfleet.dev.stack.health import Voter, parse_replication, under_replicated
-from sinkfleet.dev.stack.services import cluster_defaults, node_properties
+from sinkfleet.dev.stack.kafka_node import cluster_defaults, node_properties
 from sinkfleet.errors import StackError
 from sinkfleet.ops.setup.topics import desired_topics
 from tests.conftest import ROOT

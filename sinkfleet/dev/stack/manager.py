@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sinkfleet.config import Settings
+from sinkfleet.dev.stack.base import Service
 from sinkfleet.dev.stack.cluster import (
     ClusterRecord,
     check_size,
@@ -27,15 +28,9 @@ from sinkfleet.dev.stack.health import (
     cluster_health,
     describe_partitions,
 )
+from sinkfleet.dev.stack.kafka_node import Kafka, kafka_libs_if_fetched, kafka_services
 from sinkfleet.dev.stack.process import port_open
-from sinkfleet.dev.stack.services import (
-    Kafka,
-    Service,
-    kafka_libs_if_fetched,
-    kafka_services,
-    services,
-    wait_ready,
-)
+from sinkfleet.dev.stack.services import services, wait_ready
 from sinkfleet.errors import StackError
 
 STOP_SIGNALS = {"postgres": signal.SIGINT}  # PostgreSQL: SIGINT is "fast shutdown"
