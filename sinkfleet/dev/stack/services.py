@@ -23,6 +23,31 @@ from sinkfleet.errors import StackError
 from sinkfleet.private_files import write_private
 from sinkfleet.secrets import ensure_secret
 
+# The local stack's PostgreSQL settings (postgresql.conf here; `-c` flags in a container,
+# sinkfleet/dev/stack/containers.py). fsync and synchronous_commit stay on.
+PG_TUNING = (
+    ("max_connections", "200"),
+    ("shared_buffers", "256MB"),
+    ("work_mem", "16MB"),
+    ("maintenance_work_mem", "128MB"),
+    ("max_wal_size", "4GB"),
+    ("checkpoint_timeout", "15min"),
+    ("wal_compression", "lz4"),
+    ("log_min_messages", "warning"),
+)
+
+
+def redis_settings(settings: Settings, password: str) -> list[tuple[str, str]]:
+    """The local stack's Redis settings (redis.conf here; flags in a container)."""
+    return [
+        ("requirepass", password),
+        # A cache: it is rebuilt from PostgreSQL, so no persistence.
+        ("save", '""'),
+        ("appendonly", "no"),
+        ("maxmemory", settings.redis_maxmemory),
+        ("maxmemory-policy", "allkeys-lru"),
+    ]
+
 
 def _pg_bin(name: str) -> str:
     found = shutil.which(name)
@@ -101,14 +126,7 @@ class Postgres(Service):
             conf.write("\n# sinkfleet local stack\n" + "\n".join([
                 "listen_addresses = '127.0.0.1'",
                 "unix_socket_directories = ''",
-                "max_connections = 200",
-                "shared_buffers = 256MB",
-                "work_mem = 16MB",
-                "maintenance_work_mem = 128MB",
-                "max_wal_size = 4GB",
-                "checkpoint_timeout = 15min",
-                "wal_compression = lz4",
-                "log_min_messages = warning",
+                *(f"{key} = {value}" for key, value in PG_TUNING),
                 "",
             ]))
 
@@ -156,12 +174,8 @@ class Redis(Service):
                 f"dir {home}",
                 "daemonize no",
                 "protected-mode yes",
-                f"requirepass {self.password}",
-                # A cache: it is rebuilt from PostgreSQL, so no persistence.
-                'save ""',
-                "appendonly no",
-                f"maxmemory {self.settings.redis_maxmemory}",
-                "maxmemory-policy allkeys-lru",
+                *(f"{key} {value}" for key, value in redis_settings(self.settings,
+                                                                   self.password)),
                 "",
             ]))
 
