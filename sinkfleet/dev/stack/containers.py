@@ -15,7 +15,7 @@ import asyncio
 import re
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -190,7 +190,7 @@ class DockerStack:
     factory: Factory = testcontainers_factory
     host: str = "localhost"
     say: Callable[[str], None] = print
-    probe: Callable[[Settings], Awaitable[None]] = probe_clients
+    probe: Callable[[Settings], Coroutine[Any, Any, None]] = probe_clients
     started: list[Any] = field(default_factory=list)
 
     def start(self, timeout: float = 180.0) -> dict[str, str]:
