@@ -33,9 +33,11 @@ from tests.conftest import ROOT, async_wait_for
 
 pytestmark = pytest.mark.integration
 
-# Ports nobody else uses (the shared stack: 19092/19093, 15432, 16379).
-BROKERS = [39092, 39093, 39094]
-CONTROLLERS = [39192, 39193, 39194]
+# Ports nobody else uses (the local stack's: 19092/19093, 15432, 16379), and below Linux's
+# ephemeral range (32768-60999), where any outgoing connection may take a port just as
+# a broker binds it (that happened here with 39092).
+BROKERS = [27092, 27093, 27094]
+CONTROLLERS = [27192, 27193, 27194]
 TOPIC = "agent.experience-events"
 
 
@@ -75,11 +77,11 @@ async def _admin(settings: Settings) -> AIOKafkaAdminClient:
 
 
 async def test_three_nodes_answer_and_form_one_quorum(cluster: Settings) -> None:
-    assert cluster.kafka_bootstrap == "127.0.0.1:39092,127.0.0.1:39093,127.0.0.1:39094"
+    assert cluster.kafka_bootstrap == ",".join(f"127.0.0.1:{p}" for p in BROKERS)
     assert cluster.kafka_brokers == 3
     nodes = [s for s in await manager.status(cluster) if s.name.startswith("kafka")]
     assert [(s.name, s.port, s.healthy) for s in nodes] == [
-        ("kafka-1", 39092, True), ("kafka-2", 39093, True), ("kafka-3", 39094, True)]
+        (f"kafka-{n}", port, True) for n, port in enumerate(BROKERS, 1)]
     assert len({s.pid for s in nodes}) == 3
     health = await manager.kafka_health(cluster)
     assert health.quorum is not None, health.quorum_error
