@@ -33,6 +33,10 @@ COPY workers/ ./workers/
 
 ENV SINKFLEET_HOME=/app
 
+# Where processes that write (roll-ups' working files, retention's archive) keep them: owned
+# by uid 10001, so a volume mounted here starts with that owner.
+RUN mkdir -p /var/lib/sinkfleet/archive && chown -R 10001:10001 /var/lib/sinkfleet
+
 USER 10001:10001
 
 # `docker stop` sends SIGTERM: the worker drains its batch, commits and exits 0.

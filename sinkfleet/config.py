@@ -8,6 +8,7 @@ a connection is made (``Settings.secret``), never when settings are built.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import ssl
@@ -36,6 +37,26 @@ _PLAIN_ROLE = re.compile(r"[a-z_][a-z0-9_]{0,62}")  # a role name that is also a
 _REDIS_SIZE = re.compile(r"[1-9][0-9]{0,12}(?:[kmg]b?)?", re.IGNORECASE)  # redis.conf units
 
 
+# Where `sinkfleet stack up --brokers N` records its cluster (nodes and ports) in the state
+# directory; written by sinkfleet.dev.stack.cluster, read here so clients find its brokers.
+LOCAL_CLUSTER_FILE = "kafka/cluster.json"
+
+
+def read_local_cluster(state: Path) -> dict[str, Any] | None:
+    """The local stack's recorded Kafka cluster, or None (a single node, or no stack)."""
+    try:
+        raw = json.loads((state / LOCAL_CLUSTER_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        raw = None
+    if not isinstance(raw, dict) or not isinstance(raw.get("nodes"), list):
+        raise ConfigError(f"{state / LOCAL_CLUSTER_FILE} is damaged: stop the stack, remove"
+                          f" {state / 'kafka'} (its topics are lost) and run `sinkfleet stack"
+                          " up --brokers N` again")
+    return raw
+
+
 def env_name(field: str) -> str:
     """The environment variable that sets settings field ``field``."""
     return f"SINKFLEET_{field.upper()}"
@@ -62,6 +83,10 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:19092"
     kafka_controller_port: int = 19093
     kafka_heap: str = "512m"
+    # The cluster's size, for topics' default replication (docs/local-stack.md). Unset: the
+    # nodes `sinkfleet stack up --brokers N` recorded in STATE_DIR, else as many brokers as
+    # the cluster reports.
+    kafka_brokers: int | None = Field(None, ge=1, le=1000)
     # A worker that dies without leaving its group (kill -9, a lost node) holds its
     # partitions this long. 6 s is the broker's default minimum; heartbeats every sixth.
     kafka_session_timeout_ms: int = Field(6_000, ge=1_000, le=300_000)
@@ -167,8 +192,21 @@ class Settings(BaseSettings):
     def model_post_init(self, __context: Any) -> None:
         if self.state_dir is None:
             self.state_dir = self.home / ".sinkfleet"
+        self._local_cluster()
         self._check_security()
         self._check_limits()
+
+    def _local_cluster(self) -> None:
+        """A cluster made by `stack up --brokers N` here: unless set otherwise, clients
+        bootstrap from all its brokers (any one may be down) and topics know its size."""
+        recorded = read_local_cluster(self.state)
+        if recorded is None:
+            return
+        nodes = recorded["nodes"]
+        if "kafka_bootstrap" not in self.model_fields_set:
+            self.kafka_bootstrap = ",".join(f"{n['host']}:{n['port']}" for n in nodes)
+        if self.kafka_brokers is None:
+            self.kafka_brokers = len(nodes)
 
     def _check_limits(self) -> None:
         if self.max_batch_bytes < self.max_message_bytes:

@@ -21,34 +21,22 @@ from sinkfleet.config import Settings, load_settings
 from tests.support.catalogue import ROOT, TestCatalogue, forget, make_catalogue
 
 
-def _testcontainers_env() -> dict[str, str]:  # pragma: no cover - needs Docker
-    from testcontainers.kafka import KafkaContainer
-    from testcontainers.postgres import PostgresContainer
-    from testcontainers.redis import RedisContainer
-
-    kafka = KafkaContainer("apache/kafka:4.1.1").with_kraft()
-    pg = PostgresContainer("postgres:16", username="sinkfleet", password="sinkfleet-test",
-                           dbname="sinkfleet")
-    redis = RedisContainer("redis:7")
-    for c in (kafka, pg, redis):
-        c.start()
-    return {
-        "SINKFLEET_KAFKA_BOOTSTRAP": kafka.get_bootstrap_server(),
-        "SINKFLEET_PG_HOST": pg.get_container_host_ip(),
-        "SINKFLEET_PG_PORT": str(pg.get_exposed_port(5432)),
-        "SINKFLEET_PG_PASSWORD": "sinkfleet-test",
-        "SINKFLEET_REDIS_HOST": redis.get_container_host_ip(),
-        "SINKFLEET_REDIS_PORT": str(redis.get_exposed_port(6379)),
-    }
-
-
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Settings]:
     """The real services. Started if needed (never skipped); stopped only if we started them."""
     os.environ.setdefault("SINKFLEET_STATE_DIR", str(ROOT / ".sinkfleet"))
     if os.environ.get("SINKFLEET_TEST_BACKEND") == "testcontainers":  # pragma: no cover
-        os.environ.update(_testcontainers_env())
-        yield load_settings(home=ROOT)
+        # Docker instead (sinkfleet/dev/stack/containers.py): the same services and
+        # settings, the state directory's generated passwords; stopped at session end.
+        from sinkfleet.dev.stack.containers import DockerStack, docker_host
+
+        docker = DockerStack(load_settings(home=ROOT), host=docker_host(),
+                             say=lambda m: print(f"[testcontainers] {m}"))
+        os.environ.update(docker.start())
+        try:
+            yield load_settings(home=ROOT)
+        finally:
+            docker.stop()
         return
     from sinkfleet.dev.stack import manager
 

@@ -55,7 +55,8 @@ class TopicSpec(_Strict):
     name: TopicName
     schema_: str = Field(alias="schema")
     partitions: int = Field(ge=1, le=10_000)
-    replication_factor: int = Field(1, ge=1, le=32)
+    replication_factor: int | None = Field(None, ge=1, le=32, description=(
+        "unset: by the cluster's size (replication())"))
     key: list[FieldPath] = Field(default_factory=list)
     config: dict[str, str] = Field(default_factory=dict)
     dead_letter_topic: TopicName | None = None
@@ -65,6 +66,15 @@ class TopicSpec(_Strict):
     @property
     def dlq(self) -> str:
         return self.dead_letter_topic or f"{self.name}.dlq"
+
+    def replication(self, brokers: int) -> tuple[int, int]:
+        """(replication factor, min.insync.replicas) on a cluster of ``brokers``: as this
+        spec sets them, else 3 replicas of which 2 must acknowledge on three brokers or
+        more (one broker may fail without losing an acknowledged record or refusing
+        writes), and every broker with 1 on fewer."""
+        factor = self.replication_factor or min(3, max(1, brokers))
+        default_isr = factor - 1 if factor >= 3 else 1
+        return factor, int(self.config.get("min.insync.replicas", default_isr))
 
 
 ColumnType = Literal[

@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from sinkfleet.cli.base import console, friendly, run, say, settings_and_catalogue
 from sinkfleet.config import load_settings
@@ -17,16 +16,23 @@ stack_app = typer.Typer(help="The local stack: Kafka (KRaft), PostgreSQL, Redis.
                         no_args_is_help=True)
 
 
-Only = Annotated[list[str] | None, typer.Option("--only", help="kafka, postgres or redis")]
+Only = Annotated[list[str] | None, typer.Option(
+    "--only", help="kafka (every node), kafka-N (one node of a cluster), postgres or redis")]
 
 
 @stack_app.command("up")
 @friendly
-def stack_up(only: Only = None) -> None:
-    """Start Kafka, PostgreSQL and Redis (idempotent; waits until each answers)."""
+def stack_up(
+    only: Only = None,
+    brokers: Annotated[int | None, typer.Option(
+        min=1, max=9, help="Kafka nodes (combined broker/controller); 3 makes a replicated"
+        " cluster. Decided once per state directory; default: as recorded, else 1")] = None,
+) -> None:
+    """Start Kafka, PostgreSQL and Redis (idempotent; waits until each answers; a cluster
+    node that died is started again)."""
     from sinkfleet.dev.stack import manager
 
-    run(manager.up(load_settings(), only, say))
+    run(manager.up(load_settings(), only, say, brokers=brokers))
 
 
 @stack_app.command("down")
@@ -41,19 +47,22 @@ def stack_down(only: Only = None) -> None:
 @stack_app.command("status")
 @friendly
 def stack_status(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Health-check each service; exit 1 if any is down."""
+    """Health-check each service and Kafka node, the controller quorum and
+    under-replicated partitions; exit 1 if anything is down or under-replicated."""
     from sinkfleet.dev.stack import manager
+    from sinkfleet.dev.stack.render import health_tables, status_table
 
-    statuses = run(manager.status(load_settings()))
+    settings = load_settings()
+    statuses = run(manager.status(settings))
+    health = run(manager.kafka_health(settings))
     if as_json:
-        print(json.dumps([s.__dict__ for s in statuses]))
+        print(json.dumps({"services": [s.__dict__ for s in statuses],
+                          "kafka": health.as_dict()}))
     else:
-        table = Table("service", "pid", "port", "healthy", "detail")
-        for s in statuses:
-            table.add_row(s.name, str(s.pid or "-"), str(s.port),
-                          "[green]yes[/]" if s.healthy else "[red]no[/]", s.detail)
-        console.print(table)
-    if not all(s.healthy for s in statuses):
+        console.print(status_table(statuses))
+        for renderable in health_tables(health):
+            console.print(renderable)
+    if not all(s.healthy for s in statuses) or health.under_replicated != []:
         raise typer.Exit(1)
 
 

@@ -123,7 +123,10 @@ def build_app(settings: Settings, catalogue: Catalogue, topics: list[TopicSpec],
         store="memory://",  # the changelog is the durable copy; recovered at start
         processing_guarantee="at_least_once",  # exactly once in effect: docs/rollups.md
         autodiscover=False, datadir=str(settings.state / "rollups"),
-        topic_replication_factor=max(t.replication_factor for t in topics),
+        # changelogs replicated as their sources (by SINKFLEET_KAFKA_BROKERS, or the local
+        # stack's recorded size; 1 when neither is known)
+        topic_replication_factor=max(t.replication(settings.kafka_brokers or 1)[0]
+                                     for t in topics),
         consumer_auto_offset_reset="earliest", producer_acks=-1,
         broker_commit_interval=options.commit_interval,
         consumer_group_instance_id=options.instance_id,

@@ -22,6 +22,7 @@ from aiokafka import TopicPartition
 from prometheus_client.metrics import MetricWrapperBase
 
 from sinkfleet.worker.metrics import WorkerMetrics
+from tests.deploy.manifests import patched as _patched
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 DEPLOY = ROOT / "deploy"
@@ -444,6 +445,9 @@ def _group_logins() -> dict[str, str]:
 
 SERVICE_LOGINS = {"lag-exporter": "sinkfleet_exporter_login",
                   "rollups": "sinkfleet_rollups_login", "serve": "sinkfleet_serve_login"}
+# Retention detaches and drops partitions, which PostgreSQL allows only a table's owner:
+# it runs as the owner, as `setup` and the migrate Job do, and needs no login's secret.
+OWNER_SERVICES = {"retention"}
 
 
 def test_compose_runs_every_process_as_its_own_login() -> None:
@@ -462,6 +466,9 @@ def test_compose_runs_every_process_as_its_own_login() -> None:
             assert user == owner and env["SINKFLEET_PG_PASSWORD"]
             assert env["SINKFLEET_PG_WORKER_USER"] == ""  # no legacy all-groups login
             assert sorted(svc["secrets"]) == every
+        elif name in OWNER_SERVICES:
+            assert user == owner and env["SINKFLEET_PG_PASSWORD"], name
+            assert "secrets" not in svc, name
         else:
             args = svc["command"]
             login = logins[args[2]] if args[0] == "worker" else SERVICE_LOGINS[args[0]]
@@ -471,26 +478,6 @@ def test_compose_runs_every_process_as_its_own_login() -> None:
             ran[args[2] if args[0] == "worker" else args[0]] = login
         assert env["SINKFLEET_PG_SECRETS_DIR"] == "/run/secrets", name
     assert set(ran) == {*logins, *SERVICE_LOGINS}, "a process without a service"
-
-
-def _patched(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
-    """``doc`` with kustomize's JSON-patch ``replace`` operations applied."""
-    import copy
-
-    out = copy.deepcopy(doc)
-    for op in ops:
-        assert op["op"] == "replace", op
-        keys = [k.replace("~1", "/").replace("~0", "~") for k in op["path"].split("/")[1:]]
-        node: Any = out
-        for key in keys[:-1]:
-            node = node[int(key)] if isinstance(node, list) else node[key]
-        last = keys[-1]
-        if isinstance(node, list):
-            node[int(last)] = op["value"]
-        else:
-            assert last in node, op["path"]
-            node[last] = op["value"]
-    return out
 
 
 def _k8s_login(container: dict[str, Any]) -> tuple[str, str]:
@@ -537,4 +524,4 @@ def test_k8s_runs_every_deployment_as_its_own_login() -> None:
     # only the Job sees the owner's password
     owners = [d["metadata"]["name"] for d in k8s_docs()
               if re.search(r"key: SINKFLEET_PG_PASSWORD\b", yaml.safe_dump(d))]
-    assert owners == ["sinkfleet-migrate"]
+    assert owners == ["sinkfleet-migrate", *(f"sinkfleet-{s}" for s in sorted(OWNER_SERVICES))]

@@ -87,6 +87,14 @@ class ManagedProcess:
             time.sleep(0.01)
         return proc.pid
 
+    def send(self, sig: signal.Signals) -> bool:
+        """Send ``sig`` to our process if it runs; do not wait."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, sig)
+        return True
+
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 30.0) -> bool:
         """Signal our process and wait for it to exit; SIGKILL after ``timeout``."""
         pid = self.pid()

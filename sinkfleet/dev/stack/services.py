@@ -1,193 +1,52 @@
-"""The three local services: Kafka (KRaft, Maven jars), PostgreSQL and Redis."""
+"""The three local services: Kafka (KRaft, Maven jars; sinkfleet/dev/stack/kafka_node.py),
+PostgreSQL and Redis."""
 
 from __future__ import annotations
 
 import asyncio
 import glob
-import hashlib
 import os
 import pwd
 import secrets
 import shutil
 import subprocess
-from collections.abc import Callable
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from sinkfleet.config import Settings
-from sinkfleet.dev.stack.process import ManagedProcess, port_open
+from sinkfleet.dev.stack.base import Service, _run
+from sinkfleet.dev.stack.base import maven_fetch as maven_fetch
+from sinkfleet.dev.stack.kafka_node import SINGLE_NODE_DEFAULTS as SINGLE_NODE_DEFAULTS
+from sinkfleet.dev.stack.kafka_node import Kafka as Kafka
+from sinkfleet.dev.stack.kafka_node import kafka_services
+from sinkfleet.dev.stack.process import port_open
 from sinkfleet.errors import StackError
 from sinkfleet.private_files import write_private
 from sinkfleet.secrets import ensure_secret
 
-
-def _run(argv: list[str], what: str, user: str | None = None) -> str:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, user=user, check=False)
-    except FileNotFoundError:
-        raise StackError(f"{what}: {argv[0]} not found on PATH") from None
-    if out.returncode != 0:
-        tail = (out.stderr or out.stdout).strip().splitlines()[-5:]
-        raise StackError(f"{what} failed (exit {out.returncode}): " + " | ".join(tail))
-    return out.stdout
-
-
-def maven_fetch(dest: Path, mvn_args: list[str], what: str,
-                say: Callable[[str], None] | None = None) -> Path:
-    """Fill ``dest`` once by running ``mvn -B mvn_args`` (which must write into ``dest``).
-
-    ``dest/.complete`` marks a finished fetch, so an interrupted one is redone and a
-    finished one costs nothing. ``say``, if given, hears each artifact Maven downloads.
-    """
-    if (dest / ".complete").is_file():
-        return dest
-    if shutil.which("mvn") is None:
-        raise StackError("Maven (mvn) not found: install it (apt-get install maven);"
-                         f" it fetches the {what} from Maven Central")
-    argv = ["mvn", "-B", *mvn_args]
-    if say is None:
-        _run([argv[0], "-q", *argv[1:]], f"resolving {what} from Maven Central")
-    else:
-        say(f"{what}: resolving from Maven Central into {dest} (once; cached there)")
-        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True) as proc:
-            assert proc.stdout is not None
-            lines = []
-            for line in proc.stdout:
-                lines.append(line.rstrip())
-                if line.startswith("Downloaded from"):
-                    say(f"  {line.split(': ', 1)[-1].strip()}")
-        if proc.returncode != 0:
-            tail = [ln for ln in lines if "ERROR" in ln][-5:] or lines[-5:]
-            raise StackError(f"resolving {what} from Maven Central failed"
-                             f" (exit {proc.returncode}): " + " | ".join(tail))
-    dest.mkdir(parents=True, exist_ok=True)
-    (dest / ".complete").touch()
-    return dest
-
-
-@dataclass
-class Service:
-    name: str
-    settings: Settings
-
-    @property
-    def proc(self) -> ManagedProcess:
-        st = self.settings.state
-        return ManagedProcess(self.name, st / "run" / f"{self.name}.pid",
-                              st / "logs" / f"{self.name}.log", self.marker)
-
-    marker = ""
-    host = "127.0.0.1"
-
-    @property
-    def port(self) -> int:
-        raise NotImplementedError
-
-    def prepare(self) -> None:
-        """Install/initialise on-disk state (idempotent)."""
-
-    def argv(self) -> list[str]:
-        raise NotImplementedError
-
-    def user(self) -> str | None:
-        return None
-
-    async def probe(self) -> None:
-        """Raise unless the service answers a real request."""
-        raise NotImplementedError
-
-    async def after_ready(self) -> None:
-        """One-time set-up that needs the running service."""
-
-
-# One broker, fast test start-up: internal topics with one replica and one partition,
-# no rebalance delay, and topics only from topics/ (never auto-created).
-SINGLE_NODE_DEFAULTS = (
-    "num.partitions=1",
-    "offsets.topic.num.partitions=1",
-    "offsets.topic.replication.factor=1",
-    "transaction.state.log.replication.factor=1",
-    "transaction.state.log.min.isr=1",
-    "share.coordinator.state.topic.replication.factor=1",
-    "share.coordinator.state.topic.min.isr=1",
-    "group.initial.rebalance.delay.ms=0",
-    "auto.create.topics.enable=false",
+# The local stack's PostgreSQL settings (postgresql.conf here; `-c` flags in a container,
+# sinkfleet/dev/stack/containers.py). fsync and synchronous_commit stay on.
+PG_TUNING = (
+    ("max_connections", "200"),
+    ("shared_buffers", "256MB"),
+    ("work_mem", "16MB"),
+    ("maintenance_work_mem", "128MB"),
+    ("max_wal_size", "4GB"),
+    ("checkpoint_timeout", "15min"),
+    ("wal_compression", "lz4"),
+    ("log_min_messages", "warning"),
 )
 
 
-class Kafka(Service):
-    marker = "kafka.Kafka"
-
-    @property
-    def port(self) -> int:
-        return self.settings.kafka_host_port[1]
-
-    @property
-    def home(self) -> Path:
-        return self.settings.state / "kafka"
-
-    def _libs(self) -> Path:
-        pom = resources.files("sinkfleet.dev.stack").joinpath("pom.xml")
-        digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
-        libs = self.home / f"libs-{digest}"
-        with resources.as_file(pom) as pom_path:
-            return maven_fetch(libs, ["-f", str(pom_path), "dependency:copy-dependencies",
-                                      "-DincludeScope=runtime", f"-DoutputDirectory={libs}"],
-                               "Kafka jars")
-
-    def prepare(self) -> None:
-        if shutil.which("java") is None:
-            raise StackError("Java not found on PATH: install a JDK 17+"
-                             " (apt-get install openjdk-17-jre-headless)")
-        self.libs = self._libs()
-        s = self.settings
-        host, port = s.kafka_host_port
-        cport = s.kafka_controller_port
-        data = self.home / "data"
-        props = self.home / "server.properties"
-        props.write_text("\n".join([
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.voters=1@{host}:{cport}",
-            f"listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
-            f"advertised.listeners=PLAINTEXT://{host}:{port}",
-            "controller.listener.names=CONTROLLER",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            f"log.dirs={data}",
-            *SINGLE_NODE_DEFAULTS,
-            "",
-        ]))
-        if not (data / "meta.properties").is_file():
-            cp = f"{self.libs}/*"
-            cluster_id = _run(["java", "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
-                              "kafka storage random-uuid").strip().splitlines()[-1]
-            _run(["java", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-                  "-c", str(props), "--ignore-formatted"], "kafka storage format")
-
-    def argv(self) -> list[str]:
-        log4j = resources.files("sinkfleet.dev.stack").joinpath("log4j2.properties")
-        heap = self.settings.kafka_heap
-        return ["java", f"-Xmx{heap}", f"-Xms{heap}", "-XX:+UseG1GC",
-                "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
-                f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{self.libs}/*",
-                "kafka.Kafka", str(self.home / "server.properties")]
-
-    async def probe(self) -> None:
-        # aiokafka only when Kafka is probed: `stack up --only postgres` never loads it
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        from sinkfleet.kafka.client import kafka_client_kwargs
-
-        admin = AIOKafkaAdminClient(**kafka_client_kwargs(self.settings),
-                                    request_timeout_ms=3000)
-        try:
-            await admin.start()
-            await admin.describe_cluster()
-        finally:
-            await admin.close()
+def redis_settings(settings: Settings, password: str) -> list[tuple[str, str]]:
+    """The local stack's Redis settings (redis.conf here; flags in a container)."""
+    return [
+        ("requirepass", password),
+        # A cache: it is rebuilt from PostgreSQL, so no persistence.
+        ("save", '""'),
+        ("appendonly", "no"),
+        ("maxmemory", settings.redis_maxmemory),
+        ("maxmemory-policy", "allkeys-lru"),
+    ]
 
 
 def _pg_bin(name: str) -> str:
@@ -267,14 +126,7 @@ class Postgres(Service):
             conf.write("\n# sinkfleet local stack\n" + "\n".join([
                 "listen_addresses = '127.0.0.1'",
                 "unix_socket_directories = ''",
-                "max_connections = 200",
-                "shared_buffers = 256MB",
-                "work_mem = 16MB",
-                "maintenance_work_mem = 128MB",
-                "max_wal_size = 4GB",
-                "checkpoint_timeout = 15min",
-                "wal_compression = lz4",
-                "log_min_messages = warning",
+                *(f"{key} = {value}" for key, value in PG_TUNING),
                 "",
             ]))
 
@@ -325,12 +177,8 @@ class Redis(Service):
                 f"dir {home}",
                 "daemonize no",
                 "protected-mode yes",
-                f"requirepass {self.password}",
-                # A cache: it is rebuilt from PostgreSQL, so no persistence.
-                'save ""',
-                "appendonly no",
-                f"maxmemory {self.settings.redis_maxmemory}",
-                "maxmemory-policy allkeys-lru",
+                *(f"{key} {value}" for key, value in redis_settings(self.settings,
+                                                                   self.password)),
                 "",
             ]))
 
@@ -353,7 +201,8 @@ class Redis(Service):
 
 
 def services(settings: Settings) -> list[Service]:
-    return [Kafka("kafka", settings), Postgres("postgres", settings), Redis("redis", settings)]
+    return [*kafka_services(settings), Postgres("postgres", settings),
+            Redis("redis", settings)]
 
 
 async def wait_ready(svc: Service, timeout: float) -> None:

@@ -28,10 +28,12 @@ class DesiredTopic:
 class CurrentTopic:
     partitions: int
     config: dict[str, str]
+    replication_factor: int = 1
 
 
-def desired_topics(catalogue: Catalogue) -> list[DesiredTopic]:
-    """Every catalogue topic and its dead-letter topic (same retention, fewer partitions).
+def desired_topics(catalogue: Catalogue, brokers: int = 1) -> list[DesiredTopic]:
+    """Every catalogue topic and its dead-letter topic (same retention and replication,
+    fewer partitions), replicated as fits a cluster of ``brokers`` (TopicSpec.replication).
 
     A dead-letter topic's size limit and compression are its own, not the source's: the
     worker's dead letters are built to fit ``DLQ_RECORD_LIMIT``, and with
@@ -39,13 +41,13 @@ def desired_topics(catalogue: Catalogue) -> list[DesiredTopic]:
     recompressed into something bigger."""
     result = []
     for spec in catalogue.topics.values():
-        result.append(DesiredTopic(spec.name, spec.partitions, spec.replication_factor,
-                                   dict(spec.config)))
-        dlq_config = {**spec.config, "cleanup.policy": "delete",
+        factor, min_isr = spec.replication(brokers)
+        config = {**spec.config, "min.insync.replicas": str(min_isr)}
+        result.append(DesiredTopic(spec.name, spec.partitions, factor, config))
+        dlq_config = {**config, "cleanup.policy": "delete",
                       "max.message.bytes": str(DLQ_RECORD_LIMIT),
                       "compression.type": "producer"}
-        result.append(DesiredTopic(spec.dlq, min(spec.partitions, 3), spec.replication_factor,
-                                   dlq_config))
+        result.append(DesiredTopic(spec.dlq, min(spec.partitions, 3), factor, dlq_config))
     return result
 
 
@@ -72,7 +74,10 @@ async def _current(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, Cu
     present = [n for n in names if n in existing]
     if not present:
         return {}
-    parts = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(present)}
+    described = await admin.describe_topics(present)
+    parts = {t["topic"]: len(t["partitions"]) for t in described}
+    replicas = {t["topic"]: max((len(p["replicas"]) for p in t["partitions"]), default=1)
+                for t in described}
     configs: dict[str, dict[str, str]] = {n: {} for n in present}
     responses = await admin.describe_configs(
         [ConfigResource(ConfigResourceType.TOPIC, n) for n in present])
@@ -80,7 +85,7 @@ async def _current(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, Cu
         for resource in response.resources:
             name, entries = resource[3], resource[4]
             configs[name] = {e[0]: e[1] for e in entries}
-    return {n: CurrentTopic(parts[n], configs[n]) for n in present}
+    return {n: CurrentTopic(parts[n], configs[n], replicas[n]) for n in present}
 
 
 async def apply_topics(settings: Settings, catalogue: Catalogue, *, dry_run: bool = False,
@@ -93,7 +98,8 @@ async def apply_topics(settings: Settings, catalogue: Catalogue, *, dry_run: boo
         raise SinkfleetError(await explain_kafka_error(settings, exc)) from None
     all_changes: list[str] = []
     try:
-        desired = desired_topics(catalogue)
+        brokers = settings.kafka_brokers or len((await admin.describe_cluster())["brokers"])
+        desired = desired_topics(catalogue, brokers)
         current = await _current(admin, [d.name for d in desired])
         for want in desired:
             have = current.get(want.name)
@@ -101,6 +107,10 @@ async def apply_topics(settings: Settings, catalogue: Catalogue, *, dry_run: boo
             all_changes += changes
             for change in changes:
                 say(("would " if dry_run else "") + change)
+            if have is not None and have.replication_factor != want.replication_factor:
+                say(f"note: {want.name} has {have.replication_factor} replica(s) per partition"
+                    f" and topics/ asks {want.replication_factor}: Kafka changes that only by"
+                    " reassigning partitions (kafka-reassign-partitions); left as it is")
             if dry_run or not changes:
                 continue
             if have is None:
