@@ -21,9 +21,10 @@ from sinkfleet.read.serve.replies import dumps
 from sinkfleet.read.serve.tokens import create_token, revoke_token
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.worker.loop import Worker
-from tests.conftest import ROOT, async_wait_for, catalogue_env
 from tests.read.query_support import AUDITS, MEMORIES, POLICIES, memory
 from tests.read.serve_support import Served, seeded, served
+from tests.support.catalogue import ROOT, catalogue_env
+from tests.support.waiting import async_wait_for
 
 __all__ = ["seeded", "served"]
 pytestmark = pytest.mark.integration

@@ -29,7 +29,8 @@ from sinkfleet.dev.stack.health import describe_partitions
 from sinkfleet.dev.stack.process import port_open
 from sinkfleet.errors import StackError
 from sinkfleet.ops.setup.topics import apply_topics
-from tests.conftest import ROOT, async_wait_for
+from tests.support.catalogue import ROOT
+from tests.support.waiting import async_wait_for
 
 pytestmark = pytest.mark.integration
 

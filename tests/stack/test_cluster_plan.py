@@ -15,7 +15,7 @@ from sinkfleet.dev.stack.health import Voter, parse_replication, under_replicate
 from sinkfleet.dev.stack.kafka_node import cluster_defaults, node_properties
 from sinkfleet.errors import StackError
 from sinkfleet.ops.setup.topics import desired_topics
-from tests.conftest import ROOT
+from tests.support.catalogue import ROOT
 
 
 def _settings(tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]

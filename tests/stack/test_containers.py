@@ -24,7 +24,7 @@ from sinkfleet.dev.stack.kafka_node import SINGLE_NODE_DEFAULTS
 from sinkfleet.dev.stack.services import PG_TUNING
 from sinkfleet.errors import StackError
 from sinkfleet.secrets import read_secret
-from tests.conftest import ROOT
+from tests.support.catalogue import ROOT
 
 
 @pytest.fixture
