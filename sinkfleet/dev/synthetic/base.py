@@ -69,7 +69,10 @@ class World:
         return f"{self.prefix}{kind}-{self._serial:06d}"
 
     def uuid(self) -> str:
-        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        """A random UUID, reproducible for a seed; with a ``prefix``, a different one for
+        each prefix (uuid-keyed families of two runs never share ids)."""
+        value = uuid.UUID(int=self.rng.getrandbits(128), version=4)
+        return str(uuid.uuid5(value, self.prefix) if self.prefix else value)
 
     def pick(self, pool: deque[Any]) -> Any:
         return pool[self.rng.randrange(len(pool))] if pool else None
