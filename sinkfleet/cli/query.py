@@ -3,17 +3,15 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import uuid
 from collections.abc import Awaitable, Callable
-from decimal import Decimal
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from sinkfleet.cli.base import console, err, friendly, run, settings_and_catalogue
 from sinkfleet.errors import ConfigError
+from sinkfleet.plainjson import json_default, plain
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -47,16 +45,6 @@ def _pairs(items: list[str] | None, what: str) -> dict[str, str]:
     return out
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    if isinstance(value, (uuid.UUID, Decimal)):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 def _cell(value: Any) -> Text:
     """A stored value as plain text: rows are untrusted, so never parsed as markup."""
     from rich.text import Text
@@ -64,10 +52,8 @@ def _cell(value: Any) -> Text:
     if value is None:
         return Text("-", style="dim")
     if isinstance(value, (dict, list)):
-        return Text(json.dumps(value, default=_plain, ensure_ascii=False))
-    plain = _plain(value) if isinstance(value, (dt.date, dt.time, bytes, uuid.UUID,
-                                                 Decimal)) else value
-    return Text(str(plain))
+        return Text(json.dumps(value, default=json_default, ensure_ascii=False))
+    return Text(str(plain(value)))
 
 
 def _show(rows: list[dict[str, Any]], as_json: bool, columns: str | None, title: str,
@@ -77,7 +63,7 @@ def _show(rows: list[dict[str, Any]], as_json: bool, columns: str | None, title:
     from rich.text import Text
 
     if as_json:
-        print(json.dumps(rows, default=_plain, ensure_ascii=False))
+        print(json.dumps(rows, default=json_default, ensure_ascii=False))
         return
     if not rows:
         err.print(f"{escape(title)}: no rows")
@@ -149,7 +135,7 @@ def rows(sink: SinkOpt,
     page, _ = _with_reader(one, tenant)
     if as_json:
         print(json.dumps({"rows": page.rows, "next_cursor": page.next_cursor},
-                         default=_plain, ensure_ascii=False))
+                         default=json_default, ensure_ascii=False))
         return
     _show(page.rows, False, columns, f"{sink} rows")
     if page.next_cursor is not None:
@@ -172,7 +158,7 @@ def summary(sink: SinkOpt,
     row, _ = _with_reader(lambda r: r.summary(sink, list(where or []), of=list(of or [])),
                           tenant)
     if as_json:
-        print(json.dumps(row, default=_plain, ensure_ascii=False))
+        print(json.dumps(row, default=json_default, ensure_ascii=False))
         return
     _show([row], False, None, f"{sink} summary")
 

@@ -21,18 +21,16 @@ shape (sink, order, filters, tenant) and refused for any other.
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import json
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from sinkfleet.catalogue import Sink
 from sinkfleet.errors import ConfigError
+from sinkfleet.plainjson import plain
 from sinkfleet.read.sql import coerce as _coerce
 from sinkfleet.sink.postgres.ddl import quote_ident as q
 from sinkfleet.sink.postgres.tenancy import tenant_view
@@ -184,8 +182,8 @@ class SinkQuery:
         ties = [c for c in self.spec.id if c != order]
         keys = [order, *ties]
         shape = [CURSOR_VERSION, self.spec.name, order, bool(query.newest_first),
-                 built.shape, _plain(self.tenant)]
-        digest = hashlib.blake2b(json.dumps(shape, default=_plain).encode(),
+                 built.shape, plain(self.tenant)]
+        digest = hashlib.blake2b(json.dumps(shape, default=plain).encode(),
                                  digest_size=12).hexdigest()
         keyset = _Keyset(keys, digest, query.newest_first)
         if query.cursor is not None:
@@ -372,7 +370,7 @@ class _Keyset:
         return Page(rows, cursor)
 
     def encode(self, values: list[Any]) -> str:
-        body = json.dumps([self.shape, [_plain(v) for v in values]],
+        body = json.dumps([self.shape, [plain(v) for v in values]],
                           separators=(",", ":")).encode()
         mac = hashlib.blake2b(body, key=b"sinkfleet cursor", digest_size=8).digest()
         return base64.urlsafe_b64encode(mac + body).decode().rstrip("=")
@@ -420,16 +418,3 @@ def _listed(f: Filter, where: str) -> list[Any]:
     if not isinstance(value, (list, tuple)) or not value:
         raise QueryError(f"{where}: give a non-empty list of values")
     return list(value)
-
-
-def _plain(value: Any) -> Any:
-    """A value as JSON (cursors, shapes); ``coerce`` turns it back into the column's type."""
-    if isinstance(value, (dt.datetime, dt.date, dt.time)):
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    if isinstance(value, (uuid.UUID, Decimal)):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value

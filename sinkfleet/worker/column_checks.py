@@ -49,8 +49,14 @@ def _check_of(col: Column) -> Callable[[Any, str], None] | None:
 def column_checks(sink: Sink, names: list[str]) -> Callable[[tuple[Any, ...]], None] | None:
     """The limit checks of a row tuple (``names`` its columns); None if no column has one."""
     by_name = {c.name: c for c in sink.columns}
-    checks = [(i, fn, name) for i, name in enumerate(names)
-              if (fn := _check_of(by_name[name])) is not None]
+    return row_check([(i, fn, name) for i, name in enumerate(names)
+                      if (fn := _check_of(by_name[name])) is not None])
+
+
+def row_check(checks: list[tuple[int, Callable[[Any, str], None], str]]
+              ) -> Callable[[tuple[Any, ...]], None] | None:
+    """One function running each ``(index, check, column name)`` on a row tuple's
+    non-null values; None when there is nothing to check."""
     if not checks:
         return None
 

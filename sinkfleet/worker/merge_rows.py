@@ -13,6 +13,7 @@ from typing import Any
 from sinkfleet.catalogue import Sink
 from sinkfleet.catalogue.merge import PN_FIELDS
 from sinkfleet.errors import ValidationError
+from sinkfleet.worker.column_checks import row_check
 
 
 def _g_counter(value: Any, column: str) -> None:
@@ -36,13 +37,5 @@ def merge_checks(sink: Sink, names: list[str]) -> Callable[[tuple[Any, ...]], No
     """The checks of a row tuple (``names`` its columns) of ``sink``; None if none apply."""
     if sink.spec.merge is None:
         return None
-    checks = [(names.index(name), _CHECKS[kind], name)
-              for name, kind in sink.spec.merge.crdts.items() if kind in _CHECKS]
-    if not checks:
-        return None
-
-    def check(row: tuple[Any, ...]) -> None:
-        for i, fn, name in checks:
-            if row[i] is not None:
-                fn(row[i], name)
-    return check
+    return row_check([(names.index(name), _CHECKS[kind], name)
+                      for name, kind in sink.spec.merge.crdts.items() if kind in _CHECKS])
