@@ -120,7 +120,12 @@ class Publisher:
         """Publish ``records`` in one call (seed 001's bulk insert of 1,000 tokens): every
         record is validated first — one invalid record raises ``ValidationError`` naming
         its index and nothing is sent — then all are sent and acknowledged (acks=all)
-        before this returns. Returns how many were published."""
+        before this returns. Returns how many were published.
+
+        Records go to Kafka in whole batches (``create_batch``/``send_batch``), one open
+        batch per partition, appended in the order given: no per-record ``send()`` or
+        delivery future (a third of the cost per record), and a key's records keep their
+        order since they share a partition and its batches are submitted in turn."""
         framed = []
         for i, record in enumerate(records):
             try:
@@ -128,21 +133,78 @@ class Publisher:
             except ValidationError as exc:
                 raise ValidationError(f"{family} record #{i}: {exc}; nothing was sent"
                                       ) from None
-        futures = [await self.send_raw(topic, value, key) for topic, key, value in framed]
-        if futures:
-            await asyncio.wait(futures)
-        failed = [PublishError("delivery cancelled") if f.cancelled() else f.exception()
-                  for f in futures if f.cancelled() or f.exception() is not None]
+        if not framed:
+            return 0
+        topic = framed[0][0]
+        try:
+            partitions = sorted(await self._producer.partitions_for(topic))
+        except KafkaError as exc:
+            raise PublishError(f"send to {topic} failed: {exc}") from None
+        pending: list[tuple[asyncio.Future[Any], int]] = []
+        open_: dict[int, tuple[Any, list[int]]] = {}  # partition -> (builder, [count])
+        try:
+            for _, key, value in framed:
+                if self._slots.locked():
+                    # the buffer is full: hand over what this call holds before waiting
+                    for p in list(open_):
+                        pending.append(await self._submit(topic, p, *open_.pop(p)))
+                await self._acquire()
+                self.buffered += 1
+                p = self._partition(topic, key) if key is not None else None
+                if p is None:
+                    p = self._producer._partitioner(key, partitions, partitions)
+                entry = open_.get(p)
+                if entry is None:
+                    entry = open_[p] = (self._producer.create_batch(), [0])
+                if entry[0].append(timestamp=None, key=key, value=value) is None:
+                    pending.append(await self._submit(topic, p, *open_.pop(p)))
+                    entry = open_[p] = (self._producer.create_batch(), [0])
+                    if entry[0].append(timestamp=None, key=key, value=value) is None:
+                        self._release()
+                        raise PublishError(f"a {family} record of {len(value or b'')} bytes"
+                                           " does not fit in an empty batch: raise"
+                                           " max_batch_bytes")
+                entry[1][0] += 1
+            for p in list(open_):
+                pending.append(await self._submit(topic, p, *open_.pop(p)))
+        finally:
+            for _builder, count in open_.values():  # never handed over: free their slots
+                self._release(count[0])
+        await asyncio.wait([f for f, _ in pending])
+        failed = [(PublishError("delivery cancelled") if f.cancelled() else f.exception(), n)
+                  for f, n in pending if f.cancelled() or f.exception() is not None]
         if failed:
-            # reported here, so not again by the next flush()
-            self._failures = [e for e in self._failures if not any(e is f for f in failed)]
-            raise PublishError(f"{len(failed)} of {len(futures)} {family} record(s) were not"
-                               f" acknowledged; first: {failed[0]}")
-        return len(futures)
+            lost = sum(n for _, n in failed)
+            raise PublishError(f"{lost} of {len(framed)} {family} record(s) were not"
+                               f" acknowledged; first: {failed[0][0]}")
+        return len(framed)
 
-    async def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None,
-                       headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
-        """Send already-framed bytes (used by replays and dead-letter tools)."""
+    async def _submit(self, topic: str, partition: int, builder: Any,
+                      count: list[int]) -> tuple[asyncio.Future[Any], int]:
+        """Hand a filled batch of ``count[0]`` records (holding as many slots) to Kafka."""
+        n = count[0]
+        builder.close()  # later send()s to this partition open a batch of their own
+        try:
+            fut = await self._producer.send_batch(builder, topic, partition=partition)
+        except BaseException as exc:
+            self._release(n)
+            count[0] = 0  # the caller's finally must not free these slots again
+            if isinstance(exc, KafkaError):
+                raise PublishError(f"send to {topic} failed: {exc}") from None
+            raise
+        count[0] = 0
+        self.sent += n
+
+        def delivered(f: asyncio.Future[Any]) -> None:
+            self._release(n)
+            if not f.cancelled() and f.exception() is None:
+                self.acked += n
+
+        fut.add_done_callback(delivered)
+        return fut, n
+
+    async def _acquire(self) -> None:
+        """A buffer slot, waiting at most ``max_block_ms`` when the buffer is full."""
         try:
             if self._slots.locked():  # buffer full: wait, bounded (no task on the fast path)
                 await asyncio.wait_for(self._slots.acquire(), self._max_block)
@@ -152,6 +214,11 @@ class Publisher:
             raise PublishTimeout(f"{self.buffered} of {self.max_buffered} records still"
                                  f" unacknowledged after {self._max_block}s: Kafka is not"
                                  " acknowledging; is the broker up?") from None
+
+    async def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None,
+                       headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+        """Send already-framed bytes (used by replays and dead-letter tools)."""
+        await self._acquire()
         self.buffered += 1
         try:
             fut = await self._producer.send(topic, value, key=key, headers=headers,
@@ -167,9 +234,10 @@ class Publisher:
         fut.add_done_callback(self._delivered)
         return fut
 
-    def _release(self) -> None:
-        self.buffered -= 1
-        self._slots.release()
+    def _release(self, n: int = 1) -> None:
+        self.buffered -= n
+        for _ in range(n):
+            self._slots.release()
 
     def _partition(self, topic: str, key: bytes | None) -> int | None:
         """Kafka's murmur2 partition of ``key``, memoised: agents reuse a few thousand keys
