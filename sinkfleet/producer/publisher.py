@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import murmur2
+from aiokafka.structs import RecordMetadata
 
 from sinkfleet.avro import Codec, SchemaStore
 from sinkfleet.avro.hashing import content_hash
@@ -76,6 +77,12 @@ class Publisher:
         self._partitions: dict[tuple[str, bytes], tuple[int, int]] = {}
         self.sent = 0
         self.acked = 0
+        self._linger = linger_ms / 1000
+        # publish()'s own batches, per (topic, partition): the one being filled, the
+        # filled ones waiting for their turn, and the task handing them over in order
+        self._open: dict[tuple[str, int], _Batch] = {}
+        self._ready: dict[tuple[str, int], list[_Batch]] = {}
+        self._submitters: dict[tuple[str, int], asyncio.Task[None]] = {}
 
     async def start(self) -> None:
         try:
@@ -114,13 +121,122 @@ class Publisher:
     async def publish(self, family: str, record: dict[str, Any], *,
                       key: bytes | None = None) -> asyncio.Future[Any]:
         topic, default_key, value = self.encode(family, record)
-        return await self.send_raw(topic, value, key if key is not None else default_key)
+        if key is None:
+            key = default_key
+        partition = self._partition(topic, key)
+        if partition is None or value is None:  # keyless, or no metadata yet
+            return await self.send_raw(topic, value, key)
+        # The fast path: append to this partition's own open batch (aiokafka's C batch
+        # builder), no per-record send() coroutine chain nor delivery callback.
+        if self._slots.locked():
+            await self._acquire()
+        else:
+            self._slots._value -= 1  # what an uncontended acquire() does, without await
+        self.buffered += 1
+        tp = (topic, partition)
+        batch = self._open.get(tp)
+        if batch is None:
+            batch = self._open_batch(tp)
+        fut = batch.append(key, value)
+        if fut is None:  # full: queue it, open the next one
+            self._close_batch(tp)
+            fut = self._open_batch(tp).append(key, value)
+            if fut is None:
+                self._release()
+                raise PublishError(f"a {family} record of {len(value)} bytes does not fit"
+                                   " in an empty batch: raise max_batch_bytes")
+        self.sent += 1
+        return fut
+
+    def _open_batch(self, tp: tuple[str, int]) -> _Batch:
+        batch = self._open[tp] = _Batch(self._producer.create_batch())
+        batch.timer = asyncio.get_running_loop().call_later(self._linger, self._lingered,
+                                                            tp, batch)
+        return batch
+
+    def _lingered(self, tp: tuple[str, int], batch: _Batch) -> None:
+        if self._open.get(tp) is batch:
+            self._close_batch(tp)
+
+    def _close_batch(self, tp: tuple[str, int]) -> None:
+        """Queue ``tp``'s open batch for its submitter (one task per partition, so the
+        partition's batches reach aiokafka in the order they were filled)."""
+        batch = self._open.pop(tp)
+        if batch.timer is not None:
+            batch.timer.cancel()
+        self._ready.setdefault(tp, []).append(batch)
+        if tp not in self._submitters:
+            self._submitters[tp] = asyncio.get_running_loop().create_task(self._submit_all(tp))
+
+    async def _submit_all(self, tp: tuple[str, int]) -> None:
+        try:
+            queue = self._ready[tp]
+            while queue:
+                batch = queue.pop(0)
+                batch.builder.close()
+                try:
+                    done = await self._producer.send_batch(batch.builder, tp[0],
+                                                           partition=tp[1])
+                except Exception as exc:  # each record's future carries it
+                    self._batch_done(batch, tp, None, exc)
+                else:
+                    done.add_done_callback(
+                        lambda f, b=batch: self._batch_done(b, tp, f, None))
+        finally:
+            del self._submitters[tp]
+            if not self._ready.get(tp):  # else cancelled midway: _drain_own restarts it
+                self._ready.pop(tp, None)
+
+    def _batch_done(self, batch: _Batch, tp: tuple[str, int], fut: asyncio.Future[Any] | None,
+                    error: BaseException | None) -> None:
+        n = len(batch.futures)
+        self._release(n)
+        if error is None and fut is not None and fut.cancelled():
+            error = PublishError("delivery cancelled")
+        if error is None and fut is not None:
+            error = fut.exception()
+        if error is not None:
+            for f, _ in batch.futures:
+                if not f.done():
+                    f.set_exception(error)
+            self._failures.extend([error] * n)
+            return
+        assert fut is not None
+        meta = fut.result()
+        self.acked += n
+        for i, (f, stamp) in enumerate(batch.futures):
+            if not f.done():
+                f.set_result(RecordMetadata(tp[0], tp[1], meta.topic_partition,
+                                            meta.offset + i,
+                                            stamp if meta.timestamp == -1 else meta.timestamp,
+                                            meta.timestamp_type, meta.log_start_offset))
+
+    async def _drain_own(self, tp: tuple[str, int] | None = None) -> None:
+        """Hand over publish()'s open batches (of ``tp`` only, when given) and wait
+        until aiokafka holds them all."""
+        for key in [tp] if tp is not None else list(self._open):
+            if key in self._open:
+                self._close_batch(key)
+        while True:
+            for key, queue in list(self._ready.items()):
+                if queue and key not in self._submitters and (tp is None or key == tp):
+                    self._submitters[key] = asyncio.get_running_loop().create_task(
+                        self._submit_all(key))
+            tasks = [t for k, t in self._submitters.items() if tp is None or k == tp]
+            if not tasks:
+                return
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def publish_many(self, family: str, records: Iterable[dict[str, Any]]) -> int:
         """Publish ``records`` in one call (seed 001's bulk insert of 1,000 tokens): every
         record is validated first — one invalid record raises ``ValidationError`` naming
         its index and nothing is sent — then all are sent and acknowledged (acks=all)
-        before this returns. Returns how many were published."""
+        before this returns. Returns how many were published.
+
+        Records go to Kafka in whole batches (``create_batch``/``send_batch``), one open
+        batch per partition, appended in the order given: no per-record ``send()`` or
+        delivery future (a third of the cost per record), and a key's records keep their
+        order since they share a partition and its batches are submitted in turn."""
         framed = []
         for i, record in enumerate(records):
             try:
@@ -128,21 +244,79 @@ class Publisher:
             except ValidationError as exc:
                 raise ValidationError(f"{family} record #{i}: {exc}; nothing was sent"
                                       ) from None
-        futures = [await self.send_raw(topic, value, key) for topic, key, value in framed]
-        if futures:
-            await asyncio.wait(futures)
-        failed = [PublishError("delivery cancelled") if f.cancelled() else f.exception()
-                  for f in futures if f.cancelled() or f.exception() is not None]
+        if not framed:
+            return 0
+        topic = framed[0][0]
+        try:
+            partitions = sorted(await self._producer.partitions_for(topic))
+        except KafkaError as exc:
+            raise PublishError(f"send to {topic} failed: {exc}") from None
+        await self._drain_own()  # publish()'s records buffered before these go first
+        pending: list[tuple[asyncio.Future[Any], int]] = []
+        open_: dict[int, tuple[Any, list[int]]] = {}  # partition -> (builder, [count])
+        try:
+            for _, key, value in framed:
+                if self._slots.locked():
+                    # the buffer is full: hand over what this call holds before waiting
+                    for held in list(open_):
+                        pending.append(await self._submit(topic, held, *open_.pop(held)))
+                await self._acquire()
+                self.buffered += 1
+                known = self._partition(topic, key) if key is not None else None
+                p: int = (known if known is not None
+                          else self._producer._partitioner(key, partitions, partitions))
+                entry = open_.get(p)
+                if entry is None:
+                    entry = open_[p] = (self._producer.create_batch(), [0])
+                if entry[0].append(timestamp=None, key=key, value=value) is None:
+                    pending.append(await self._submit(topic, p, *open_.pop(p)))
+                    entry = open_[p] = (self._producer.create_batch(), [0])
+                    if entry[0].append(timestamp=None, key=key, value=value) is None:
+                        self._release()
+                        raise PublishError(f"a {family} record of {len(value or b'')} bytes"
+                                           " does not fit in an empty batch: raise"
+                                           " max_batch_bytes")
+                entry[1][0] += 1
+            for p in list(open_):
+                pending.append(await self._submit(topic, p, *open_.pop(p)))
+        finally:
+            for _builder, count in open_.values():  # never handed over: free their slots
+                self._release(count[0])
+        await asyncio.wait([f for f, _ in pending])
+        failed = [(PublishError("delivery cancelled") if f.cancelled() else f.exception(), n)
+                  for f, n in pending if f.cancelled() or f.exception() is not None]
         if failed:
-            # reported here, so not again by the next flush()
-            self._failures = [e for e in self._failures if not any(e is f for f in failed)]
-            raise PublishError(f"{len(failed)} of {len(futures)} {family} record(s) were not"
-                               f" acknowledged; first: {failed[0]}")
-        return len(futures)
+            lost = sum(n for _, n in failed)
+            raise PublishError(f"{lost} of {len(framed)} {family} record(s) were not"
+                               f" acknowledged; first: {failed[0][0]}")
+        return len(framed)
 
-    async def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None,
-                       headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
-        """Send already-framed bytes (used by replays and dead-letter tools)."""
+    async def _submit(self, topic: str, partition: int, builder: Any,
+                      count: list[int]) -> tuple[asyncio.Future[Any], int]:
+        """Hand a filled batch of ``count[0]`` records (holding as many slots) to Kafka."""
+        n = count[0]
+        builder.close()  # later send()s to this partition open a batch of their own
+        try:
+            fut = await self._producer.send_batch(builder, topic, partition=partition)
+        except BaseException as exc:
+            self._release(n)
+            count[0] = 0  # the caller's finally must not free these slots again
+            if isinstance(exc, KafkaError):
+                raise PublishError(f"send to {topic} failed: {exc}") from None
+            raise
+        count[0] = 0
+        self.sent += n
+
+        def delivered(f: asyncio.Future[Any]) -> None:
+            self._release(n)
+            if not f.cancelled() and f.exception() is None:
+                self.acked += n
+
+        fut.add_done_callback(delivered)
+        return fut, n
+
+    async def _acquire(self) -> None:
+        """A buffer slot, waiting at most ``max_block_ms`` when the buffer is full."""
         try:
             if self._slots.locked():  # buffer full: wait, bounded (no task on the fast path)
                 await asyncio.wait_for(self._slots.acquire(), self._max_block)
@@ -152,10 +326,19 @@ class Publisher:
             raise PublishTimeout(f"{self.buffered} of {self.max_buffered} records still"
                                  f" unacknowledged after {self._max_block}s: Kafka is not"
                                  " acknowledging; is the broker up?") from None
+
+    async def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None,
+                       headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
+        """Send already-framed bytes (used by replays and dead-letter tools)."""
+        partition = self._partition(topic, key)
+        if partition is not None and ((topic, partition) in self._open
+                                      or (topic, partition) in self._submitters):
+            await self._drain_own((topic, partition))  # keep the partition's order
+        await self._acquire()
         self.buffered += 1
         try:
             fut = await self._producer.send(topic, value, key=key, headers=headers,
-                                            partition=self._partition(topic, key))
+                                            partition=partition)
         except BaseException as exc:
             # Whatever ends the send (a Kafka error, a bad argument, cancellation), no
             # delivery callback will free the slot: free it here, or the buffer shrinks.
@@ -167,9 +350,10 @@ class Publisher:
         fut.add_done_callback(self._delivered)
         return fut
 
-    def _release(self) -> None:
-        self.buffered -= 1
-        self._slots.release()
+    def _release(self, n: int = 1) -> None:
+        self.buffered -= n
+        for _ in range(n):
+            self._slots.release()
 
     def _partition(self, topic: str, key: bytes | None) -> int | None:
         """Kafka's murmur2 partition of ``key``, memoised: agents reuse a few thousand keys
@@ -199,6 +383,7 @@ class Publisher:
 
     async def flush(self) -> None:
         """Wait until every buffered record is acknowledged; raise if any failed."""
+        await self._drain_own()
         await self._producer.flush()
         if self._failures:
             first, count = self._failures[0], len(self._failures)
@@ -218,6 +403,25 @@ class Publisher:
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.close()
+
+
+class _Batch:
+    """One of publish()'s own batches: aiokafka's builder and each record's future."""
+
+    __slots__ = ("builder", "futures", "timer")
+
+    def __init__(self, builder: Any) -> None:
+        self.builder = builder
+        self.futures: list[tuple[asyncio.Future[Any], int]] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    def append(self, key: bytes | None, value: bytes) -> asyncio.Future[Any] | None:
+        meta = self.builder.append(timestamp=None, key=key, value=value)
+        if meta is None:
+            return None
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.futures.append((fut, meta.timestamp))
+        return fut
 
 
 class SyncPublisher:
