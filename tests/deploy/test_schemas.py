@@ -23,6 +23,7 @@ from referencing import Registry, Resource
 from sinkfleet.config import load_settings
 from sinkfleet.dev.stack.cluster import plan_nodes
 from tests.deploy.manifests import K8S, ROOT, group_deployments, manifest_docs
+from tests.support.catalogue import KAFKA_LAYOUT_ENV
 
 K8S_VERSION = "1.37.0"  # the newest Kubernetes kubernetes-validate 1.37.0 ships schemas for
 COMPOSE = ROOT / "docker-compose.yml"
@@ -174,7 +175,10 @@ def test_compose_workers_are_health_checked_on_healthz() -> None:
         assert svc["environment"]["SINKFLEET_METRICS_HOST"] == "0.0.0.0"
 
 
-def test_compose_cluster_profile_mirrors_stack_up_brokers_3(tmp_path: Path) -> None:
+def test_compose_cluster_profile_mirrors_stack_up_brokers_3(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in KAFKA_LAYOUT_ENV:  # the default layout, whatever the runner's environment
+        monkeypatch.delenv(name, raising=False)
     doc = compose()
     nodes = {n: s for n, s in doc["services"].items() if "cluster" in s.get("profiles", [])}
     assert sorted(nodes) == ["kafka-1", "kafka-2", "kafka-3"]

@@ -29,8 +29,14 @@ from sinkfleet.dev.stack.health import describe_partitions
 from sinkfleet.dev.stack.process import port_open
 from sinkfleet.errors import StackError
 from sinkfleet.ops.setup.topics import apply_topics
-from tests.support.catalogue import ROOT
+from tests.support.catalogue import ROOT, without_kafka_layout_env
 from tests.support.waiting import async_wait_for
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_kafka_layout() -> Iterator[None]:
+    with without_kafka_layout_env():
+        yield
 
 pytestmark = pytest.mark.integration
 

@@ -3,6 +3,7 @@ cluster size, and reading the quorum and under-replicated partitions."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,13 @@ from sinkfleet.dev.stack.health import Voter, parse_replication, under_replicate
 from sinkfleet.dev.stack.kafka_node import cluster_defaults, node_properties
 from sinkfleet.errors import StackError
 from sinkfleet.ops.setup.topics import desired_topics
-from tests.support.catalogue import ROOT
+from tests.support.catalogue import ROOT, without_kafka_layout_env
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _own_kafka_layout() -> Iterator[None]:
+    with without_kafka_layout_env():
+        yield
 
 
 def _settings(tmp_path: Path, **kw: object):  # type: ignore[no-untyped-def]

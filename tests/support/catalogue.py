@@ -3,13 +3,14 @@ group names, its worker processes, and dropping what it made."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -229,3 +230,19 @@ async def forget(settings: Settings, *, tables: Iterable[str] = (),
 async def drop_catalogues(settings: Settings, made: list[TestCatalogue]) -> None:
     """Drop the tables, caches and bookkeeping rows of test catalogues (not topics)."""
     await forget(settings, tables=[tc.table for tc in made], groups=[tc.group for tc in made])
+
+
+KAFKA_LAYOUT_ENV = ("SINKFLEET_KAFKA_BOOTSTRAP", "SINKFLEET_KAFKA_CONTROLLER_PORT",
+                    "SINKFLEET_KAFKA_BROKERS")
+
+
+@contextlib.contextmanager
+def without_kafka_layout_env() -> Iterator[None]:
+    """Tests that lay out Kafka clusters of their own: a developer's (or a CI runner's)
+    SINKFLEET_KAFKA_* settings must not steer them."""
+    import pytest
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in KAFKA_LAYOUT_ENV:
+            mp.delenv(name, raising=False)
+        yield
