@@ -245,8 +245,16 @@ async def run_worker(settings: Settings, tc: TestCatalogue, index: int, kind: st
     result = WorkerRun(index + 1, kind, opts.count, now - t0, first_at - t0, first_rows,
                        worker_cpu, busy)
     if exporter:
-        _, body = await http_get(exporter[1], "/api/lag")
-        snap = json.loads(body)
+        # A short run can end between two polls: give the exporter a few intervals to
+        # list the worker's group before saying it never saw it.
+        deadline = time.monotonic() + 3 * opts.interval + 5
+        while True:
+            _, body = await http_get(exporter[1], "/api/lag")
+            snap = json.loads(body)
+            if any(g["group"] == tc.group for g in snap["groups"]) \
+                    or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(opts.interval / 4)
         result.exporter = {"cpu_seconds": cpu1 - cpu0, "cpu_share": (cpu1 - cpu0) / (now - t0),
                            "rss_bytes": rss_bytes(exporter[0]),
                            "groups": len(snap["groups"]),
