@@ -109,7 +109,7 @@ def _make_catalogue(tmp: Path, settings: Settings) -> TestCatalogue:
         sys.path.insert(0, ROOT)
     from tests.support.catalogue import make_catalogue
 
-    return make_catalogue(tmp, settings, max_records=5000, max_age_ms=250)
+    return make_catalogue(tmp, settings, max_records=5000, max_age_ms=100)
 
 
 async def drop_catalogues(settings: Settings, made: list[TestCatalogue]) -> None:

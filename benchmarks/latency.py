@@ -122,8 +122,9 @@ def project_max_age(project: Catalogue) -> int:
     return next(w for w in project.workers.values() if SOURCE_SINK in w.sinks).batch.max_age_ms
 
 
-def start_worker(root: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, SINKFLEET_HOME=str(root))
+def start_worker(root: Path, settings: Settings) -> subprocess.Popen[bytes]:
+    # the stack's state dir: its generated passwords live there, not under the copy's home
+    env = dict(os.environ, SINKFLEET_HOME=str(root), SINKFLEET_STATE_DIR=str(settings.state))
     log = open(root / "worker.log", "wb")  # noqa: SIM115 - the process owns it
     return subprocess.Popen([sys.executable, "-m", "sinkfleet", "worker", "--spec", WORKER,
                              "--log-level", "WARNING"], env=env, stdout=log,
@@ -282,7 +283,7 @@ async def run_config(settings: Settings, project: Catalogue, args: argparse.Name
             for record in backlog:
                 await pub.publish("experience_event", record)
             await pub.flush()
-            proc = start_worker(root)
+            proc = start_worker(root, settings)
             done, first = await wait_stored(stored, args.calibrate, proc, args.timeout, root)
             assert first is not None
             drained = await stored()

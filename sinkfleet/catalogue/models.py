@@ -364,7 +364,7 @@ class SinkSpec(_Strict):
 class BatchPolicySpec(_Strict):
     max_records: int = Field(5000, ge=1, le=1_000_000)
     max_bytes: int = Field(16 * 1024 * 1024, ge=1024)
-    max_age_ms: int = Field(250, ge=1, le=600_000)
+    max_age_ms: int = Field(100, ge=1, le=600_000)
 
 
 class WorkerSpec(_Strict):

@@ -15,7 +15,7 @@ class BatchPolicy:
 
     max_records: int = 5000
     max_bytes: int = 16 * 1024 * 1024
-    max_age_ms: int = 250
+    max_age_ms: int = 100
 
     def should_flush(self, records: int, nbytes: int, age_s: float) -> bool:
         if records == 0:
