@@ -47,6 +47,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+import yaml
 from _common import make_rows  # benchmarks/ is on sys.path when run as a script
 from backports import zstd
 from rich.console import Console
@@ -126,6 +127,36 @@ async def stage(settings: Settings, name: str, override: Any, rows: list[tuple[A
             times.append((time.perf_counter() - t) * 1000)
     return {"sink": sink, "stats": stats, "copy_per_s": len(rows) / copy_s,
             "newest_ms": statistics.median(times)}
+
+
+async def upgraded(settings: Settings, before: Sink) -> tuple[float, TableStats]:
+    """`db migrate` of the "before" table (rows in it) to the shipped ``storage:``: its
+    seconds (the key rebuilt under an ACCESS EXCLUSIVE lock), and the table after."""
+    root = settings.home
+    shipped = yaml.safe_load((ROOT / "sinks" / "experience_events.yaml").read_text())["storage"]
+    edit_spec(root / "sinks" / "experience_events.yaml", {"storage": shipped})
+    cat = load_catalogue(root)
+    t0 = time.perf_counter()
+    await migrate(settings, cat, lambda m: None)
+    seconds = time.perf_counter() - t0
+    spec = cat.sinks[before.spec.name].spec
+    async with pg(settings) as conn:
+        await conn.execute(f"VACUUM ANALYZE {spec.qualified_table}")
+        return seconds, await table_stats(conn, spec.db_schema, spec.table, exact=True)
+
+
+async def heap_floor(settings: Settings, sink: Sink) -> dict[str, float]:
+    """Average stored bytes of each column, and of the tuple header (with the null
+    bitmap), over the sink's rows: what the heap cannot go below."""
+    names = [c.name for c in sink.columns]
+    sizes = ", ".join(f'avg(coalesce(pg_column_size("{n}"), 0)) AS "{n}"' for n in names)
+    async with pg(settings) as conn:
+        row = await conn.fetchrow(f"SELECT avg(pg_column_size(t.*)) AS tuple, {sizes}"
+                                  f" FROM {sink.spec.qualified_table} t")
+    out = {n: float(row[n]) for n in names}
+    out["tuple header + null bitmap + padding"] = float(row["tuple"]) - sum(out.values())
+    out["line pointer"] = 4.0
+    return out
 
 
 async def reindexed(settings: Settings, sink: Sink) -> TableStats:
@@ -266,7 +297,10 @@ async def main(opts: argparse.Namespace) -> dict[str, Any]:
                 arch["columnar_index_order"] = sum(v[0] for v in by_index.values())
         results["archive"] = arch
         after = done["after"]["sink"]
+        results["heap_floor"] = await heap_floor(made[0][0], after)
         results["after_reindexed"] = per_event(await reindexed(made[0][0], after))
+        seconds, stats = await upgraded(made[0][0], done["before"]["sink"])  # stage 1
+        results["before_migrated"] = per_event(stats) | {"migrate_s": seconds}
     finally:
         if not opts.keep:
             for bench, tables in made:
@@ -277,19 +311,28 @@ async def main(opts: argparse.Namespace) -> dict[str, Any]:
 def report(r: dict[str, Any]) -> None:
     stages = r["stages"]
     parts = list(dict.fromkeys(k for s in stages.values() for k in s["per_event"]))
-    table = Table("component (B/event)", *stages, "after, reindexed",
+    table = Table("component (B/event)", *stages, "after, reindexed", "before, migrated",
                   title=f"PostgreSQL: {r['events']:,} experience events, COPY batches of"
                         f" {r['batch']:,}")
     for part in parts:
         cells = [f"{s['per_event'].get(part, 0):.1f}" for s in stages.values()]
         table.add_row(part, *cells, f"{r['after_reindexed'].get(part, 0):.1f}",
+                      f"{r['before_migrated'].get(part, 0):.1f}",
                       end_section=part == parts[-2])
     table.add_row("÷ goal 200 B", *[f"{s['per_event']['total'] / PG_GOAL:.2f}"
                                     for s in stages.values()],
-                  f"{r['after_reindexed']['total'] / PG_GOAL:.2f}")
-    table.add_row("COPY rows/s", *[f"{s['copy_per_s']:,.0f}" for s in stages.values()], "")
-    table.add_row("newest 100, ms", *[f"{s['newest_ms']:.1f}" for s in stages.values()], "")
+                  f"{r['after_reindexed']['total'] / PG_GOAL:.2f}",
+                  f"{r['before_migrated']['total'] / PG_GOAL:.2f}")
+    table.add_row("COPY rows/s", *[f"{s['copy_per_s']:,.0f}" for s in stages.values()], "",
+                  "")
+    table.add_row("newest 100, ms", *[f"{s['newest_ms']:.1f}" for s in stages.values()], "",
+                  f"migrate {r['before_migrated']['migrate_s']:.1f} s")
     console.print(table)
+    floor = Table("heap, after: average bytes per row", "B", title="the heap's floor")
+    for name, value in r["heap_floor"].items():
+        floor.add_row(name, f"{value:.1f}")
+    floor.add_row("[b]sum[/]", f"[b]{sum(r['heap_floor'].values()):.1f}[/]")
+    console.print(floor)
     a = r["archive"]
     cols = Table("column", "B/event (archive order)", "encoding", "B/event (index order)",
                  "encoding", title="archive: each column on its own, zstd 19, best encoding")

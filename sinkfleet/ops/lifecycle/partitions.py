@@ -167,11 +167,10 @@ async def create_partition(conn: asyncpg.Connection, sink: Sink, name: str, star
     tcol = quote_ident(spec.time_column)
     default, child = qualified(spec.db_schema, default_partition(sink)), \
         qualified(spec.db_schema, name)
-    bounds = f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
     async with migration_lock(conn), conn.transaction():
         stray = await conn.fetchval(
             f"SELECT count(*) FROM ONLY {default} WHERE {tcol} >= $1 AND {tcol} < $2",
             start, end)
-        for sql in partition_statements(sink, child, bounds, default if stray else None):
-            await (conn.execute(sql, start, end) if "$1" in sql else conn.execute(sql))
+        for sql in partition_statements(sink, child, start, end, default if stray else None):
+            await conn.execute(sql)
     return True

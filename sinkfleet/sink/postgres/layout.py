@@ -9,6 +9,8 @@ made from now on: PostgreSQL lets each partition order its columns physically as
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sinkfleet.catalogue import Column, Sink
 from sinkfleet.sink.postgres.ddl import _column_lines, quote_ident
 
@@ -58,14 +60,15 @@ def key_sql(sink: Sink) -> str:
         "END $$;\n")
 
 
-def partition_statements(sink: Sink, child: str, bounds: str, default: str | None = None
-                         ) -> list[str]:
-    """What creates partition ``child`` (qualified) for ``bounds`` (``FOR VALUES …``), in
-    the stored column order. With ``default`` (the DEFAULT partition, qualified), the rows
-    of that range are moved out of it first ($1 and $2: the range), since attaching over
-    rows left in DEFAULT would fail."""
+def partition_statements(sink: Sink, child: str, start: datetime, end: datetime,
+                         default: str | None = None) -> list[str]:
+    """What creates partition ``child`` (qualified) for [start, end), in the stored column
+    order. With ``default`` (the DEFAULT partition, qualified), the rows of that range are
+    moved out of it first, since attaching over rows left in DEFAULT would fail."""
     spec = sink.spec
     assert spec.time_column is not None
+    lo, hi = f"'{start.isoformat()}'", f"'{end.isoformat()}'"  # datetimes, not input
+    bounds = f"FOR VALUES FROM ({lo}) TO ({hi})"
     if default is None and not aligned_partitions(sink):
         return [f"CREATE TABLE IF NOT EXISTS {child} PARTITION OF {spec.qualified_table}"
                 f" {bounds}"]
@@ -73,8 +76,8 @@ def partition_statements(sink: Sink, child: str, bounds: str, default: str | Non
     if default is not None:
         tcol = quote_ident(spec.time_column)
         cols = ", ".join(quote_ident(c.name) for c in sink.columns)  # by name, not position
-        out.append(f"WITH moved AS (DELETE FROM ONLY {default} WHERE {tcol} >= $1"
-                   f" AND {tcol} < $2 RETURNING {cols}) INSERT INTO {child} ({cols})"
+        out.append(f"WITH moved AS (DELETE FROM ONLY {default} WHERE {tcol} >= {lo}"
+                   f" AND {tcol} < {hi} RETURNING {cols}) INSERT INTO {child} ({cols})"
                    f" SELECT {cols} FROM moved")
     out.append(f"ALTER TABLE {spec.qualified_table} ATTACH PARTITION {child} {bounds}")
     return out

@@ -105,13 +105,13 @@ async def ensure_partitions(conn: asyncpg.Connection, sink: Sink,
         if name in existing:
             continue
         child = f"{schema}.{quote_ident(name)}"
-        bounds = f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
         async with conn.transaction():
             stray = await conn.fetchval(
                 f"SELECT count(*) FROM {default} WHERE {tcol} >= $1 AND {tcol} < $2", start, end)
             # Rows of the range in DEFAULT move into the new partition (layout.py).
-            for sql in partition_statements(sink, child, bounds, default if stray else None):
-                await (conn.execute(sql, start, end) if "$1" in sql else conn.execute(sql))
+            for sql in partition_statements(sink, child, start, end,
+                                            default if stray else None):
+                await conn.execute(sql)
         created.append(name)
     return created
 
