@@ -248,6 +248,9 @@ class SinkSpec(_Strict):
                     raise ValueError(f"references: column {col!r} is not among the columns")
         self._check_mode(known)
         self._check_retention()
+        if self.storage is not None and self.storage.compact and self.partitioning is None:
+            raise ValueError("storage.compact packs closed time partitions: it needs"
+                             " partitioning")
         if self.storage is not None and self.storage.key == "time_first" \
                 and self.time_column not in self.id:
             raise ValueError("storage.key: time_first puts the time column first in the"

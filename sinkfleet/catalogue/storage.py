@@ -12,6 +12,8 @@ Every setting keeps what is stored (columns, types, values) and changes only how
 * ``column_order: aligned`` — partitions created from now on store the columns widest
   alignment first (8-byte, then 4-, 2-byte, then variable-length), so no padding sits
   between them; the table's column order, as readers see it, does not change.
+* ``compact: true`` — once a partition's range has ended, its B-tree indexes are rebuilt
+  packed full (an index written at many points at once stays half full otherwise).
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ class StorageSpec(BaseModel):
         "fillfactor of the primary key's B-tree (PostgreSQL's default: 90)"))
     column_order: Literal["as_listed", "aligned"] = Field("as_listed", description=(
         "physical column order of new time partitions"))
+    compact: bool = Field(False, description=(
+        "rebuild the B-tree indexes of closed time partitions once, packed full"
+        " (`retention run --every`; sinkfleet/ops/lifecycle/compact.py)"))
 
     @property
     def reshapes_key(self) -> bool:

@@ -62,6 +62,13 @@ def test_key_settings_change_is_a_new_migration() -> None:
 
 def test_time_first_needs_the_time_column_in_the_id() -> None:
     spec = yaml.safe_load((ROOT / "sinks" / "experience_events.yaml").read_text())
-    spec.update(id=["event_id"], partitioning=None, retention=None)
+    spec.update(id=["event_id"])
     with pytest.raises(ValidationError, match="list time_column among the id columns"):
+        SinkSpec.model_validate(spec)
+
+
+def test_compact_needs_partitioning() -> None:
+    spec = yaml.safe_load((ROOT / "sinks" / "experience_events.yaml").read_text())
+    spec.update(partitioning=None, retention=None, storage={"compact": True})
+    with pytest.raises(ValidationError, match="storage.compact packs closed time partitions"):
         SinkSpec.model_validate(spec)
