@@ -166,6 +166,9 @@ def render_parts(report: StatsReport) -> None:
 
     table = Table("sink", "table", "component", "size", "bytes/row", "share",
                   title="bytes by component (summed over partitions)")
+    if not any(t and t.rows and t.parts for s in report.sinks for t in (s.main, s.history)):
+        say("[dim]bytes by component: no sink has rows (yet)[/]")
+        return
     for s in report.sinks:
         for t in (s.main, s.history):
             if t is None or not t.exists or not t.rows or not t.parts or not t.bytes:
