@@ -10,6 +10,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from sinkfleet.avro.compat import Level
 from sinkfleet.catalogue.retention import RetentionSpec, parse_keep  # noqa: F401 (re-exported)
+from sinkfleet.catalogue.storage import StorageSpec
 
 # Whole-string patterns: \A…\Z, never ^…$ ($ also matches before a final "\n", so
 # "events\n" would pass); callers use fullmatch, the anchors keep any .match() safe too.
@@ -215,6 +216,7 @@ class SinkSpec(_Strict):
     tenant: Ident | None = Field(None, description="column naming the row's tenant: readers"
                                  " see a tenant's rows only (docs/reads.md)")
     references: list[ReferenceSpec] = Field(default_factory=list)
+    storage: StorageSpec | None = None  # on-disk layout (sinkfleet/catalogue/storage.py)
 
     @model_validator(mode="after")
     def _consistent(self) -> SinkSpec:
@@ -246,6 +248,13 @@ class SinkSpec(_Strict):
                     raise ValueError(f"references: column {col!r} is not among the columns")
         self._check_mode(known)
         self._check_retention()
+        if self.storage is not None and self.storage.compact and self.partitioning is None:
+            raise ValueError("storage.compact packs closed time partitions: it needs"
+                             " partitioning")
+        if self.storage is not None and self.storage.key == "time_first" \
+                and self.time_column not in self.id:
+            raise ValueError("storage.key: time_first puts the time column first in the"
+                             " primary key: list time_column among the id columns")
         return self
 
     def _check_retention(self) -> None:
@@ -355,6 +364,13 @@ class SinkSpec(_Strict):
         if self.tenant is not None:
             return self.tenant
         return self.audit.tenant if self.audit is not None else None
+
+    @property
+    def key_columns(self) -> list[str]:
+        """The primary key's columns in index order (``storage.key``)."""
+        if self.storage is None or self.storage.key == "as_id" or self.time_column is None:
+            return list(self.id)
+        return [self.time_column, *(c for c in self.id if c != self.time_column)]
 
     @property
     def qualified_table(self) -> str:

@@ -154,7 +154,7 @@ class SinkQuery:
         time column, and the first column of a B-tree index (or the primary key) whose
         earlier columns are all pinned."""
         out = [self.spec.time_column] if self.spec.time_column else []
-        keys = [list(self.spec.id)]
+        keys = [self.spec.key_columns]  # the primary key, in its index order
         keys += [list(i.columns) for i in self.spec.indexes if i.using == "btree"]
         for cols in keys:
             for col in cols:

@@ -45,6 +45,7 @@ from sinkfleet.dev.synthetic.state import (
     TaskStateLoad,
     WorkflowStateLoad,
 )
+from sinkfleet.producer.ids import uuid7
 
 INTENTS = ("explore", "exploit", "query_memory", "call_tool", "plan", "reflect")
 EXECUTORS = ("planner", "tool-runner", "memory", "llm", "policy")
@@ -127,7 +128,8 @@ class ExperienceLoad:
                                           "temperature": round(rng.random(), 3)}),
             }
         event = {
-            "event_id": rng.randbytes(16),
+            # time-ordered, as the Publisher's producers make them (sinkfleet.producer.ids)
+            "event_id": uuid7(self._clock // 1000, randbits=rng.getrandbits).bytes,
             "timestamp": self._clock,
             "agent_id": agent,
             "episode_id": ep["episode_id"],

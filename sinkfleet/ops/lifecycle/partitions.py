@@ -16,6 +16,7 @@ import asyncpg
 from sinkfleet.catalogue import Sink
 from sinkfleet.errors import SinkfleetError
 from sinkfleet.sink.postgres.ddl import derived_name, quote_ident
+from sinkfleet.sink.postgres.layout import partition_statements
 from sinkfleet.sink.postgres.migrate import MIGRATION_LOCK_KEY
 
 # A plain DETACH takes an ACCESS EXCLUSIVE lock on the parent: while it waits, new
@@ -166,21 +167,10 @@ async def create_partition(conn: asyncpg.Connection, sink: Sink, name: str, star
     tcol = quote_ident(spec.time_column)
     default, child = qualified(spec.db_schema, default_partition(sink)), \
         qualified(spec.db_schema, name)
-    bounds = f"FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
     async with migration_lock(conn), conn.transaction():
         stray = await conn.fetchval(
             f"SELECT count(*) FROM ONLY {default} WHERE {tcol} >= $1 AND {tcol} < $2",
             start, end)
-        if stray:
-            await conn.execute(f"CREATE TABLE {child} (LIKE {spec.qualified_table}"
-                               " INCLUDING DEFAULTS)")
-            await conn.execute(
-                f"WITH moved AS (DELETE FROM ONLY {default} WHERE {tcol} >= $1"
-                f" AND {tcol} < $2 RETURNING *) INSERT INTO {child} SELECT * FROM moved",
-                start, end)
-            await conn.execute(f"ALTER TABLE {spec.qualified_table} ATTACH PARTITION"
-                               f" {child} {bounds}")
-        else:
-            await conn.execute(f"CREATE TABLE {child} PARTITION OF {spec.qualified_table}"
-                               f" {bounds}")
+        for sql in partition_statements(sink, child, start, end, default if stray else None):
+            await conn.execute(sql)
     return True

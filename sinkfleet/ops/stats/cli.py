@@ -22,14 +22,18 @@ def stats_cmd(
         min=1, help="stop scanning Redis after this many sinkfleet:* keys")] = 1_000_000,
     as_json: Annotated[bool, typer.Option("--json", help="the report as JSON on stdout")
                        ] = False,
+    by_part: Annotated[bool, typer.Option(
+        "--bytes", help="also break each sink's bytes down: heap, maps, TOAST, each index"
+                        " (bytes per row of each)")] = False,
 ) -> None:
     """Per sink: rows, bytes (indexes and TOAST included), bytes per row, partitions,
     oldest/newest record, Redis keys and memory; per group: lag; per reference between
     sinks: orphans (count, oldest); the cache hit rate."""
-    friendly(_stats)(exact, sink, redis_max_keys, as_json)
+    friendly(_stats)(exact, sink, redis_max_keys, as_json, by_part)
 
 
-def _stats(exact: bool, sink: str | None, redis_max_keys: int, as_json: bool) -> None:
+def _stats(exact: bool, sink: str | None, redis_max_keys: int, as_json: bool,
+           by_part: bool = False) -> None:
     from sinkfleet.ops.stats.report import collect_stats
 
     settings, cat = settings_and_catalogue()
@@ -41,6 +45,8 @@ def _stats(exact: bool, sink: str | None, redis_max_keys: int, as_json: bool) ->
         print(json.dumps(report.as_dict()))
     else:
         render(report)
+        if by_part:
+            render_parts(report)
 
 
 def size(n: float | None) -> str:
@@ -152,3 +158,24 @@ def _render_redis(report: StatsReport) -> None:
         say(f"cache hit rate {hr.rate:.1%} ({hr.hits:,} hits, {hr.misses:,} misses): the whole"
             " Redis instance since its start, not per family — readers count their hits"
             " in-process only, and the cache writer's version checks count too")
+
+
+def render_parts(report: StatsReport) -> None:
+    """Bytes per component and per row (docs/storage.md), sinks with rows only."""
+    from rich.table import Table
+
+    table = Table("sink", "table", "component", "size", "bytes/row", "share",
+                  title="bytes by component (summed over partitions)")
+    if not any(t and t.rows and t.parts for s in report.sinks for t in (s.main, s.history)):
+        say("[dim]bytes by component: no sink has rows (yet)[/]")
+        return
+    for s in report.sinks:
+        for t in (s.main, s.history):
+            if t is None or not t.exists or not t.rows or not t.parts or not t.bytes:
+                continue
+            for part in t.parts:
+                table.add_row(s.sink, t.table, part.name, size(part.bytes),
+                              f"{part.bytes / t.rows:,.1f}", f"{part.bytes / t.bytes:.1%}")
+            table.add_row(s.sink, t.table, "[b]total[/]", size(t.bytes),
+                          f"[b]{t.bytes / t.rows:,.1f}[/]", "100%", end_section=True)
+    console.print(table)

@@ -16,6 +16,7 @@ from typing import Any
 import asyncpg
 
 from sinkfleet.catalogue import Sink
+from sinkfleet.ops.stats.sizes import Component, components
 from sinkfleet.sink.postgres.ddl import quote_ident
 
 SMALL_TABLE_BYTES = 64 * 2**20  # without statistics, tables up to this size are counted
@@ -43,6 +44,7 @@ class TableStats:
     exact: bool = False
     bytes: int | None = None
     partitions: int = 0
+    parts: list[Component] | None = None  # heap, maps, TOAST, each index (sizes.py)
 
     @property
     def bytes_per_row(self) -> float | None:
@@ -55,7 +57,11 @@ class TableStats:
         return {"table": self.table, "exists": self.exists, "rows": self.rows,
                 "rows_exact": self.exact, "bytes": self.bytes,
                 "bytes_per_row": None if bpr is None else round(bpr, 1),
-                "partitions": self.partitions}
+                "partitions": self.partitions,
+                "components": None if self.parts is None else [
+                    {"name": p.name, "bytes": p.bytes,
+                     "bytes_per_row": round(p.bytes / self.rows, 1) if self.rows else None}
+                    for p in self.parts]}
 
 
 @dataclass
@@ -103,6 +109,7 @@ async def table_stats(conn: asyncpg.Connection, schema: str, table: str, exact: 
         return stats
     row = await conn.fetchrow(_SIZES, qualified)
     stats.partitions, stats.bytes = row["partitions"], row["bytes"]
+    stats.parts = await components(conn, qualified)
     # No statistics yet (never analysed, collector not flushed) but data on disk: a small
     # table is counted, a large one is left unknown rather than shown as empty.
     unknown = row["estimate"] == 0 and row["heap"] > 0

@@ -27,6 +27,7 @@ from sinkfleet.sink.postgres.ddl import (
     quote_ident,
 )
 from sinkfleet.sink.postgres.group_roles import Login, maintain, planned_logins
+from sinkfleet.sink.postgres.layout import key_sql, partition_statements
 from sinkfleet.sink.postgres.merge_sql import merge_table_sql
 from sinkfleet.sink.postgres.roles import (
     WORKER_ROLE,
@@ -71,6 +72,11 @@ def sink_migrations(sink: Sink) -> list[Migration]:
     if sink.spec.state is not None:
         plan.append(Migration(f"sink:{name}:0002", f"rank columns of {sink.spec.history_table}"
                               " (same-version conflicts)", history_rank_sql(sink)))
+    storage = sink.spec.storage
+    if storage is not None and storage.reshapes_key:  # docs/storage.md
+        plan.append(Migration(f"sink:{name}:key-{storage.digest()}",
+                              f"primary key of {sink.spec.qualified_table}: "
+                              f"({', '.join(sink.spec.key_columns)})", key_sql(sink)))
     policy = sink.spec.retention
     if policy is not None and policy.summary is not None:  # docs/retention.md
         plan.append(Migration(f"sink:{name}:summary", f"summary tier of {name}",
@@ -102,20 +108,10 @@ async def ensure_partitions(conn: asyncpg.Connection, sink: Sink,
         async with conn.transaction():
             stray = await conn.fetchval(
                 f"SELECT count(*) FROM {default} WHERE {tcol} >= $1 AND {tcol} < $2", start, end)
-            if stray:
-                # Attaching over rows in DEFAULT would fail: move them into the new partition.
-                await conn.execute(f"CREATE TABLE {child} (LIKE {spec.qualified_table}"
-                                   " INCLUDING DEFAULTS)")
-                await conn.execute(
-                    f"WITH moved AS (DELETE FROM {default} WHERE {tcol} >= $1 AND {tcol} < $2"
-                    f" RETURNING *) INSERT INTO {child} SELECT * FROM moved", start, end)
-                await conn.execute(
-                    f"ALTER TABLE {spec.qualified_table} ATTACH PARTITION {child}"
-                    f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
-            else:
-                await conn.execute(
-                    f"CREATE TABLE IF NOT EXISTS {child} PARTITION OF {spec.qualified_table}"
-                    f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')")
+            # Rows of the range in DEFAULT move into the new partition (layout.py).
+            for sql in partition_statements(sink, child, start, end,
+                                            default if stray else None):
+                await conn.execute(sql)
         created.append(name)
     return created
 

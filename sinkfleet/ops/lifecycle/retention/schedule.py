@@ -22,6 +22,7 @@ import asyncpg
 from sinkfleet.catalogue import Catalogue
 from sinkfleet.config import Settings
 from sinkfleet.errors import ConfigError, SinkfleetError
+from sinkfleet.ops.lifecycle.compact import compact_closed
 from sinkfleet.ops.lifecycle.partitions import migration_lock, table_exists
 from sinkfleet.ops.lifecycle.retention.run import RunReport, run_retention
 from sinkfleet.sink.postgres.connect import RETRIABLE_STORAGE, pg
@@ -54,6 +55,18 @@ async def maintain_partitions(settings: Settings, catalogue: Catalogue,
             if made:
                 created[name] = made
     return created
+
+
+async def compact_partitions(settings: Settings, catalogue: Catalogue,
+                             now: datetime | None = None) -> dict[str, list[str]]:
+    """Pack the indexes of closed partitions of sinks with ``storage.compact``."""
+    packed: dict[str, list[str]] = {}
+    async with pg(settings) as conn:
+        for name in sorted(catalogue.sinks):
+            done = await compact_closed(conn, catalogue.sinks[name], now)
+            if done:
+                packed[name] = done
+    return packed
 
 
 def summary(report: RunReport) -> str:
@@ -95,6 +108,8 @@ async def run_every(settings: Settings, catalogue: Catalogue, every: timedelta,
             for name, made in (await maintain_partitions(settings, catalogue)).items():
                 log.info("%s: created partitions %s … %s (%d)", name, made[0], made[-1],
                          len(made))
+            for name, packed in (await compact_partitions(settings, catalogue)).items():
+                log.info("%s: packed %d index(es) of closed partitions", name, len(packed))
             report = await run_retention(settings, catalogue, sinks=sinks, say=log.info,
                                          should_stop=stop.is_set)
             log.info("cycle %d: %s", cycle, summary(report))
