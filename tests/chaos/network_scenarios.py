@@ -248,11 +248,14 @@ async def isolated_broker(cc: ChaosCatalogue, logdir: Path, n: int, *, rate: flo
                              f"broker {victim} out of every ISR", interval=0.5)
         out_s = time.monotonic() - cut_at
         moved = await _leaders(cc.settings, topics)
+        refused = sum(cluster.proxies.proxies[p].refused for p in cluster.paths_of(victim))
         cluster.reconnect(victim)
         healed_at = time.monotonic()
-        await manager.wait_in_sync(cluster.settings, timeout=120)
-        in_sync_s = time.monotonic() - healed_at
-        recovery = await wait_progress(cc)
+
+        async def in_sync() -> float:
+            await manager.wait_in_sync(cluster.settings, timeout=120)
+            return time.monotonic() - healed_at
+        recovery, in_sync_s = await asyncio.gather(wait_progress(cc), in_sync())
         result = await _finish(f"broker isolated from the others (ISR {out_s:.0f} s)", cc,
                                fleet, publishing, started, recovery, [])
     finally:
@@ -264,6 +267,10 @@ async def isolated_broker(cc: ChaosCatalogue, logdir: Path, n: int, *, rate: flo
                         f" partitions; out of every ISR {out_s:.1f} s after the cut (then"
                         f" leading {moved.get(victim, 0)}); back in every ISR {in_sync_s:.1f}"
                         " s after the heal")
+    result.notes.append(f"{refused} connection(s) from or to broker {victim} black-holed")
+    if not refused:
+        result.problems.append(f"nothing tried to reach broker {victim} while isolated:"
+                               " the paths between the brokers bypass the proxies")
     if moved.get(victim, 0):
         result.problems.append(f"broker {victim} still led {moved[victim]} partition(s)"
                                " while isolated")
