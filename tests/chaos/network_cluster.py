@@ -150,7 +150,8 @@ class NetCluster:
 
 def start_net_cluster(state: Path, say: Callable[[str], None]) -> NetCluster:
     """Lay out, start and wait for the cluster (the proxies first: a node needs its
-    quorum's). Call :func:`stop_net_cluster` whatever happens."""
+    quorum's). Call :func:`stop_net_cluster` whatever happens. Not in an event loop:
+    `stack up` runs its own."""
     taken = [p for p in all_ports() if port_open(HOST, p)]
     if taken:
         raise AssertionError(f"ports {taken} are in use: the network fault tests need"
@@ -170,21 +171,25 @@ def start_net_cluster(state: Path, say: Callable[[str], None]) -> NetCluster:
             home.mkdir(parents=True, exist_ok=True)
             (home / OVERRIDES_FILE).write_text("".join(
                 f"{k}={v}\n" for k, v in node_overrides(n).items()))
-        first = load_settings(home=ROOT, state_dir=state,
-                              kafka_bootstrap=",".join(f"{HOST}:{client_port(n)}"
-                                                       for n in NODES),
-                              kafka_controller_port=controller_port(1))
-        asyncio.run(manager.up(first, ["kafka"], say, brokers=3))
+        asyncio.run(manager.up(cluster_settings(state), ["kafka"], say, brokers=3))
     except BaseException:
         proxies.close()
         raise
-    return NetCluster(load_settings(home=ROOT, state_dir=state), proxies)
+    return NetCluster(cluster_settings(state), proxies)
+
+
+def cluster_settings(state: Path) -> Settings:
+    """The cluster's settings, whatever SINKFLEET_KAFKA_* the environment has (the chaos
+    report's private stack sets them)."""
+    return load_settings(home=ROOT, state_dir=state, kafka_brokers=len(NODES),
+                         kafka_bootstrap=",".join(f"{HOST}:{client_port(n)}" for n in NODES),
+                         kafka_controller_port=controller_port(1))
 
 
 def stop_net_cluster(cluster: NetCluster | None, state: Path,
                      say: Callable[[str], None]) -> None:
     try:
-        manager.down(load_settings(home=ROOT, state_dir=state), ["kafka"], say)
+        manager.down(cluster_settings(state), ["kafka"], say)
     finally:
         if cluster is not None:
             cluster.proxies.close()
