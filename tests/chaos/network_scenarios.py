@@ -184,8 +184,8 @@ async def zombie_worker(cc: ChaosCatalogue, logdir: Path, n: int, *, rate: float
         rows = await _history_rows_in(cc, ranges)
         late = [r for r in rows if r[2] >= when]
         result.notes.append(f"fenced batch: {sum(b - a for a, b in ranges.values())} records"
-                            f" of {len(ranges)} partitions; {len(rows)} state-history rows"
-                            " of it, all written by the owner" if not late else "")
+                            f" of {len(ranges)} partitions, {len(rows)} state-history rows"
+                            f" of it, {len(rows) - len(late)} written before the fence")
         if late or not rows:
             result.problems.append(f"history rows of the fenced batch written at or after"
                                    f" the fence ({when}): {late[:5]} of {len(rows)}")
