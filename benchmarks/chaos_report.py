@@ -13,6 +13,10 @@ a tenth of them per second, so that every fault lands while records flow):
   Redis flush              FLUSHALL under load
   1 % poison               undecodable bytes and rows no column takes, among good records
   PostgreSQL cut mid-COPY  every PostgreSQL connection cut three times by a TCP proxy
+  zombie                   a worker cut off from Kafka (not PostgreSQL) holding a batch:
+                           its partitions move, its late batch is refused by the fence
+  broker isolation         one broker of three cut off from the other two until it left
+                           every ISR, then healed (a 3-node cluster of its own, 26xxx)
 
 then the hostile inputs (``tests/hostile/inputs.py``): every hostile record we know how
 to make, among good ones, into one worker; a table says per input what it had to become
@@ -63,17 +67,24 @@ if str(ROOT) not in sys.path:  # the scenarios live in the test suite
 
 from sinkfleet.config import Settings, load_settings  # noqa: E402
 from sinkfleet.dev.stack import manager  # noqa: E402
-from tests.chaos import scenarios  # noqa: E402
+from tests.chaos import network_scenarios, scenarios  # noqa: E402
+from tests.chaos.network_cluster import (  # noqa: E402
+    NetCluster,
+    start_net_cluster,
+    stop_net_cluster,
+)
 from tests.chaos.scenarios import FaultResult  # noqa: E402
 from tests.chaos.support import drop_chaos_catalogue, open_chaos_catalogue  # noqa: E402
 from tests.hostile.inputs import HostileResult, run_hostile_inputs  # noqa: E402
 from tests.support.catalogue import make_catalogue  # noqa: E402
 
 console = Console()
-FAULTS = ("kill9", "rebalance", "pg-restart", "kafka-restart", "redis-restart",
-          "redis-flush", "poison", "pg-cut")
-
 Run = Callable[..., Awaitable[FaultResult]]
+FAULTS = ("kill9", "rebalance", "pg-restart", "kafka-restart", "redis-restart",
+          "redis-flush", "poison", "pg-cut", "zombie", "broker-isolation")
+# on a three-broker cluster of their own, behind TCP proxies (tests/chaos/network_cluster.py)
+NETWORK: dict[str, Run] = {"zombie": network_scenarios.zombie_worker,
+                           "broker-isolation": network_scenarios.isolated_broker}
 
 
 def plan(stack: Settings, private: bool, n: int, rate: float
@@ -106,7 +117,8 @@ def private_env(state: Path) -> dict[str, str]:
 
 
 async def run_faults(stack: Settings, faults: list[str], opts: argparse.Namespace,
-                     private: bool, workdir: Path) -> list[FaultResult]:
+                     private: bool, workdir: Path, cluster: NetCluster | None = None
+                     ) -> list[FaultResult]:
     n = opts.records // len(FAULTS)
     rate = min(opts.rate, n / 10)  # the load lasts >= 10 s: every fault lands mid-run
     steps = plan(stack, private, n, rate)
@@ -120,8 +132,14 @@ async def run_faults(stack: Settings, faults: list[str], opts: argparse.Namespac
             bar.start_task(task)
             bar.update(task, status="setting up")
             logdir = workdir / fault
-            cc = await open_chaos_catalogue(logdir, stack, max_records=opts.max_records)
-            run, kwargs = steps[fault]
+            if fault in NETWORK:
+                assert cluster is not None
+                cc = await network_scenarios.open_net_catalogue(
+                    logdir, stack, cluster, max_records=opts.max_records)
+                run, kwargs = NETWORK[fault], {"cluster": cluster}
+            else:
+                cc = await open_chaos_catalogue(logdir, stack, max_records=opts.max_records)
+                run, kwargs = steps[fault]
             bar.update(task, status="running")
             try:
                 result = await run(cc, logdir, n, rate=rate, seed=opts.seed + i,
@@ -252,15 +270,23 @@ async def main_async(opts: argparse.Namespace, workdir: Path
     stack = load_settings()
     console.print(f"stack: Kafka {stack.kafka_bootstrap}, PostgreSQL :{stack.pg_port},"
                   f" Redis :{stack.redis_port} (state {stack.state})", highlight=False)
+    network = [f for f in faults if f in NETWORK]
+    cluster = None
     try:
         await manager.up(stack, None, lambda m: console.print(f"[dim]{m}[/]"))
         stack = load_settings()  # `up` may have generated the secrets
-        results = await run_faults(stack, faults, opts, not opts.env_stack, workdir)
+        if network:
+            console.print("[dim]starting a 3-broker cluster behind TCP proxies (26xxx)[/]")
+            cluster = await asyncio.to_thread(start_net_cluster, workdir / "net-cluster",
+                                              lambda m: None)
+        results = await run_faults(stack, faults, opts, not opts.env_stack, workdir, cluster)
         hostile = None
         if not opts.no_hostile:
             hostile = await run_hostile(stack, workdir, max(2000, opts.records // 100))
         return results, hostile
     finally:
+        if network:
+            stop_net_cluster(cluster, workdir / "net-cluster", lambda m: None)
         if not opts.env_stack:  # all of it is ours
             manager.down(stack, None, lambda m: console.print(f"[dim]{m}[/]"))
 

@@ -51,6 +51,7 @@ class Batch:
     rows: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
     sources: dict[str, list[Any]] = field(default_factory=dict)  # the record of each row
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    first: dict[TopicPartition, int] = field(default_factory=dict)  # first offset held
     last_timestamp: dict[TopicPartition, int] = field(default_factory=dict)
     dead: list[DeadLetter] = field(default_factory=list)
     records: int = 0
@@ -62,3 +63,8 @@ class Batch:
 
     def __bool__(self) -> bool:
         return bool(self.offsets)
+
+    def ranges(self) -> str:
+        """``topic[p]@first..next`` per partition: what a log line says it held."""
+        return " ".join(f"{tp.topic}[{tp.partition}]@{self.first.get(tp, '?')}..{nxt}"
+                        for tp, nxt in sorted(self.offsets.items()))

@@ -46,7 +46,7 @@ from sinkfleet.worker.metrics import WorkerMetrics
 from sinkfleet.worker.rows import RowBuilder
 from sinkfleet.worker.schemas import WriterSchemas
 from sinkfleet.worker.storage import Storage
-from sinkfleet.worker.store import KafkaMirror, Stored, StoreStep, dead_letter
+from sinkfleet.worker.store import Fenced, KafkaMirror, Stored, StoreStep, dead_letter
 
 log = logging.getLogger("sinkfleet.worker")
 WRITERS: dict[str, type[AppendWriter | StateWriter | AuditWriter | MergeWriter]] = {
@@ -178,6 +178,8 @@ class Worker:
         self._consumer: AIOKafkaConsumer | None = None
         self.hold_reason: str | None = None  # set by the heartbeat: leave the group
         self._failure: WorkerFailed | None = None  # raised by the loop at its next turn
+        # after a fenced batch: partition -> first offset dropped; the loop seeks back
+        self._refenced: dict[TopicPartition, int] = {}
 
     def stop(self) -> None:
         """Ask the loop to drain, store what it holds, commit, and leave the group."""
@@ -340,6 +342,9 @@ class Worker:
         try:
             while not self._stop.is_set():
                 self._raise_failure()
+                if self._refenced:
+                    await self._read_again(consumer)
+                    continue
                 if self.hold_reason is not None:
                     await self._leave_until_released(consumer)
                     continue
@@ -400,6 +405,24 @@ class Worker:
             self.health.phase = Phase.JOINING
             log.info("hold released: rejoining group %s", self.spec.group)
 
+    async def _read_again(self, consumer: AIOKafkaConsumer) -> None:
+        """After a fenced batch: drop what is held (it continues the refused batch) and
+        seek to PostgreSQL's offsets, so that nothing after the refused batch is skipped.
+        A zombie is then revoked when it reaches the group again; an owner goes on."""
+        async with self._lock:
+            await self._drain_locked()  # one in flight continues the refused one too
+            held, self.batch = self.batch, Batch()
+            firsts = dict(held.first)
+            firsts.update(self._refenced)  # earlier than what is held
+            self._refenced = {}
+            tps = {tp for tp in firsts if tp in consumer.assignment()}
+            offsets = await self.storage.run(
+                "loading offsets", lambda conn: load_offsets(conn, self.spec.group, tps))
+            for tp in tps:
+                consumer.seek(tp, offsets.get(tp, firsts[tp]))
+        log.info("reading %d partition(s) again from PostgreSQL's offsets (%d held record(s)"
+                 " dropped)", len(tps), held.records)
+
     def _pause(self, consumer: AIOKafkaConsumer) -> None:
         if not self._paused:
             self._paused = True
@@ -441,6 +464,9 @@ class Worker:
             batch.records += len(messages)
             self.metrics.consumed.labels(self.spec.group, tp.topic).inc(len(messages))
             batch.offsets[tp] = messages[-1].offset + 1
+            head = messages[0]
+            batch.first.setdefault(tp, head.first_offset if isinstance(head, OversizeBatch)
+                                   else head.offset)
             batch.last_timestamp[tp] = messages[-1].timestamp
 
     def _add_for_one_sink(self, batch: Batch, route: Route, messages: list[Any]) -> None:
@@ -524,6 +550,12 @@ class Worker:
     async def _store(self, batch: Batch) -> None:
         try:
             stored = await self.store.store(batch)
+        except Fenced as exc:
+            self.metrics.fenced.labels(self.spec.group).inc()
+            for tp, first in batch.first.items():
+                self._refenced[tp] = min(first, self._refenced.get(tp, first))
+            log.warning("fenced: %s; the batch held %s", exc, batch.ranges())
+            return
         except Exception as exc:  # retriable trouble is retried inside: this is final
             self.fail("storing a batch", exc)
             assert self._failure is not None

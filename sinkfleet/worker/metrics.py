@@ -89,6 +89,9 @@ class WorkerMetrics:
         self.commit_seconds = Histogram("sinkfleet_kafka_commit_seconds", "Time to commit"
                                         " offsets to Kafka", ["group"],
                                         buckets=SECONDS_BUCKETS, registry=r)
+        self.fenced = Counter("sinkfleet_fenced_batches", "Batches refused because another"
+                              " worker had stored past their start (this worker had lost"
+                              " their partitions without noticing)", ["group"], registry=r)
         self.rebalances = Counter("sinkfleet_rebalances", "Partition assignments received",
                                   ["group"], registry=r)
         self.storage_retries = Counter("sinkfleet_storage_retries", "Store attempts retried"

@@ -1,7 +1,11 @@
 """Storing one batch — the one owner of "nothing is committed past what is stored".
 
 1. Dead letters found while decoding are sent, and acknowledged by Kafka.
-2. Every sink's rows and the batch's next offsets commit in ONE PostgreSQL transaction.
+2. Every sink's rows and the batch's next offsets commit in ONE PostgreSQL transaction,
+   fenced: it first locks the batch's offset rows, and if another worker has stored
+   past where the batch begins (this worker lost the partitions without noticing: a
+   zombie), nothing of it is written (``Fenced``). A batch stored already, exactly (a
+   commit whose reply was lost, retried), is not written again.
    If PostgreSQL refuses a record, the batch's refused records are found by bisection
    in a transaction that is then rolled back, dead-lettered (as in 1.), and the rest
    is stored again. No dead letter is ever sent inside a transaction.
@@ -23,8 +27,9 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from sinkfleet.errors import SinkfleetError
 from sinkfleet.sink.changes import Written
-from sinkfleet.sink.postgres.offsets import save_offsets
+from sinkfleet.sink.postgres.offsets import lock_offsets, save_offsets
 from sinkfleet.sink.postgres.writer import SinkWriter
 from sinkfleet.worker.batching import Batch, DeadLetter
 from sinkfleet.worker.deadletter import CARRIED_HEADERS
@@ -41,6 +46,17 @@ def dead_letter(msg: Any, stage: str, exc: BaseException) -> DeadLetter:
     carried = tuple((k, v) for k, v in (msg.headers or ()) if k in CARRIED_HEADERS)
     return DeadLetter(msg.topic, msg.partition, msg.offset, msg.timestamp, msg.key, msg.value,
                       stage, exc, carried)
+
+
+class Fenced(SinkfleetError):
+    """Another worker stored past the start of this batch: its partitions moved while
+    this worker held it. Rolled back; the worker reads again from PostgreSQL's offsets."""
+
+    def __init__(self, batch: Batch, ahead: Mapping[TopicPartition, int]) -> None:
+        self.ahead = dict(ahead)  # partition -> the next offset stored by the other
+        super().__init__(
+            f"{batch.records} record(s) not stored: another worker stored past this batch"
+            f" in {len(self.ahead)} partition(s)")
 
 
 @dataclass
@@ -132,6 +148,12 @@ class StoreStep:
                            skip: dict[str, set[int]]) -> dict[str, tuple[Written, int]]:
         written: dict[str, tuple[Written, int]] = {}
         async with conn.transaction():
+            stored = await lock_offsets(conn, self.group, batch.offsets)
+            ahead = {tp: off for tp, off in stored.items() if off > batch.first.get(tp, off)}
+            if ahead:
+                if all(stored.get(tp) == nxt for tp, nxt in batch.offsets.items()):
+                    return written  # this very batch is stored: a lost reply, retried
+                raise Fenced(batch, ahead)
             for name in batch.rows:
                 rows, sources = self._rows(batch, name, skip)
                 written[name] = (await self.writers[name].write(conn, rows, sources),

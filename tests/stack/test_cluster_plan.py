@@ -13,7 +13,7 @@ from sinkfleet.catalogue.models import TopicSpec
 from sinkfleet.config import load_settings
 from sinkfleet.dev.stack.cluster import ClusterRecord, KafkaNode, plan_nodes, write_record
 from sinkfleet.dev.stack.health import Voter, parse_replication, under_replicated
-from sinkfleet.dev.stack.kafka_node import cluster_defaults, node_properties
+from sinkfleet.dev.stack.kafka_node import cluster_defaults, node_properties, parse_properties
 from sinkfleet.errors import StackError
 from sinkfleet.ops.setup.topics import desired_topics
 from tests.support.catalogue import ROOT, without_kafka_layout_env
@@ -80,6 +80,24 @@ def test_node_properties_name_every_voter_and_replicate_internal_topics(
         assert line in lines
     assert "offsets.topic.replication.factor=1" in node_properties(
         nodes[0], nodes[:1], tmp_path / "data", clustered=False)
+
+
+def test_a_node_s_overrides_replace_rendered_keys_in_place_and_add_the_others(
+        tmp_path: Path) -> None:
+    nodes = plan_nodes(_settings(tmp_path), 3)
+    plain = node_properties(nodes[0], nodes, tmp_path / "data", clustered=True).splitlines()
+    overrides = parse_properties("# a comment\n\ninter.broker.listener.name = B1\n"
+                                 "listeners=B1://127.0.0.1:26311\nreplica.lag.time.max.ms=6000\n")
+    assert overrides == {"inter.broker.listener.name": "B1",
+                         "listeners": "B1://127.0.0.1:26311",
+                         "replica.lag.time.max.ms": "6000"}
+    text = node_properties(nodes[0], nodes, tmp_path / "data", clustered=True,
+                           overrides=overrides).splitlines()
+    replaced = {"inter.broker.listener.name=PLAINTEXT": "inter.broker.listener.name=B1",
+                "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093":
+                    "listeners=B1://127.0.0.1:26311"}
+    assert set(replaced) <= set(plain)
+    assert text == [replaced.get(ln, ln) for ln in plain] + ["replica.lag.time.max.ms=6000"]
 
 
 @pytest.mark.parametrize(("brokers", "rf", "isr"), [(1, 1, 1), (2, 2, 1), (3, 3, 2), (5, 3, 2)])

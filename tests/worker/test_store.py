@@ -68,6 +68,10 @@ class Conn:
         self.log.append(f"offsets {args[3]}")
         return "INSERT 0 1"
 
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        assert "FOR UPDATE" in sql  # the offsets fence: no other writer has stored here
+        return []
+
     def is_closed(self) -> bool:
         return False
 

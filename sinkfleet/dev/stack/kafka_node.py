@@ -52,10 +52,36 @@ def cluster_defaults(brokers: int) -> tuple[str, ...]:
     )
 
 
+# A node's own settings beside the rendered ones (tests/chaos/network_cluster.py: extra
+# listeners advertised through fault proxies): each key there replaces the rendered one.
+OVERRIDES_FILE = "overrides.properties"
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """``key=value`` lines (comments and blank lines skipped), in order (pure)."""
+    pairs = (line.split("=", 1) for line in text.splitlines()
+             if line.strip() and not line.lstrip().startswith(("#", "!")))
+    return {k.strip(): v.strip() for k, v in (p for p in pairs if len(p) == 2)}
+
+
 def node_properties(node: KafkaNode, voters: list[KafkaNode], data: Path,
-                    clustered: bool) -> str:
-    """server.properties of one combined broker/controller node (pure)."""
-    return "\n".join([
+                    clustered: bool, overrides: dict[str, str] | None = None) -> str:
+    """server.properties of one combined broker/controller node (pure); ``overrides``
+    replace rendered keys (in place) or add new ones (at the end)."""
+    lines = _rendered(node, voters, data, clustered)
+    if not overrides:
+        return "\n".join([*lines, ""])
+    left = dict(overrides)
+    for i, line in enumerate(lines):
+        key = line.split("=", 1)[0]
+        if key in left:
+            lines[i] = f"{key}={left.pop(key)}"
+    return "\n".join([*lines, *(f"{k}={v}" for k, v in left.items()), ""])
+
+
+def _rendered(node: KafkaNode, voters: list[KafkaNode], data: Path,
+              clustered: bool) -> list[str]:
+    return [
         "process.roles=broker,controller",
         f"node.id={node.id}",
         "controller.quorum.voters=" + ",".join(v.voter for v in voters),
@@ -67,8 +93,7 @@ def node_properties(node: KafkaNode, voters: list[KafkaNode], data: Path,
         "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         f"log.dirs={data}",
         *(cluster_defaults(len(voters)) if clustered else SINGLE_NODE_DEFAULTS),
-        "",
-    ])
+    ]
 
 
 def _libs_dir(settings: Settings) -> Path:
@@ -140,8 +165,11 @@ class Kafka(Service):
         data = self.home / "data"
         props = self.home / "server.properties"
         props.parent.mkdir(parents=True, exist_ok=True)
+        extra = self.home / OVERRIDES_FILE
+        overrides = parse_properties(extra.read_text()) if extra.is_file() else None
         props.write_text(node_properties(self.kafka_node, self.voters or [self.kafka_node], data,
-                                         clustered=self.cluster_id is not None))
+                                         clustered=self.cluster_id is not None,
+                                         overrides=overrides))
         if not (data / "meta.properties").is_file():
             cp = f"{self.libs}/*"
             cluster_id = self.cluster_id or _run(

@@ -23,6 +23,23 @@ async def load_offsets(conn: asyncpg.Connection | asyncpg.Pool, group: str,
     return {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in rows}
 
 
+async def lock_offsets(conn: asyncpg.Connection, group: str,
+                       partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+    """The stored next offsets of ``partitions``, their rows locked until the transaction
+    ends: two writers of one partition (an owner and a zombie) take turns, and the second
+    sees what the first stored (the fence of ``worker/store.py``)."""
+    tps = sorted(partitions)
+    if not tps:
+        return {}
+    rows = await conn.fetch(
+        "SELECT topic, partition, next_offset FROM sinkfleet.consumer_offsets"
+        " WHERE group_id = $1 AND (topic, partition) IN"
+        " (SELECT * FROM unnest($2::text[], $3::int[]))"
+        " ORDER BY topic, partition FOR UPDATE",
+        group, [tp.topic for tp in tps], [tp.partition for tp in tps])
+    return {TopicPartition(r["topic"], r["partition"]): r["next_offset"] for r in rows}
+
+
 async def save_offsets(conn: asyncpg.Connection, group: str,
                        offsets: Mapping[TopicPartition, int]) -> None:
     if not offsets:
