@@ -43,6 +43,8 @@ WORKER_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "sinkfleet_kafka_commit_seconds": ("histogram", ("group",)),
     "sinkfleet_rebalances_total": ("counter", ("group",)),
     "sinkfleet_storage_retries_total": ("counter", ("group",)),
+    "sinkfleet_fenced_batches_total": ("counter", ("group",)),
+    "sinkfleet_dead_letter_send_failures_total": ("counter", ("group",)),
     "sinkfleet_assigned_partitions": ("gauge", ("group",)),
     "sinkfleet_paused_partitions": ("gauge", ("group",)),
     "sinkfleet_committed_offset": ("gauge", P),
