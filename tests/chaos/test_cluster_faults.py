@@ -129,7 +129,7 @@ async def test_history_check_refuses_a_family_it_has_no_table_for(
 
 
 # --- the faults ----------------------------------------------------------------------------
-N, RATE = 3000, 300  # ten seconds of load: every fault lands while records flow
+N, RATE = 2000, 100  # twenty seconds of load: every fault lands while records flow
 
 
 async def test_partition_leader_killed(cluster_catalogue: Any, tmp_path: Path) -> None:
@@ -157,6 +157,7 @@ async def test_rolling_restart_of_all_three_brokers(cluster_catalogue: Any,
 async def test_acks_all_blocks_while_isr_is_below_min_insync(cluster_catalogue: Any,
                                                              tmp_path: Path) -> None:
     cc = await cluster_catalogue()
-    result = await isr_below_min(cc, tmp_path, N, rate=RATE, seed=204, outage_s=5)
+    result = await isr_below_min(cc, tmp_path, N, rate=RATE, seed=204, outage_s=5,
+                                 spread_s=45)
     _exact(result, N)
     assert any("PublishTimeout" in n and " 0 acknowledged" in n for n in result.notes)
