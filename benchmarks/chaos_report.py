@@ -14,6 +14,15 @@ a tenth of them per second, so that every fault lands while records flow):
   1 % poison               undecodable bytes and rows no column takes, among good records
   PostgreSQL cut mid-COPY  every PostgreSQL connection cut three times by a TCP proxy
 
+and the cluster faults, on a private three-broker Kafka (``tests/chaos/cluster.py``,
+started for them; topics with three replicas, two in sync), each also checked by the
+independent history check (``tests/chaos/history.py``):
+
+  leader-kill              the leader of a partition killed (SIGKILL), restarted later
+  controller-kill          the active KRaft controller killed (SIGKILL), restarted later
+  rolling-restart          each broker stopped and started, the next once all are in sync
+  isr-below-min            min.insync.replicas 3 and a broker killed: acks=all refused
+
 then the hostile inputs (``tests/hostile/inputs.py``): every hostile record we know how
 to make, among good ones, into one worker; a table says per input what it had to become
 (stored exactly, or dead-lettered at a stage) and what it became, and whether the worker
@@ -63,7 +72,13 @@ if str(ROOT) not in sys.path:  # the scenarios live in the test suite
 
 from sinkfleet.config import Settings, load_settings  # noqa: E402
 from sinkfleet.dev.stack import manager  # noqa: E402
-from tests.chaos import scenarios  # noqa: E402
+from tests.chaos import cluster_scenarios, scenarios  # noqa: E402
+from tests.chaos.cluster import (  # noqa: E402
+    REPORT_PORTS,
+    open_cluster_catalogue,
+    start_cluster,
+    stop_cluster,
+)
 from tests.chaos.scenarios import FaultResult  # noqa: E402
 from tests.chaos.support import drop_chaos_catalogue, open_chaos_catalogue  # noqa: E402
 from tests.hostile.inputs import HostileResult, run_hostile_inputs  # noqa: E402
@@ -72,6 +87,8 @@ from tests.support.catalogue import make_catalogue  # noqa: E402
 console = Console()
 FAULTS = ("kill9", "rebalance", "pg-restart", "kafka-restart", "redis-restart",
           "redis-flush", "poison", "pg-cut")
+# on a private three-broker cluster (tests/chaos/cluster_scenarios.py)
+CLUSTER_FAULTS = ("leader-kill", "controller-kill", "rolling-restart", "isr-below-min")
 
 Run = Callable[..., Awaitable[FaultResult]]
 
@@ -89,6 +106,11 @@ def plan(stack: Settings, private: bool, n: int, rate: float
         "redis-flush": (scenarios.redis_flush, {"flushall": private}),
         "poison": (scenarios.poison, {"share": 0.01}),
         "pg-cut": (scenarios.pg_cut, {"cuts": 3}),
+        # publishing spread so that each fault (tens of seconds) lands while records flow
+        "leader-kill": (cluster_scenarios.leader_kill, {"spread_s": 30.0}),
+        "controller-kill": (cluster_scenarios.controller_kill, {"spread_s": 30.0}),
+        "rolling-restart": (cluster_scenarios.rolling_restart, {"spread_s": 60.0}),
+        "isr-below-min": (cluster_scenarios.isr_below_min, {"spread_s": 60.0}),
     }
 
 
@@ -106,7 +128,8 @@ def private_env(state: Path) -> dict[str, str]:
 
 
 async def run_faults(stack: Settings, faults: list[str], opts: argparse.Namespace,
-                     private: bool, workdir: Path) -> list[FaultResult]:
+                     private: bool, workdir: Path, cluster: Settings | None = None
+                     ) -> list[FaultResult]:
     n = opts.records // len(FAULTS)
     rate = min(opts.rate, n / 10)  # the load lasts >= 10 s: every fault lands mid-run
     steps = plan(stack, private, n, rate)
@@ -120,7 +143,12 @@ async def run_faults(stack: Settings, faults: list[str], opts: argparse.Namespac
             bar.start_task(task)
             bar.update(task, status="setting up")
             logdir = workdir / fault
-            cc = await open_chaos_catalogue(logdir, stack, max_records=opts.max_records)
+            if fault in CLUSTER_FAULTS:
+                assert cluster is not None
+                cc = await open_cluster_catalogue(logdir, stack, cluster,
+                                                  max_records=opts.max_records)
+            else:
+                cc = await open_chaos_catalogue(logdir, stack, max_records=opts.max_records)
             run, kwargs = steps[fault]
             bar.update(task, status="running")
             try:
@@ -134,6 +162,18 @@ async def run_faults(stack: Settings, faults: list[str], opts: argparse.Namespac
             if not result.ok:
                 console.print(result.explain()[-4000:], highlight=False, markup=False)
     return results
+
+
+async def run_cluster_faults(stack: Settings, faults: list[str], opts: argparse.Namespace,
+                             workdir: Path) -> list[FaultResult]:
+    """The cluster faults on a private three-broker Kafka (PostgreSQL and Redis: ``stack``'s),
+    started for them and stopped after."""
+    say = lambda m: console.print(f"[dim]{m}[/]")  # noqa: E731
+    cluster = await start_cluster(stack, workdir / "cluster", REPORT_PORTS, say)
+    try:
+        return await run_faults(stack, faults, opts, False, workdir, cluster)
+    finally:
+        stop_cluster(cluster, say)
 
 
 async def run_hostile(stack: Settings, workdir: Path, good: int) -> HostileResult:
@@ -232,7 +272,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         " a fault's share would take under 10 s)")
     p.add_argument("--max-records", type=int, default=500, help="worker batch size")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--only", action="append", choices=FAULTS, help="run only these faults")
+    p.add_argument("--only", action="append", choices=FAULTS + CLUSTER_FAULTS,
+                   help="run only these faults")
     p.add_argument("--env-stack", action="store_true",
                    help="use the stack of the environment (it is restarted and flushed!)")
     p.add_argument("--no-hostile", action="store_true", help="skip the hostile inputs")
@@ -245,7 +286,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def main_async(opts: argparse.Namespace, workdir: Path
                      ) -> tuple[list[FaultResult], HostileResult | None]:
-    faults = [f for f in FAULTS if not opts.only or f in opts.only]
+    faults = [f for f in FAULTS + CLUSTER_FAULTS if not opts.only or f in opts.only]
     if not opts.env_stack:
         os.environ.update(private_env(workdir / "stack"))
     os.environ.setdefault("SINKFLEET_HOME", str(ROOT))
@@ -255,7 +296,11 @@ async def main_async(opts: argparse.Namespace, workdir: Path
     try:
         await manager.up(stack, None, lambda m: console.print(f"[dim]{m}[/]"))
         stack = load_settings()  # `up` may have generated the secrets
-        results = await run_faults(stack, faults, opts, not opts.env_stack, workdir)
+        results = await run_faults(stack, [f for f in faults if f not in CLUSTER_FAULTS],
+                                   opts, not opts.env_stack, workdir)
+        if set(faults) & set(CLUSTER_FAULTS):
+            results += await run_cluster_faults(stack, [f for f in faults
+                                                        if f in CLUSTER_FAULTS], opts, workdir)
         hostile = None
         if not opts.no_hostile:
             hostile = await run_hostile(stack, workdir, max(2000, opts.records // 100))
@@ -277,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="sinkfleet-chaos-") as tmp:
         workdir = Path(tmp)
         workdir.chmod(0o755)  # PostgreSQL's own user must reach its data directory
-        for fault in FAULTS:
+        for fault in FAULTS + CLUSTER_FAULTS:
             (workdir / fault).mkdir()
         results, hostile = asyncio.run(main_async(opts, workdir))
     print_table(results)

@@ -79,7 +79,10 @@ async def start_cluster(stack: Settings, state: Path,
     first = cluster_settings(state, brokers, controllers)
     _share_jars(stack, first)
     await manager.up(first, ["kafka"], say, brokers=3)
-    return load_settings(home=ROOT, state_dir=state)
+    # the recorded layout, whatever SINKFLEET_KAFKA_* this process has (the chaos report
+    # points them at its private single broker)
+    return load_settings(home=ROOT, state_dir=state, kafka_bootstrap=first.kafka_bootstrap,
+                         kafka_brokers=3)
 
 
 def stop_cluster(cluster: Settings, say: Say = _quiet) -> None:

@@ -137,10 +137,12 @@ async def _under_load(name: str, cc: ClusterCatalogue, logdir: Path, n: int, *, 
 
 
 async def leader_kill(cc: ClusterCatalogue, logdir: Path, n: int, *, rate: float, seed: int,
-                      progress: Progress = None) -> ClusterFaultResult:
+                      progress: Progress = None, spread_s: float = 0) -> ClusterFaultResult:
     """The broker leading partition 0 of the events topic killed (SIGKILL); once the
-    group stores again it is restarted and waited for until every replica is in sync."""
+    group stores again it is restarted and waited for until every replica is in sync.
+    ``spread_s``: publish for at least that long."""
     cluster = await _cluster(cc)
+    rate = min(rate, n / spread_s) if spread_s else rate
 
     async def inject(mark: Mark) -> tuple[float | None, list[str]]:
         victim = await partition_leader(cc.settings, cc.topics["experience_event"], 0)
@@ -158,10 +160,13 @@ async def leader_kill(cc: ClusterCatalogue, logdir: Path, n: int, *, rate: float
 
 
 async def controller_kill(cc: ClusterCatalogue, logdir: Path, n: int, *, rate: float,
-                          seed: int, progress: Progress = None) -> ClusterFaultResult:
+                          seed: int, progress: Progress = None, spread_s: float = 0
+                          ) -> ClusterFaultResult:
     """The active KRaft controller (the quorum's leader) killed (SIGKILL): another
-    controller takes over; the node is restarted once the group stores again."""
+    controller takes over; the node is restarted once the group stores again.
+    ``spread_s``: publish for at least that long."""
     cluster = await _cluster(cc)
+    rate = min(rate, n / spread_s) if spread_s else rate
 
     async def inject(mark: Mark) -> tuple[float | None, list[str]]:
         victim = await active_controller(cluster)
