@@ -167,6 +167,11 @@ async def _as_text(conn: asyncpg.Connection, table: str, column: str) -> str:
     return f"encode({_q(column)}, 'hex')" if kind == "bytea" else f"{_q(column)}::text"
 
 
+def _counted(family: str, row: asyncpg.Record) -> FamilyHistory:
+    return FamilyHistory(family, int(row["acknowledged"]), int(row["stored"]),
+                         int(row["lost"]), int(row["duplicated"]), int(row["unacknowledged"]))
+
+
 async def _append(conn: asyncpg.Connection, spec: AppendTable, ids: list[list[Any]]
                   ) -> FamilyHistory:
     await conn.execute("DROP TABLE IF EXISTS pg_temp.acked, pg_temp.stored;"
@@ -183,7 +188,7 @@ async def _append(conn: asyncpg.Connection, spec: AppendTable, ids: list[list[An
                (SELECT coalesce(sum(n - 1), 0) FROM stored WHERE n > 1) AS duplicated,
                (SELECT count(*) FROM stored WHERE id NOT IN (SELECT id FROM a))
                    AS unacknowledged""")
-    result = FamilyHistory(spec.family, **{k: int(v) for k, v in row.items()})
+    result = _counted(spec.family, row)
     result.samples += [f"lost {r[0]}" for r in await conn.fetch(
         "SELECT DISTINCT id FROM acked WHERE id NOT IN (SELECT id FROM stored)"
         " ORDER BY 1 LIMIT 3")]
@@ -224,7 +229,7 @@ async def _state(conn: asyncpg.Connection, spec: StateTable, ids: list[list[Any]
                (SELECT coalesce(sum(n - 1), 0) FROM stored WHERE n > 1) AS duplicated,
                (SELECT count(*) FROM stored WHERE {row_id} NOT IN
                    (SELECT {', '.join(keys)}, version, op FROM a)) AS unacknowledged""")
-    result = FamilyHistory(spec.family, **{k: int(v) for k, v in row.items()})
+    result = _counted(spec.family, row)
     # Per key: the highest acknowledged version, unless a deletion of it (or of a newer
     # one) was acknowledged; the latest table must hold exactly that.
     wrong = await conn.fetch(f"""
