@@ -29,7 +29,7 @@ from sinkfleet.dev.produce import Pacing
 from sinkfleet.dev.stack import manager
 from sinkfleet.dev.synthetic.base import Tombstone
 from sinkfleet.dev.synthetic.loads import MixedLoad
-from sinkfleet.errors import PublishError, PublishTimeout
+from sinkfleet.errors import PublishError
 from sinkfleet.producer import Publisher
 from tests.chaos.cluster import (
     ClusterCatalogue,
@@ -255,7 +255,7 @@ async def _publish_through(cc: ClusterCatalogue, n: int, seed: int, rate: float,
                 else:
                     fut = await pub.publish(family, item)
                 break
-            except PublishTimeout as exc:
+            except PublishError as exc:  # PublishTimeout, or a send refused: never sent
                 blocked.timeouts.append(str(exc))
         log.track_item(fut, family, item)
         sent.append((fut, family, item))
