@@ -18,6 +18,15 @@ a tenth of them per second, so that every fault lands while records flow):
   broker isolation         one broker of three cut off from the other two until it left
                            every ISR, then healed (a 3-node cluster of its own, 26xxx)
 
+and the cluster faults, on a private three-broker Kafka (``tests/chaos/cluster.py``,
+started for them; topics with three replicas, two in sync), each also checked by the
+independent history check (``tests/chaos/history.py``):
+
+  leader-kill              the leader of a partition killed (SIGKILL), restarted later
+  controller-kill          the active KRaft controller killed (SIGKILL), restarted later
+  rolling-restart          each broker stopped and started, the next once all are in sync
+  isr-below-min            min.insync.replicas 3 and a broker killed: acks=all refused
+
 then the hostile inputs (``tests/hostile/inputs.py``): every hostile record we know how
 to make, among good ones, into one worker; a table says per input what it had to become
 (stored exactly, or dead-lettered at a stage) and what it became, and whether the worker
@@ -67,7 +76,13 @@ if str(ROOT) not in sys.path:  # the scenarios live in the test suite
 
 from sinkfleet.config import Settings, load_settings  # noqa: E402
 from sinkfleet.dev.stack import manager  # noqa: E402
-from tests.chaos import network_scenarios, scenarios  # noqa: E402
+from tests.chaos import cluster_scenarios, network_scenarios, scenarios  # noqa: E402
+from tests.chaos.cluster import (  # noqa: E402
+    REPORT_PORTS,
+    open_cluster_catalogue,
+    start_cluster,
+    stop_cluster,
+)
 from tests.chaos.network_cluster import (  # noqa: E402
     NetCluster,
     start_net_cluster,
@@ -85,6 +100,8 @@ FAULTS = ("kill9", "rebalance", "pg-restart", "kafka-restart", "redis-restart",
 # on a three-broker cluster of their own, behind TCP proxies (tests/chaos/network_cluster.py)
 NETWORK: dict[str, Run] = {"zombie": network_scenarios.zombie_worker,
                            "broker-isolation": network_scenarios.isolated_broker}
+# on a private three-broker cluster (tests/chaos/cluster_scenarios.py)
+CLUSTER_FAULTS = ("leader-kill", "controller-kill", "rolling-restart", "isr-below-min")
 
 
 def plan(stack: Settings, private: bool, n: int, rate: float
@@ -100,6 +117,11 @@ def plan(stack: Settings, private: bool, n: int, rate: float
         "redis-flush": (scenarios.redis_flush, {"flushall": private}),
         "poison": (scenarios.poison, {"share": 0.01}),
         "pg-cut": (scenarios.pg_cut, {"cuts": 3}),
+        # publishing spread so that each fault (tens of seconds) lands while records flow
+        "leader-kill": (cluster_scenarios.leader_kill, {"spread_s": 30.0}),
+        "controller-kill": (cluster_scenarios.controller_kill, {"spread_s": 30.0}),
+        "rolling-restart": (cluster_scenarios.rolling_restart, {"spread_s": 60.0}),
+        "isr-below-min": (cluster_scenarios.isr_below_min, {"spread_s": 60.0}),
     }
 
 
@@ -117,8 +139,8 @@ def private_env(state: Path) -> dict[str, str]:
 
 
 async def run_faults(stack: Settings, faults: list[str], opts: argparse.Namespace,
-                     private: bool, workdir: Path, cluster: NetCluster | None = None
-                     ) -> list[FaultResult]:
+                     private: bool, workdir: Path, net: NetCluster | None = None,
+                     cluster: Settings | None = None) -> list[FaultResult]:
     n = opts.records // len(FAULTS)
     rate = min(opts.rate, n / 10)  # the load lasts >= 10 s: every fault lands mid-run
     steps = plan(stack, private, n, rate)
@@ -133,10 +155,15 @@ async def run_faults(stack: Settings, faults: list[str], opts: argparse.Namespac
             bar.update(task, status="setting up")
             logdir = workdir / fault
             if fault in NETWORK:
-                assert cluster is not None
+                assert net is not None
                 cc = await network_scenarios.open_net_catalogue(
-                    logdir, stack, cluster, max_records=opts.max_records)
-                run, kwargs = NETWORK[fault], {"cluster": cluster}
+                    logdir, stack, net, max_records=opts.max_records)
+                run, kwargs = NETWORK[fault], {"cluster": net}
+            elif fault in CLUSTER_FAULTS:
+                assert cluster is not None
+                cc = await open_cluster_catalogue(logdir, stack, cluster,
+                                                  max_records=opts.max_records)
+                run, kwargs = steps[fault]
             else:
                 cc = await open_chaos_catalogue(logdir, stack, max_records=opts.max_records)
                 run, kwargs = steps[fault]
@@ -152,6 +179,18 @@ async def run_faults(stack: Settings, faults: list[str], opts: argparse.Namespac
             if not result.ok:
                 console.print(result.explain()[-4000:], highlight=False, markup=False)
     return results
+
+
+async def run_cluster_faults(stack: Settings, faults: list[str], opts: argparse.Namespace,
+                             workdir: Path) -> list[FaultResult]:
+    """The cluster faults on a private three-broker Kafka (PostgreSQL and Redis: ``stack``'s),
+    started for them and stopped after."""
+    say = lambda m: console.print(f"[dim]{m}[/]")  # noqa: E731
+    cluster = await start_cluster(stack, workdir / "cluster", REPORT_PORTS, say)
+    try:
+        return await run_faults(stack, faults, opts, False, workdir, cluster=cluster)
+    finally:
+        stop_cluster(cluster, say)
 
 
 async def run_hostile(stack: Settings, workdir: Path, good: int) -> HostileResult:
@@ -250,7 +289,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         " a fault's share would take under 10 s)")
     p.add_argument("--max-records", type=int, default=500, help="worker batch size")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--only", action="append", choices=FAULTS, help="run only these faults")
+    p.add_argument("--only", action="append", choices=FAULTS + CLUSTER_FAULTS,
+                   help="run only these faults")
     p.add_argument("--env-stack", action="store_true",
                    help="use the stack of the environment (it is restarted and flushed!)")
     p.add_argument("--no-hostile", action="store_true", help="skip the hostile inputs")
@@ -263,7 +303,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def main_async(opts: argparse.Namespace, workdir: Path
                      ) -> tuple[list[FaultResult], HostileResult | None]:
-    faults = [f for f in FAULTS if not opts.only or f in opts.only]
+    faults = [f for f in FAULTS + CLUSTER_FAULTS if not opts.only or f in opts.only]
     if not opts.env_stack:
         os.environ.update(private_env(workdir / "stack"))
     os.environ.setdefault("SINKFLEET_HOME", str(ROOT))
@@ -271,22 +311,26 @@ async def main_async(opts: argparse.Namespace, workdir: Path
     console.print(f"stack: Kafka {stack.kafka_bootstrap}, PostgreSQL :{stack.pg_port},"
                   f" Redis :{stack.redis_port} (state {stack.state})", highlight=False)
     network = [f for f in faults if f in NETWORK]
-    cluster = None
+    net = None
     try:
         await manager.up(stack, None, lambda m: console.print(f"[dim]{m}[/]"))
         stack = load_settings()  # `up` may have generated the secrets
         if network:
             console.print("[dim]starting a 3-broker cluster behind TCP proxies (26xxx)[/]")
-            cluster = await asyncio.to_thread(start_net_cluster, workdir / "net-cluster",
-                                              lambda m: None)
-        results = await run_faults(stack, faults, opts, not opts.env_stack, workdir, cluster)
+            net = await asyncio.to_thread(start_net_cluster, workdir / "net-cluster",
+                                          lambda m: None)
+        results = await run_faults(stack, [f for f in faults if f not in CLUSTER_FAULTS],
+                                   opts, not opts.env_stack, workdir, net)
+        if set(faults) & set(CLUSTER_FAULTS):
+            results += await run_cluster_faults(stack, [f for f in faults
+                                                        if f in CLUSTER_FAULTS], opts, workdir)
         hostile = None
         if not opts.no_hostile:
             hostile = await run_hostile(stack, workdir, max(2000, opts.records // 100))
         return results, hostile
     finally:
         if network:
-            stop_net_cluster(cluster, workdir / "net-cluster", lambda m: None)
+            stop_net_cluster(net, workdir / "net-cluster", lambda m: None)
         if not opts.env_stack:  # all of it is ours
             manager.down(stack, None, lambda m: console.print(f"[dim]{m}[/]"))
 
@@ -303,7 +347,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="sinkfleet-chaos-") as tmp:
         workdir = Path(tmp)
         workdir.chmod(0o755)  # PostgreSQL's own user must reach its data directory
-        for fault in FAULTS:
+        for fault in FAULTS + CLUSTER_FAULTS:
             (workdir / fault).mkdir()
         results, hostile = asyncio.run(main_async(opts, workdir))
     print_table(results)

@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import RecordMetadata
 
@@ -178,7 +178,19 @@ class Publisher:
                     done = await self._producer.send_batch(batch.builder, tp[0],
                                                            partition=tp[1])
                 except Exception as exc:  # each record's future carries it
-                    self._batch_done(batch, tp, None, exc)
+                    error: BaseException = exc
+                    try:
+                        if isinstance(exc, KafkaTimeoutError):
+                            # queued behind this partition's unacknowledged batches for
+                            # longer than the request timeout: never sent; say why
+                            why = await self._why_unacknowledged()
+                            error = PublishTimeout(
+                                f"{tp[0]}[{tp[1]}]: {len(batch.futures)} record(s) not sent:"
+                                " the partition's earlier records stayed unacknowledged for"
+                                " longer than the request timeout" + (f"; {why}" if why
+                                                                      else ""))
+                    finally:
+                        self._batch_done(batch, tp, None, error)
                 else:
                     done.add_done_callback(
                         lambda f, b=batch: self._batch_done(b, tp, f, None))
@@ -325,7 +337,34 @@ class Publisher:
         except TimeoutError:
             raise PublishTimeout(f"{self.buffered} of {self.max_buffered} records still"
                                  f" unacknowledged after {self._max_block}s: Kafka is not"
-                                 " acknowledging; is the broker up?") from None
+                                 " acknowledging; " + (await self._why_unacknowledged()
+                                                       or "is the broker up?")) from None
+
+    async def _why_unacknowledged(self) -> str:
+        """What fresh metadata says about the catalogue's partitions ("" if nothing): those
+        without a leader or with fewer replicas in sync than they have (with acks=all, a leader
+        refuses writes below the topic's min.insync.replicas, and the producer retries
+        until the replicas are back: its futures just wait)."""
+        try:
+            meta = await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 3)
+        except (KafkaError, TimeoutError):
+            return "no broker answers: is Kafka up?"
+        short = []
+        for spec in self.catalogue.topics.values():
+            # aiokafka keeps the ISR only in ClusterMetadata's private map
+            for p, pm in sorted(meta._partitions.get(spec.name, {}).items()):
+                if pm.leader < 0:
+                    short.append(f"{spec.name}[{p}] has no leader")
+                elif len(pm.isr) < len(pm.replicas):
+                    short.append(f"{spec.name}[{p}] has {len(pm.isr)} of"
+                                 f" {len(pm.replicas)} replicas in sync")
+        if not short:
+            return ""
+        more = f" (and {len(short) - 3} more)" if len(short) > 3 else ""
+        return ("; ".join(short[:3]) + more + ": with acks=all a leader refuses writes while"
+                " fewer replicas than the topic's min.insync.replicas are in sync"
+                " (NotEnoughReplicas); records wait until the replicas are back (see"
+                " `sinkfleet stack status` for under-replicated partitions)")
 
     async def send_raw(self, topic: str, value: bytes | None, key: bytes | None = None,
                        headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:

@@ -18,4 +18,8 @@ The scenarios live in ``scenarios.py`` (also run by ``benchmarks/chaos_report.py
 set-up in ``support.py``, the checks in ``invariants.py``. Randomness is seeded. The FAST
 profile runs by default (deselect with ``-m 'not chaos'``); the LONG profile
 (``test_restarts.py``) restarts the stack's servers and needs SINKFLEET_CHAOS_LONG=1.
+The cluster faults (``test_cluster_faults.py``: leader and controller killed, rolling
+restart, acks=all while ISR < min.insync) run on a private three-broker Kafka
+(``cluster.py``, ``cluster_scenarios.py``) and add an independent check of the history
+(``history.py``).
 """

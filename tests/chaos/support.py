@@ -281,12 +281,16 @@ class Expected:
 
 
 
+Sent = Callable[[asyncio.Future[Any], str, Any], None]  # (delivery, family, record)
+
+
 async def publish_mixed(cc: ChaosCatalogue, n: int, seed: int, *, rate: float | None = None,
-                        poison: float = 0.0, progress: Callable[[int], None] | None = None
-                        ) -> Expected:
+                        poison: float = 0.0, progress: Callable[[int], None] | None = None,
+                        sent: Sent | None = None) -> Expected:
     """Publish ``n`` records of the three families (``MIX``), at ``rate`` per second, plus a
     ``poison`` share of bad records on the events topic (half undecodable bytes, half
-    valid Avro that no smallint column takes); wait until Kafka acknowledged all."""
+    valid Avro that no smallint column takes); wait until Kafka acknowledged all.
+    ``sent`` hears each good record's delivery future (tests/chaos/history.py)."""
     rng = random.Random(f"poison:{seed}")
     load = MixedLoad(seed, agents=16, prefix=f"c{cc.suffix}-", mix=MIX)
     too_wide = ExperienceLoad(seed=seed, agents=4, agent_prefix=f"c{cc.suffix}-poison")
@@ -296,9 +300,11 @@ async def publish_mixed(cc: ChaosCatalogue, n: int, seed: int, *, rate: float | 
         for i in range(n):
             family, item = next(load)
             if isinstance(item, Tombstone):
-                await pub.delete(family, *item.key)
+                fut = await pub.delete(family, *item.key)
             else:
-                await pub.publish(family, item)
+                fut = await pub.publish(family, item)
+            if sent is not None:
+                sent(fut, family, item)
             expected.add(family, item)
             if poison and rng.random() < poison:
                 expected.published += 1
@@ -317,10 +323,10 @@ async def publish_mixed(cc: ChaosCatalogue, n: int, seed: int, *, rate: float | 
 
 
 def start_publishing(cc: ChaosCatalogue, n: int, seed: int, *, rate: float | None = None,
-                     poison: float = 0.0, progress: Callable[[int], None] | None = None
-                     ) -> asyncio.Task[Expected]:
+                     poison: float = 0.0, progress: Callable[[int], None] | None = None,
+                     sent: Sent | None = None) -> asyncio.Task[Expected]:
     return asyncio.create_task(publish_mixed(cc, n, seed, rate=rate, poison=poison,
-                                             progress=progress))
+                                             progress=progress, sent=sent))
 
 
 # --- progress ------------------------------------------------------------------------------
