@@ -144,7 +144,7 @@ def test_alerts_have_severity_summary_description() -> None:
     rules = alert_rules()
     assert {r["alert"] for r in rules} == {
         "SinkfleetLagHigh", "SinkfleetGroupStalled", "SinkfleetDeadLetters",
-        "SinkfleetWorkerDown", "SinkfleetLagExporterDown"}
+        "SinkfleetWorkerDown", "SinkfleetLagExporterDown", "SinkfleetFencedBatches"}
     for r in rules:
         assert r["labels"]["severity"] in {"warning", "critical"}, r["alert"]
         assert r["annotations"]["summary"] and r["annotations"]["description"], r["alert"]

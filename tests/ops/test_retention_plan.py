@@ -64,7 +64,7 @@ def test_only_partitioned_sinks_have_retention(cat_root: Path) -> None:
         load_catalogue(cat_root)
     # a state sink: one row per id, nothing to age out by partition
     edit_spec(cat_root / "sinks/jobs.yaml", {"retention": POLICY})
-    edit_spec(cat_root / SINK, {"retention": DELETE})
+    edit_spec(cat_root / SINK, {"retention": DELETE, "storage": DELETE})  # compact: too
     with pytest.raises(CatalogueError, match="jobs.yaml.*retention needs partitioning"):
         load_catalogue(cat_root)
 
