@@ -345,10 +345,12 @@ class Publisher:
         without a leader or with fewer replicas in sync than they have (with acks=all, a leader
         refuses writes below the topic's min.insync.replicas, and the producer retries
         until the replicas are back: its futures just wait)."""
+        answered = True
         try:
             meta = await asyncio.wait_for(self._producer.client.fetch_all_metadata(), 3)
         except (KafkaError, TimeoutError):
-            return "no broker answers: is Kafka up?"
+            # one broker down may be the one asked: the client's own last metadata then
+            answered, meta = False, self._producer.client.cluster
         short = []
         for spec in self.catalogue.topics.values():
             # aiokafka keeps the ISR only in ClusterMetadata's private map
@@ -359,7 +361,7 @@ class Publisher:
                     short.append(f"{spec.name}[{p}] has {len(pm.isr)} of"
                                  f" {len(pm.replicas)} replicas in sync")
         if not short:
-            return ""
+            return "" if answered else "no broker answers: is Kafka up?"
         more = f" (and {len(short) - 3} more)" if len(short) > 3 else ""
         return ("; ".join(short[:3]) + more + ": with acks=all a leader refuses writes while"
                 " fewer replicas than the topic's min.insync.replicas are in sync"
