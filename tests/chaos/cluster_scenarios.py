@@ -46,6 +46,7 @@ from tests.chaos.history import AckLog, HistoryReport, chaos_tables, check_histo
 from tests.chaos.scenarios import FaultResult, _finish
 from tests.chaos.support import (
     MIX,
+    ChaosCatalogue,
     Expected,
     Fleet,
     start_publishing,
@@ -74,6 +75,17 @@ def pg_dsn(settings: Settings) -> str:
     return f"postgresql://{auth}@{kw['host']}:{kw['port']}/{quote(kw['database'], safe='')}"
 
 
+def assert_exact(result: ClusterFaultResult, n: int) -> None:
+    """Nothing lost, nothing twice, and as many rows as acknowledgements."""
+    assert result.ok, result.explain()
+    h = result.history
+    assert h is not None and h.ok, result.explain()
+    assert result.acknowledged == h.lines == result.tally.records == n, result.explain()
+    assert h.total("lost") == h.total("duplicated") == h.total("unacknowledged") == 0
+    assert h.total("acknowledged") == h.total("stored"), result.explain()
+    print(result.fault, f"recovery {result.recovery}", result.notes, f"{result.seconds:.1f}s")
+
+
 async def _cluster(cc: ClusterCatalogue) -> Settings:
     assert cc.cluster is not None, "a cluster fault needs a catalogue on the cluster"
     return cc.cluster
@@ -93,8 +105,10 @@ async def progress_after(cc: ClusterCatalogue, timeout: float = 120) -> float:
             await asyncio.sleep(0.2)
 
 
-async def _verify_history(result: FaultResult, cc: ClusterCatalogue, log: AckLog, *,
-                          failures_ok: bool = False) -> ClusterFaultResult:
+async def verify_history(result: FaultResult, cc: ChaosCatalogue, log: AckLog, *,
+                         failures_ok: bool = False) -> ClusterFaultResult:
+    """``result`` with the independent history check of what ``log`` acknowledged (also
+    used by the broker isolation of tests/chaos/network_scenarios.py)."""
     report = await check_history(log.path, pg_dsn(cc.settings), chaos_tables(cc.sinks))
     out = ClusterFaultResult(**vars(result), history=report, acknowledged=log.acked)
     out.notes.append(str(report))
@@ -133,7 +147,7 @@ async def _under_load(name: str, cc: ClusterCatalogue, logdir: Path, n: int, *, 
     result.notes[:0] = [f"injected at stored={at}", *notes]
     if not 0 < at < n:
         result.problems.append(f"the fault did not land while records flowed: stored={at}")
-    return await _verify_history(result, cc, log)
+    return await verify_history(result, cc, log)
 
 
 async def leader_kill(cc: ClusterCatalogue, logdir: Path, n: int, *, rate: float, seed: int,
@@ -389,7 +403,7 @@ async def isr_below_min(cc: ClusterCatalogue, logdir: Path, n: int, *, rate: flo
         result.problems.append("the publisher never raised while ISR < min.insync")
     if not refused:
         result.problems.append("Kafka never answered NotEnoughReplicas")
-    return await _verify_history(result, cc, log, failures_ok=True)
+    return await verify_history(result, cc, log, failures_ok=True)
 
 
 __all__ = ["ClusterFaultResult", "controller_kill", "isr_below_min", "leader_kill",

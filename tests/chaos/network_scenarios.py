@@ -32,6 +32,8 @@ from sinkfleet.dev.stack import manager
 from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.sink.postgres.connect import pg
 from sinkfleet.sink.postgres.migrate import migrate
+from tests.chaos.cluster_scenarios import ClusterFaultResult, verify_history
+from tests.chaos.history import AckLog
 from tests.chaos.network_cluster import NetCluster
 from tests.chaos.scenarios import FaultResult, Progress, _finish
 from tests.chaos.support import (
@@ -39,6 +41,7 @@ from tests.chaos.support import (
     ChaosCatalogue,
     Fleet,
     make_chaos_catalogue,
+    start_publishing,
     wait_progress,
     wait_stored_at_least,
 )
@@ -226,17 +229,21 @@ async def _leaders(settings: Settings, topics: list[str]) -> dict[int, int]:
 
 async def isolated_broker(cc: ChaosCatalogue, logdir: Path, n: int, *, rate: float,
                           seed: int, cluster: NetCluster, progress: Progress = None
-                          ) -> FaultResult:
-    """Two workers and an acks=all publisher; the broker leading most of the run's
+                          ) -> ClusterFaultResult:
+    """Two workers and an acks=all publisher (every acknowledgement logged for the
+    independent history check, tests/chaos/history.py); the broker leading most of the run's
     partitions is isolated from the other two (black-holed both ways) until no ISR holds
     it, then healed until it is back in every ISR."""
     fleet, started = _fleet(cc, logdir), time.monotonic()
     victim: int | None = None
     topics = [t for top in cc.topics.values() for t in (top, f"{top}.dlq")]
+    log = AckLog(logdir / f"acks-{cc.suffix}.log")  # for the independent history check
     try:
         fleet.start()
         fleet.start()
-        publishing = fleet.publish(n, seed, rate=rate, progress=progress)
+        publishing = start_publishing(cc, n, seed, rate=rate, progress=progress,
+                                      sent=log.track_item)
+        fleet.tasks.append(publishing)
         await wait_stored_at_least(cc, 1, 60, "the first batches")
         await asyncio.sleep(1.0)
         leaders = await _leaders(cc.settings, topics)
@@ -260,6 +267,7 @@ async def isolated_broker(cc: ChaosCatalogue, logdir: Path, n: int, *, rate: flo
                                fleet, publishing, started, recovery, [])
     finally:
         fleet.kill_all()
+        log.close()
         if victim is not None:
             cluster.reconnect(victim)
     result.fault = "broker isolated from the other brokers"
@@ -274,4 +282,4 @@ async def isolated_broker(cc: ChaosCatalogue, logdir: Path, n: int, *, rate: flo
     if moved.get(victim, 0):
         result.problems.append(f"broker {victim} still led {moved[victim]} partition(s)"
                                " while isolated")
-    return result
+    return await verify_history(result, cc, log)

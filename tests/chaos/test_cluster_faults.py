@@ -20,7 +20,7 @@ from sinkfleet.config import Settings
 from sinkfleet.sink.postgres.connect import pg
 from tests.chaos.cluster import open_cluster_catalogue, start_cluster, stop_cluster
 from tests.chaos.cluster_scenarios import (
-    ClusterFaultResult,
+    assert_exact,
     controller_kill,
     isr_below_min,
     leader_kill,
@@ -62,17 +62,6 @@ async def cluster_catalogue(stack: Settings, chaos_cluster: Settings, tmp_path: 
     yield factory
     for cc in made:
         await drop_chaos_catalogue(cc)
-
-
-def _exact(result: ClusterFaultResult, n: int) -> None:
-    """Nothing lost, nothing twice, and as many rows as acknowledgements."""
-    assert result.ok, result.explain()
-    h = result.history
-    assert h is not None and h.ok, result.explain()
-    assert result.acknowledged == h.lines == result.tally.records == n, result.explain()
-    assert h.total("lost") == h.total("duplicated") == h.total("unacknowledged") == 0
-    assert h.total("acknowledged") == h.total("stored"), result.explain()
-    print(result.fault, f"recovery {result.recovery}", result.notes, f"{result.seconds:.1f}s")
 
 
 # --- the checker on a hand-made history ----------------------------------------------------
@@ -135,7 +124,7 @@ N, RATE = 2000, 100  # twenty seconds of load: every fault lands while records f
 async def test_partition_leader_killed(cluster_catalogue: Any, tmp_path: Path) -> None:
     cc = await cluster_catalogue()
     result = await leader_kill(cc, tmp_path, N, rate=RATE, seed=201)
-    _exact(result, N)
+    assert_exact(result, N)
     # a new leader within the broker session (9 s), then the group's fetches move to it
     assert result.recovery is not None and result.recovery < 30, result.explain()
 
@@ -143,7 +132,7 @@ async def test_partition_leader_killed(cluster_catalogue: Any, tmp_path: Path) -
 async def test_active_controller_killed(cluster_catalogue: Any, tmp_path: Path) -> None:
     cc = await cluster_catalogue()
     result = await controller_kill(cc, tmp_path, N, rate=RATE, seed=202)
-    _exact(result, N)
+    assert_exact(result, N)
     assert result.recovery is not None and result.recovery < 30, result.explain()
 
 
@@ -151,7 +140,7 @@ async def test_rolling_restart_of_all_three_brokers(cluster_catalogue: Any,
                                                     tmp_path: Path) -> None:
     cc = await cluster_catalogue()
     result = await rolling_restart(cc, tmp_path, N, rate=RATE, seed=203, spread_s=30)
-    _exact(result, N)
+    assert_exact(result, N)
 
 
 async def test_acks_all_blocks_while_isr_is_below_min_insync(cluster_catalogue: Any,
@@ -159,7 +148,7 @@ async def test_acks_all_blocks_while_isr_is_below_min_insync(cluster_catalogue: 
     cc = await cluster_catalogue()
     result = await isr_below_min(cc, tmp_path, N, rate=RATE, seed=204, outage_s=5,
                                  spread_s=45)
-    _exact(result, N)
+    assert_exact(result, N)
     # nothing acknowledged while refused; the publisher raised (PublishTimeout from
     # publish(), or failed deliveries from flush(): each record was published again)
     assert any(" s: 0 acknowledged, " in n for n in result.notes), result.explain()

@@ -21,6 +21,7 @@ import pytest
 import pytest_asyncio
 
 from sinkfleet.config import Settings
+from tests.chaos.cluster_scenarios import assert_exact
 from tests.chaos.network_cluster import NetCluster, start_net_cluster, stop_net_cluster
 from tests.chaos.network_scenarios import isolated_broker, open_net_catalogue, zombie_worker
 from tests.chaos.support import ChaosCatalogue, drop_chaos_catalogue
@@ -75,6 +76,6 @@ async def test_a_broker_isolated_until_out_of_the_isr_loses_and_doubles_nothing(
     cc = await net_catalogue()
     result = await isolated_broker(cc, tmp_path, 6_000, rate=250, seed=602,
                                    cluster=net_cluster)
-    assert result.ok, result.explain()
+    assert_exact(result, 6_000)  # the independent history check included
     assert result.recovery is not None and result.recovery < 30, result.explain()
     print(result.fault, f"recovery {result.recovery}", result.notes, f"{result.seconds:.1f}s")
