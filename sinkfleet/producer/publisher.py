@@ -361,7 +361,11 @@ class Publisher:
                     short.append(f"{spec.name}[{p}] has {len(pm.isr)} of"
                                  f" {len(pm.replicas)} replicas in sync")
         if not short:
-            return "" if answered else "no broker answers: is Kafka up?"
+            # right after a broker dies its partitions still look whole (the controller
+            # fences it only after its session): say what is known, not a guess
+            return "" if answered else ("Kafka did not answer a metadata request within 3 s:"
+                                        " a broker down or unreachable? (`sinkfleet stack"
+                                        " status`)")
         more = f" (and {len(short) - 3} more)" if len(short) > 3 else ""
         return ("; ".join(short[:3]) + more + ": with acks=all a leader refuses writes while"
                 " fewer replicas than the topic's min.insync.replicas are in sync"

@@ -152,7 +152,10 @@ async def test_acks_all_blocks_while_isr_is_below_min_insync(cluster_catalogue: 
     # nothing acknowledged while refused; the publisher raised (PublishTimeout from
     # publish(), or failed deliveries from flush(): each record was published again)
     assert any(" s: 0 acknowledged, " in n for n in result.notes), result.explain()
-    # and said why: the partitions short of in-sync replicas, and what that means
+    # and said why: the partitions short of in-sync replicas, and what that means — or,
+    # in the seconds before the controller fences the killed broker (its partitions still
+    # look whole), that a broker does not answer
     raised = [n for n in result.notes if n.startswith(("publish() raised", "flush() raised"))]
-    assert raised and all("of 3 replicas in sync" in n and "NotEnoughReplicas" in n
-                          for n in raised), result.explain()
+    isr = [n for n in raised if "of 3 replicas in sync" in n and "NotEnoughReplicas" in n]
+    assert isr and all(n in isr or "a broker down or unreachable?" in n for n in raised), \
+        result.explain()

@@ -37,6 +37,8 @@ async def test_a_dead_bootstrap_broker_still_names_the_short_partitions() -> Non
     assert "NotEnoughReplicas" in why
 
 
-async def test_nothing_short_and_no_answer_says_kafka_may_be_down() -> None:
+async def test_nothing_short_and_no_answer_says_a_broker_may_be_down() -> None:
     pub = _publisher({"t": {0: PartitionMetadata("t", 0, 1, [1], [1], 0)}})
-    assert await pub._why_unacknowledged() == "no broker answers: is Kafka up?"
+    assert await pub._why_unacknowledged() == (
+        "Kafka did not answer a metadata request within 3 s: a broker down or unreachable?"
+        " (`sinkfleet stack status`)")
