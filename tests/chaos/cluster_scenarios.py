@@ -49,7 +49,6 @@ from tests.chaos.support import (
     ChaosCatalogue,
     Expected,
     Fleet,
-    start_publishing,
     stored_total,
     wait_progress,
     wait_stored_at_least,
@@ -128,9 +127,7 @@ async def _under_load(name: str, cc: ClusterCatalogue, logdir: Path, n: int, *, 
     try:
         fleet.start()
         fleet.start()
-        publishing = start_publishing(cc, n, seed, rate=rate, progress=progress,
-                                      sent=log.track_item)
-        fleet.tasks.append(publishing)
+        publishing = fleet.publish(n, seed, rate=rate, progress=progress, sent=log.track_item)
         await wait_stored_at_least(cc, 1, 60, "the first batches")
         at = -1
 

@@ -41,7 +41,6 @@ from tests.chaos.support import (
     ChaosCatalogue,
     Fleet,
     make_chaos_catalogue,
-    start_publishing,
     wait_progress,
     wait_stored_at_least,
 )
@@ -241,9 +240,7 @@ async def isolated_broker(cc: ChaosCatalogue, logdir: Path, n: int, *, rate: flo
     try:
         fleet.start()
         fleet.start()
-        publishing = start_publishing(cc, n, seed, rate=rate, progress=progress,
-                                      sent=log.track_item)
-        fleet.tasks.append(publishing)
+        publishing = fleet.publish(n, seed, rate=rate, progress=progress, sent=log.track_item)
         await wait_stored_at_least(cc, 1, 60, "the first batches")
         await asyncio.sleep(1.0)
         leaders = await _leaders(cc.settings, topics)

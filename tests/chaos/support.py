@@ -167,9 +167,11 @@ class Fleet:
         self.tasks: list[asyncio.Task[Any]] = []
 
     def publish(self, n: int, seed: int, *, rate: float | None = None, poison: float = 0.0,
-                progress: Callable[[int], None] | None = None) -> asyncio.Task[Expected]:
+                progress: Callable[[int], None] | None = None,
+                sent: Sent | None = None) -> asyncio.Task[Expected]:
         """``publish_mixed`` in the background; cancelled by :meth:`kill_all`."""
-        task = start_publishing(self.cc, n, seed, rate=rate, poison=poison, progress=progress)
+        task = start_publishing(self.cc, n, seed, rate=rate, poison=poison, progress=progress,
+                                sent=sent)
         self.tasks.append(task)
         return task
 
