@@ -188,6 +188,13 @@ def one_run_at_a_time(settings: Settings, script: str, what: str) -> Iterator[No
         yield  # the lock goes with the file, however the run ends
 
 
+def report_console() -> Console:
+    """The console of a benchmark's report: the terminal's, or in logs and CI one wide
+    enough for its tables."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)
+
+
 def progress_bar(console: Console) -> Progress:
     return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                     MofNCompleteColumn(), TimeElapsedColumn(), console=console,

@@ -40,9 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import StoredOffsets, make_records  # benchmarks/ is on sys.path as a script
+from _common import (  # benchmarks/ is on sys.path as a script
+    StoredOffsets,
+    make_records,
+    report_console,
+)
 from redis.exceptions import RedisError
-from rich.console import Console
 from rich.table import Table
 
 from sinkfleet.cache.layout import CacheLayout
@@ -60,9 +63,7 @@ PREFIX = "bench-latency."
 SINK = "latency_events"
 SOURCE_SINK = "experience_events"  # the project's sink whose shape this copies
 WORKER = "latency"
-console = Console()
-if not console.is_terminal:  # logs and CI: wide enough for the table
-    console = Console(width=160)
+console = report_console()
 
 
 @dataclass

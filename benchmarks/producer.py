@@ -43,11 +43,11 @@ from _common import (  # benchmarks/ is on sys.path as a script
     print_profile,
     process_cpu_seconds,
     profiled,
+    report_console,
     start,
 )
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
-from rich.console import Console
 from rich.table import Table
 
 from sinkfleet.avro import Codec, SchemaStore
@@ -60,9 +60,7 @@ from sinkfleet.producer import Publisher
 
 FAMILY = "experience_event"
 PREFIX = "bench-producer."
-console = Console()
-if not console.is_terminal:  # logs and CI: wide enough for the table
-    console = Console(width=160)
+console = report_console()
 
 
 @dataclass
