@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any, Literal, overload
 
 import orjson
+
+from sinkfleet.plainjson import json_default
 
 # An upsert's rank (sinkfleet.sink.state_conflicts.rank_text), beside the row's columns:
 # the latest cache decides a write at the same version by it. Not a column: not cached.
@@ -90,14 +91,6 @@ class Written:
         return self
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
-
-
 _OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
 
 
@@ -111,4 +104,5 @@ def row_json(row: dict[str, Any], jsonb: frozenset[str] = frozenset()) -> str:
             value = row.get(key)
             if isinstance(value, str):  # parsed: live and rebuilt rows spell it alike
                 row[key] = orjson.loads(value)
-    return orjson.dumps(row, default=_plain, option=_OPTIONS).decode()
+    # orjson writes uuid.UUID but not asyncpg's subclass of it: json_default does
+    return orjson.dumps(row, default=json_default, option=_OPTIONS).decode()
