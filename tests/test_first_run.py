@@ -77,6 +77,14 @@ def test_demo_passes_the_first_time_on_an_empty_state_dir(tmp_path: Path) -> Non
         assert run.returncode == 0, out[-6000:]
         assert "OK: every acknowledged record stored" in out, out[-6000:]
         assert "Traceback" not in out, out[-6000:]
+        # the workers' own logs: no cache write dropped (a uuid column once made every
+        # latest-cache write of its sink fail, while the demo still said OK)
+        logs = sorted((state / "logs").glob("demo-*.log"))
+        assert len(logs) == 3, logs  # --workers 1: one events, the audit and the state worker
+        for log in logs:
+            dropped = [line for line in log.read_text().splitlines()
+                       if "ERROR sinkfleet" in line]
+            assert not dropped, f"{log.name}: {dropped[:3]}"
         for name in ("pg_password", "redis_password", "pg_worker_password"):
             secret = (state / "secrets" / name).read_text().strip()
             assert secret and secret not in out  # generated on this run, never printed
