@@ -205,25 +205,36 @@ async def _describe(settings: Settings, topics: list[str] | None = None
         await admin.close()
 
 
-async def _out_of_every_isr(cluster: NetCluster, node: int) -> bool:
-    """No partition (internal ones included) has ``node`` as leader or in its ISR. The
-    isolated broker's own answer is stale (it hears no controller): ask until another
-    broker answers."""
+async def _out_of_every_isr(cluster: NetCluster, node: int, topics: list[str],
+                            seen: dict[int, int]) -> bool:
+    """No partition (internal ones included) has ``node`` as leader or in its ISR; then
+    ``seen`` holds the run's partitions led per broker in that same answer. The isolated
+    broker's own answer is stale (it hears no controller and still names itself leader):
+    ask until another broker answers, and never count leaders from a second, maybe stale,
+    answer."""
     try:
         described = await _describe(cluster.settings)
     except KafkaError:
         return False
     parts = [p for t in described for p in t["partitions"]]
-    return bool(parts) and all(node not in p["isr"] and p["leader"] != node for p in parts)
+    if not parts or any(node in p["isr"] or p["leader"] == node for p in parts):
+        return False
+    seen.clear()
+    seen.update(_count_leaders([t for t in described if t["topic"] in topics]))
+    return True
+
+
+def _count_leaders(described: list[dict[str, Any]]) -> dict[int, int]:
+    count: dict[int, int] = {}
+    for t in described:
+        for p in t["partitions"]:
+            count[p["leader"]] = count.get(p["leader"], 0) + 1
+    return count
 
 
 async def _leaders(settings: Settings, topics: list[str]) -> dict[int, int]:
     """Partitions led, per broker."""
-    count: dict[int, int] = {}
-    for t in await _describe(settings, topics):
-        for p in t["partitions"]:
-            count[p["leader"]] = count.get(p["leader"], 0) + 1
-    return count
+    return _count_leaders(await _describe(settings, topics))
 
 
 async def isolated_broker(cc: ChaosCatalogue, logdir: Path, n: int, *, rate: float,
@@ -247,11 +258,10 @@ async def isolated_broker(cc: ChaosCatalogue, logdir: Path, n: int, *, rate: flo
         victim = max(leaders, key=lambda b: leaders[b])
         cut_at = time.monotonic()
         cluster.isolate(victim)
-        node = victim
-        await async_wait_for(lambda: _out_of_every_isr(cluster, node), 60,
+        node, moved = victim, {}
+        await async_wait_for(lambda: _out_of_every_isr(cluster, node, topics, moved), 60,
                              f"broker {victim} out of every ISR", interval=0.5)
         out_s = time.monotonic() - cut_at
-        moved = await _leaders(cc.settings, topics)
         refused = sum(cluster.proxies.proxies[p].refused for p in cluster.paths_of(victim))
         cluster.reconnect(victim)
         healed_at = time.monotonic()
