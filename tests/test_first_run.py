@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from sinkfleet.config import load_settings
+from sinkfleet.dev.demo import Summary, log_errors
+from sinkfleet.dev.verify_load import FamilyCheck
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,6 +57,43 @@ def _free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def _summary(*, lag: int = 0, misses: int = 0,
+             errors: list[str] | None = None) -> Summary:
+    check = FamilyCheck("experience_event", "experience_events", "append", 10, 0, 10, 10, 0,
+                        0, 0)
+    cache = {"reads": 20, "hits": 20 - misses, "misses": misses, "errors": 0}
+    return Summary(10, 0, [check], 1.0, 1.0, 1.0, lag, cache, errors or [])
+
+
+def test_the_demo_verdict_fails_on_what_the_family_checks_cannot_see() -> None:
+    """Rows all present is not enough: an error a worker only logged (the dropped uuid cache
+    writes) or a cached read Redis did not answer fails the run, and says which."""
+    assert _summary().ok and _summary().problems == []
+    missed = _summary(misses=20)
+    assert not missed.ok
+    assert missed.problems == ["20 of 20 current-state reads missed Redis although the"
+                               " workers wrote those ids through it"]
+    logged = _summary(errors=["demo-x-state-0.log: 2026 ERROR sinkfleet.cache: boom"])
+    assert not logged.ok
+    assert logged.problems == ["1 error line(s) in the worker logs, first:"
+                               " demo-x-state-0.log: 2026 ERROR sinkfleet.cache: boom"]
+    assert _summary(lag=3).problems == ["3 record(s) not stored"]
+
+
+def test_log_errors_reads_only_this_runs_workers_and_sinkfleets_own_errors(
+        tmp_path: Path) -> None:
+    settings = load_settings(home=tmp_path, state_dir=tmp_path / "state")
+    logs = tmp_path / "state" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "demo-run1-state-0.log").write_text(
+        "t INFO sinkfleet.worker: assigned\n"
+        "t ERROR sinkfleet.cache: cache: write dropped\n"
+        "t ERROR aiokafka.consumer.group_coordinator: coordinator not available, retrying\n")
+    (logs / "demo-run0-state-0.log").write_text("t ERROR sinkfleet.cache: an older run\n")
+    assert log_errors(settings, "run1") == [
+        "demo-run1-state-0.log: t ERROR sinkfleet.cache: cache: write dropped"]
 
 
 @pytest.mark.integration

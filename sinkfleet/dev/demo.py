@@ -17,6 +17,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -48,10 +49,26 @@ class Summary:
     seconds: float
     lag: int
     cache: dict[str, Any]
+    log_errors: list[str]  # ERROR lines of the workers' logs (file: line)
+
+    @property
+    def problems(self) -> list[str]:
+        """What else makes the run fail beyond the families' checks: a record not stored,
+        an error a worker only logged (a dropped cache write, say), a cached read Redis
+        should have answered."""
+        found = [f"{self.lag:,} record(s) not stored"] if self.lag else []
+        if self.log_errors:
+            found.append(f"{len(self.log_errors)} error line(s) in the worker logs, first:"
+                         f" {self.log_errors[0]}")
+        misses = self.cache.get("misses", 0)
+        if misses:
+            found.append(f"{misses} of {self.cache.get('reads', 0)} current-state reads"
+                         " missed Redis although the workers wrote those ids through it")
+        return found
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.checks) and self.lag == 0
+        return all(c.ok for c in self.checks) and not self.problems
 
 
 class LagProbe:
@@ -100,6 +117,17 @@ def start_workers(settings: Settings, specs: list[str], run_id: str
             stdout=log, stderr=subprocess.STDOUT, env=env))
         log.close()
     return procs
+
+
+def log_errors(settings: Settings, run_id: str) -> list[str]:
+    """The errors sinkfleet itself logged in the run's workers (a client library's retried
+    hiccups are not failures), each prefixed with its log's name."""
+    found = []
+    for log in sorted((settings.state / "logs").glob(f"demo-{run_id}-*.log")):
+        found += [f"{log.name}: {line.strip()}"
+                  for line in log.read_text(errors="replace").splitlines()
+                  if " ERROR sinkfleet" in line]
+    return found
 
 
 def stop_workers(procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> list[int | None]:
@@ -207,10 +235,12 @@ async def run_demo(settings: Settings, *, count: int, workers: int, console: Con
     checks = await check_load(settings, catalogue, result.records)
     cache = await cache_reads(settings, catalogue, result.records)
     summary = Summary(count, result.tombstones, checks, result.rate, count / seconds, seconds,
-                      lag, cache)
+                      lag, cache, log_errors(settings, run_id))
     console.print(summary_table(summary))
     for line in summary_lines(summary, workers):
         say(line)
+    for problem in summary.problems:
+        say(f"[red]problem:[/] {escape(problem)}")
     ok = summary.ok and all(c == 0 for c in codes)
     say("[bold green]OK: every acknowledged record stored as its sink mode promises"
         " (exactly once, newest versions, verified chains)[/]" if ok
