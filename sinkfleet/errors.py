@@ -78,7 +78,16 @@ class StorageRefused(SinkfleetError):
 
 
 class PublishError(SinkfleetError):
-    """A record could not be handed to Kafka."""
+    """A record could not be handed to Kafka, or Kafka did not acknowledge it.
+
+    ``retriable`` follows Kafka's own error: a leader that moved, too few replicas in
+    sync, a request or connection that timed out are outages (publish the same records
+    again); a record too large or a topic not authorized are not."""
+
+    def __init__(self, message: str, *, retriable: bool | None = None) -> None:
+        super().__init__(message)
+        if retriable is not None:
+            self.retriable = retriable
 
 
 class PublishTimeout(PublishError):

@@ -88,7 +88,8 @@ class Publisher:
         try:
             await self._producer.start()
         except KafkaError as exc:
-            raise PublishError(await explain_kafka_error(self.settings, exc)) from None
+            raise PublishError(await explain_kafka_error(self.settings, exc),
+                               retriable=exc.retriable) from None
 
     def _codec(self, family: str) -> tuple[TopicSpec, Codec]:
         entry = self._codecs.get(family)
@@ -208,6 +209,7 @@ class Publisher:
         if error is None and fut is not None:
             error = fut.exception()
         if error is not None:
+            error = publish_error(f"{tp[0]}[{tp[1]}]: not acknowledged: ", error)
             for f, _ in batch.futures:
                 if not f.done():
                     f.set_exception(error)
@@ -262,7 +264,7 @@ class Publisher:
         try:
             partitions = sorted(await self._producer.partitions_for(topic))
         except KafkaError as exc:
-            raise PublishError(f"send to {topic} failed: {exc}") from None
+            raise publish_error(f"send to {topic} failed: ", exc) from None
         await self._drain_own()  # publish()'s records buffered before these go first
         pending: list[tuple[asyncio.Future[Any], int]] = []
         open_: dict[int, tuple[Any, list[int]]] = {}  # partition -> (builder, [count])
@@ -300,7 +302,8 @@ class Publisher:
         if failed:
             lost = sum(n for _, n in failed)
             raise PublishError(f"{lost} of {len(framed)} {family} record(s) were not"
-                               f" acknowledged; first: {failed[0][0]}")
+                               f" acknowledged; first: {failed[0][0]}",
+                               retriable=all_retriable(e for e, _ in failed if e))
         return len(framed)
 
     async def _submit(self, topic: str, partition: int, builder: Any,
@@ -314,7 +317,7 @@ class Publisher:
             self._release(n)
             count[0] = 0  # the caller's finally must not free these slots again
             if isinstance(exc, KafkaError):
-                raise PublishError(f"send to {topic} failed: {exc}") from None
+                raise publish_error(f"send to {topic} failed: ", exc) from None
             raise
         count[0] = 0
         self.sent += n
@@ -389,11 +392,14 @@ class Publisher:
             # delivery callback will free the slot: free it here, or the buffer shrinks.
             self._release()
             if isinstance(exc, KafkaError):
-                raise PublishError(f"send to {topic} failed: {exc}") from None
+                raise publish_error(f"send to {topic} failed: ", exc) from None
             raise
         self.sent += 1
-        fut.add_done_callback(self._delivered)
-        return fut
+        # the caller's future carries a PublishError (retriable as Kafka's error was),
+        # the same as publish()'s own batches give, never aiokafka's classes
+        mine: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(lambda f: self._delivered(f, mine))
+        return mine
 
     def _release(self, n: int = 1) -> None:
         self.buffered -= n
@@ -417,23 +423,32 @@ class Publisher:
         self._partitions[(topic, key)] = (len(parts), partition)
         return partition
 
-    def _delivered(self, fut: asyncio.Future[Any]) -> None:
+    def _delivered(self, fut: asyncio.Future[Any], mine: asyncio.Future[Any]) -> None:
         self._release()
+        error: BaseException | None = None
         if fut.cancelled():
-            self._failures.append(PublishError("delivery cancelled"))
+            error = PublishError("delivery cancelled")
         elif fut.exception() is not None:
-            self._failures.append(fut.exception())  # type: ignore[arg-type]
+            error = publish_error("not acknowledged: ", fut.exception())  # type: ignore[arg-type]
         else:
             self.acked += 1
+        if error is not None:
+            self._failures.append(error)
+        if mine.done():  # the caller cancelled its future
+            return
+        if error is None:
+            mine.set_result(fut.result())
+        else:
+            mine.set_exception(error)
 
     async def flush(self) -> None:
         """Wait until every buffered record is acknowledged; raise if any failed."""
         await self._drain_own()
         await self._producer.flush()
         if self._failures:
-            first, count = self._failures[0], len(self._failures)
-            self._failures.clear()
-            raise PublishError(f"{count} record(s) were not acknowledged; first: {first}")
+            failures, self._failures = self._failures, []
+            raise PublishError(f"{len(failures)} record(s) were not acknowledged; first:"
+                               f" {failures[0]}", retriable=all_retriable(failures))
 
     async def close(self) -> None:
         try:
@@ -448,6 +463,22 @@ class Publisher:
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
         await self.close()
+
+
+def publish_error(prefix: str, exc: BaseException) -> BaseException:
+    """Kafka's error as a ``PublishError`` that is retriable when Kafka's was (aiokafka
+    flags each class: NotEnoughReplicas, NotLeaderForPartition, timeouts and lost
+    connections are; MessageSizeTooLarge or TopicAuthorizationFailed are not). Ours pass
+    through unchanged, and so does anything that is not Kafka's (a bug stays visible)."""
+    if isinstance(exc, PublishError) or not isinstance(exc, KafkaError):
+        return exc
+    return PublishError(f"{prefix}{exc}",  # aiokafka's str() names its class
+                        retriable=bool(getattr(exc, "retriable", False)))
+
+
+def all_retriable(errors: Iterable[BaseException]) -> bool:
+    """An aggregate failure is retriable only if each of its failures is."""
+    return all(getattr(e, "retriable", False) for e in errors)
 
 
 class _Batch:

@@ -267,6 +267,8 @@ async def _publish_through(cc: ClusterCatalogue, n: int, seed: int, rate: float,
                     fut = await pub.publish(family, item)
                 break
             except PublishError as exc:  # PublishTimeout, or a send refused: never sent
+                if not exc.retriable:  # as an agent would: only an outage is tried again
+                    raise
                 blocked.timeouts.append(str(exc))
         log.track_item(fut, family, item)
         sent.append((fut, family, item))
@@ -282,8 +284,14 @@ async def _publish_through(cc: ClusterCatalogue, n: int, seed: int, rate: float,
             try:
                 await pub.flush()
             except PublishError as exc:
+                if not exc.retriable:
+                    raise
                 blocked.failures.append(str(exc))
             failed = [(f, i) for fut, f, i in sent if fut.exception() is not None]
+            for fut, _, _ in sent:  # each failed delivery says so itself, too
+                error = fut.exception()
+                if error is not None and not getattr(error, "retriable", False):
+                    raise error
             if not failed:
                 break
             sent.clear()
