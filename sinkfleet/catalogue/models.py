@@ -283,6 +283,11 @@ class SinkSpec(_Strict):
             if twice:
                 raise ValueError(f"retention.summary: {twice} named twice (a column is"
                                  " grouped by or summed, not both)")
+            owner = self.tenant_column
+            if owner is not None and owner not in summary.by:
+                raise ValueError(f"retention.summary.by must list the tenant column"
+                                 f" {owner!r}: a summary that adds tenants' rows together"
+                                 " could be read by none of them (readers see one tenant)")
 
     def _check_mode(self, known: set[str]) -> None:
         for mode, section in (("state", self.state), ("audit", self.audit),

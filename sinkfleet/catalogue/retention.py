@@ -228,7 +228,8 @@ def summary_problems(summary: SummarySpec, types: dict[str, str]) -> list[str]:
         if col in SUMMARY_COLUMNS:
             out.append(f"retention.summary.by: {col!r} is a column of the summary table"
                        " itself; group by another column")
-    stats = {summary_stat_column(v, s) for v in summary.values for s in SUMMARY_STATS}
+    # the windows' mean too (Reader.windows returns it beside the stored four)
+    stats = {summary_stat_column(v, s) for v in summary.values for s in (*SUMMARY_STATS, "avg")}
     for col in summary.values:
         if types[col] not in SUMMABLE:
             out.append(f"retention.summary.values: {col!r} is {types[col]}, not a number:"

@@ -1,4 +1,5 @@
-"""`sinkfleet query rows|events|recent|state|history|audit`: the typer sub-app over Reader.
+"""`sinkfleet query rows|summary|windows|events|recent|state|history|audit`: the typer
+sub-app over Reader.
 """
 
 from __future__ import annotations
@@ -161,6 +162,26 @@ def summary(sink: SinkOpt,
         print(json.dumps(row, default=json_default, ensure_ascii=False))
         return
     _show([row], False, None, f"{sink} summary")
+
+
+@query_app.command("windows")
+@friendly
+def windows(sink: SinkOpt,
+            start: Annotated[str, typer.Option(
+                "--start", help="from this time (ISO-8601; widened to its window's start)")],
+            end: End = None,
+            where: Annotated[list[str] | None, typer.Option(
+                "--where", help="a filter on the summary's by columns, repeatable")] = None,
+            tenant: Tenant = None, as_json: AsJson = False, columns: Columns = None) -> None:
+    """Per summary window (the sink's grain) and by-group: rows and count/sum/min/max/avg
+    of each summed column, the detail still kept and the summary of the detail already
+    dropped as one answer (sinks with a retention summary tier).
+
+    E.g. a year of daily judgement scores: sinkfleet query windows --sink
+    judgement_snapshots --start 2026-01-01 --where verdict=pass"""
+    rows, _ = _with_reader(lambda r: r.windows(sink, list(where or []), start=start,
+                                               end=end), tenant)
+    _show(rows, as_json, columns, f"{sink} windows")
 
 
 @query_app.command("events")

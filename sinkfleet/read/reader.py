@@ -23,6 +23,7 @@ never writes a cache: a read-through fill could race a tombstone and resurrect a
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from collections.abc import Sequence
@@ -39,9 +40,10 @@ from sinkfleet.cache.store import REDIS_ERRORS, redis_client
 from sinkfleet.catalogue import Catalogue, Sink, load_catalogue
 from sinkfleet.config import Settings, load_settings
 from sinkfleet.errors import ConfigError, MigrationError, StorageUnavailable
-from sinkfleet.read.query import Filter, Page, Query, SinkQuery, parse_filter
+from sinkfleet.read.query import MAX_LIMIT, Filter, Page, Query, QueryError, SinkQuery, parse_filter
 from sinkfleet.read.sql import SinkSql, coerce, decode_cached, find_sink
 from sinkfleet.read.summary import SinkSummary
+from sinkfleet.read.windows import SinkWindows
 from sinkfleet.sink.postgres.connect import RETRIABLE_PG_ERRORS, create_pool
 from sinkfleet.sink.postgres.merge_sql import merge_columns
 from sinkfleet.sink.postgres.tenancy import SET_TENANT_SQL
@@ -183,6 +185,29 @@ class Reader:
         [row] = await self._fetch(sql, args)
         return dict(row)
 
+    async def windows(self, sink: str, filters: Sequence[Filter | str] = (), *,
+                      start: Any, end: Any = None) -> list[dict[str, Any]]:
+        """Per window of the sink's summary grain and group of its ``by`` columns, from
+        ``start`` to ``end`` (default now; widened to whole windows, oldest first):
+        ``rows`` and count/sum/min/max/avg of each summed column — the detail still kept
+        and the summary of detail already dropped, as one answer (sinks with a
+        ``retention.summary`` tier; filters on its ``by`` columns), e.g. a year of daily
+        judgement scores per verdict::
+
+            await r.windows("judgement_snapshots", ["verdict=pass"], start="2026-01-01")
+        """
+        if isinstance(filters, (str, Filter)):
+            filters = [filters]
+        parsed = [f if isinstance(f, Filter) else parse_filter(f) for f in filters]
+        planner = SinkWindows(SinkQuery(find_sink(self.catalogue, sink), self.tenant))
+        sql, args = planner.plan(parsed, start=start,
+                                 end=dt.datetime.now(dt.UTC) if end is None else end)
+        rows = await self._fetch(sql, args, exact_floats=True)
+        if len(rows) > MAX_LIMIT:
+            raise QueryError(f"more than {MAX_LIMIT:,} windows and groups from {sink}: ask"
+                             " for a shorter range or filter on its by columns")
+        return [dict(r) for r in rows]
+
     async def events(self, sink: str, *, start: Any = None, end: Any = None,
                      where: dict[str, Any] | None = None, limit: int = 1000
                      ) -> list[dict[str, Any]]:
@@ -323,14 +348,20 @@ class Reader:
             self._layouts[name] = CacheLayout.of(sink)
         return self._layouts[name]
 
-    async def _fetch(self, query: str, args: list[Any]) -> list[asyncpg.Record]:
+    async def _fetch(self, query: str, args: list[Any], *, exact_floats: bool = False
+                     ) -> list[asyncpg.Record]:
+        """Rows of one query; ``exact_floats``: floats as their shortest exact text when
+        cast to text (sums of them equal retention's, digit for digit)."""
         if self._pool is None:
             raise ConfigError("the Reader is not open: use `async with Reader() as r:`")
         try:
-            if self.tenant is None:
+            if self.tenant is None and not exact_floats:
                 return list(await self._pool.fetch(query, *args))
             async with self._pool.acquire() as conn, conn.transaction(readonly=True):
-                await conn.execute(SET_TENANT_SQL, self.tenant)
+                if exact_floats:
+                    await conn.execute("SET LOCAL extra_float_digits = 1")
+                if self.tenant is not None:
+                    await conn.execute(SET_TENANT_SQL, self.tenant)
                 return list(await conn.fetch(query, *args))
         except RETRIABLE_PG_ERRORS as exc:
             raise StorageUnavailable(f"cannot read PostgreSQL at {self.settings.pg_host}:"

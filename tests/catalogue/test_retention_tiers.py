@@ -15,6 +15,7 @@ from sinkfleet.catalogue import load_catalogue
 from sinkfleet.catalogue.retention import ArchiveSpec, RetentionSpec, SummarySpec, parse_keep
 from sinkfleet.errors import CatalogueError
 from sinkfleet.sink.postgres.migrate import sink_migrations
+from sinkfleet.sink.postgres.tenancy import tenant_relations
 
 ROOT = Path(__file__).resolve().parents[2]
 SINK = "sinks/judgement_snapshots.yaml"
@@ -126,6 +127,24 @@ def test_a_summary_column_may_not_shadow_the_summary_tables_own(cat_root: Path) 
                     .replace("by: [rubric_version, verdict]", "by: [rubric_version, rows]"))
     with pytest.raises(CatalogueError, match="'rows' is a column of the summary table"):
         load_catalogue(cat_root)
+
+
+def test_a_tenant_sinks_summary_groups_by_the_tenant(cat_root: Path) -> None:
+    """Readers see a tenant sink one tenant at a time: a summary adding tenants' rows
+    together would be readable by none of them; grouped by the tenant it gets a tenant
+    view like the sink's own tables."""
+    path = cat_root / SINK
+    text = path.read_text().replace("mode: append", "mode: append\ntenant: agent_id")
+    path.write_text(text)
+    with pytest.raises(CatalogueError, match="retention.summary.by must list the tenant"
+                                             " column 'agent_id'"):
+        load_catalogue(cat_root)
+    path.write_text(text.replace("by: [rubric_version, verdict]",
+                                 "by: [agent_id, rubric_version, verdict]"))
+    sink = load_catalogue(cat_root).sinks["judgement_snapshots"]
+    assert [view for _, view in tenant_relations(sink)] == [
+        '"public"."judgement_snapshots_tenant"',
+        '"public"."judgement_snapshots_summary_parts_tenant"']
 
 
 def test_forever_needs_no_partition_history_check(cat_root: Path) -> None:

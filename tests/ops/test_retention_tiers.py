@@ -10,19 +10,26 @@ import random
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
+from pydantic import SecretStr
 
 from sinkfleet.config import Settings
 from sinkfleet.ops.lifecycle.archive.avro import read_records
 from sinkfleet.ops.lifecycle.partitions import detach
+from sinkfleet.ops.lifecycle.retention.tiers import summarise
 from sinkfleet.producer import Publisher
+from sinkfleet.read import Reader
+from sinkfleet.read.query import QueryError
 from sinkfleet.sink.postgres.connect import connect
+from sinkfleet.sink.postgres.group_roles import READER_ROLE
 from tests.ops.tiers_support import (
     EPOCH_MONDAY,
+    Summary,
     expected_summary,
     forget_tiers,
     insert,
@@ -39,6 +46,7 @@ pytestmark = pytest.mark.integration
 
 D0 = EPOCH_MONDAY
 DAY, WEEK, YEAR = timedelta(days=1), timedelta(weeks=1), timedelta(days=365)
+HOUR, SEC = timedelta(hours=1), timedelta(seconds=1)
 JUDGED = (["rubric_version", "verdict"], ["overall_score"])
 POOLS = (["pool"], ["compute_units", "memory_mb", "bandwidth_mbps", "thread_count"])
 
@@ -345,3 +353,85 @@ async def test_a_missing_summary_table_says_to_migrate(judgements: Family) -> No
     assert (f"summary table public.{fam.table}_summary_parts of sink {fam.table} does not"
             " exist: run `sinkfleet db migrate`") in " ".join(
                 (result.stdout + result.stderr).split())
+
+
+def as_windows(summary: Summary, by: list[str], values: list[str]) -> list[dict[str, Any]]:
+    """``expected_summary`` in the shape of ``Reader.windows`` rows, in its order."""
+    out = []
+    for key in sorted(summary, key=lambda k: tuple(str(x) for x in k)):
+        row: dict[str, Any] = {"window_start": key[0], **dict(zip(by, key[1:], strict=True)),
+                               "rows": summary[key][0]}
+        for i, v in enumerate(values):
+            n, total, low, high = summary[key][1 + 4 * i: 5 + 4 * i]
+            row |= {f"{v}_count": n, f"{v}_sum": total, f"{v}_min": low, f"{v}_max": high}
+        out.append(row)
+    return out
+
+
+async def read_windows(settings: Settings, fam: Family, *filters: str, start: datetime,
+                       end: datetime) -> list[dict[str, Any]]:
+    async with Reader(settings, fam.catalogue) as reader:
+        got = await reader.windows(fam.table, list(filters), start=start, end=end)
+    for row in got:  # the mean is the exact sum over the count, to numeric's precision
+        for v in JUDGED[1]:
+            mean, n = row.pop(f"{v}_avg"), row[f"{v}_count"]
+            assert (mean is None) if not n else abs(
+                mean - row[f"{v}_sum"] / n) < Decimal("1e-15"), row
+    return sorted(got, key=lambda r: (r["window_start"], *(str(r[c]) for c in JUDGED[0])))
+
+
+async def test_windows_read_detail_and_summary_as_one_answer(judgements: Family,
+                                                             reader: Settings) -> None:
+    """Per-day scores read the same before retention (all detail), while a partition is
+    summarised but still attached (counted once), and after three days left the detail
+    (their summary): exact sums, as the reader login (its grants) reads them."""
+    fam = judgements
+    await make_partitions(fam, D0 + 2 * DAY)
+    published = snapshots(days=5, per_day=12)
+    await publish_and_store(fam, published)
+    want = as_windows(expected_summary(published, "judged_at", "day", *JUDGED), *JUDGED)
+    whole = {"start": D0, "end": D0 + 5 * DAY}
+
+    assert await read_windows(reader, fam, **whole) == want
+    # day 3 summarised by a first pass that has not dropped it yet: counted once
+    conn = await connect(fam.settings)
+    try:
+        async with conn.transaction():
+            assert await summarise(conn, fam.sink, f"{fam.table}_p20250306") > 0
+    finally:
+        await conn.close()
+    assert await read_windows(reader, fam, **whole) == want
+
+    ok(retention_cli(fam, fam.settings.archive, D0 + 3 * DAY + 90 * DAY))
+    assert len(await partition_rows(fam)) == 2  # days 3 and 4 are still detail
+    assert await read_windows(reader, fam, **whole) == want  # days 0-2 from the summary
+    # filters on by columns; a range inside windows is widened to whole days
+    promoted = [w for w in want if w["verdict"] == "promote"
+                and D0 + DAY <= w["window_start"] <= D0 + 3 * DAY]
+    assert await read_windows(reader, fam, "verdict=promote", start=D0 + DAY + 5 * HOUR,
+                              end=D0 + 3 * DAY + SEC) == promoted
+    assert len({w["window_start"] for w in promoted}) == 3
+    with pytest.raises(QueryError, match="keeps only its by columns"):
+        await read_windows(reader, fam, "agent_id=agent-1", **whole)
+
+
+
+@pytest_asyncio.fixture
+async def reader(judgements: Family) -> AsyncIterator[Settings]:
+    """A login that is a member of sinkfleet_reader only: what `db migrate` grants it."""
+    login, password = f"sinkfleet_w{uuid.uuid4().hex[:8]}_reader", uuid.uuid4().hex
+    conn = await connect(judgements.settings)
+    try:
+        await conn.execute(f"CREATE ROLE {login} LOGIN PASSWORD '{password}'"
+                           f" IN ROLE {READER_ROLE}")
+    finally:
+        await conn.close()
+    try:
+        yield judgements.settings.model_copy(update={"pg_user": login,
+                                                     "pg_password": SecretStr(password)})
+    finally:
+        conn = await connect(judgements.settings)
+        try:
+            await conn.execute(f"DROP ROLE IF EXISTS {login}")
+        finally:
+            await conn.close()

@@ -38,6 +38,7 @@ FAMILIES = {
     "workflow_states": "workflow_state", "task_states": "task_state",
     "memory_entries": "memory_entry", "audit_entries": "audit_entry",
     "jobs": "job", "agent_workers": "fleet_worker",
+    "judgement_snapshots": "judgement_snapshot",  # a summary tier: its windows
 }
 NOW = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=30)
 TIE_TS = NOW + dt.timedelta(seconds=30)  # many events share this time (page boundaries)
@@ -152,9 +153,18 @@ WORKERS = [fleet_worker("w-1", "active", -600, "job-1"), fleet_worker("w-2", "ac
            fleet_worker("w-6", "retired", -30, None), fleet_worker("w-7", "active", 60,
                                                                    "job-2")]
 
+def judgement(n: int, verdict: str, score: float, seconds: float) -> dict[str, Any]:
+    return {"snapshot_id": str(uuid.UUID(int=2000 + n)), "agent_id": f"agent-{n % 2}",
+            "rubric_version": "r1", "verdict": verdict, "overall_score": score,
+            "scores": json.dumps({"honesty": n}), "judge_id": None, "judged_at": t(seconds)}
+
+
+JUDGEMENTS = [judgement(1, "retain", 0.1, 1), judgement(2, "retain", 0.2, 2),
+              judgement(3, "promote", 0.9, 3), judgement(4, "retain", 0.30000000000000004, 4)]
+
 PUBLISHED = {"experience_events": EVENTS, "policies": POLICIES, "workflow_states": WORKFLOWS,
              "task_states": TASKS, "memory_entries": MEMORIES, "audit_entries": AUDITS,
-             "jobs": JOBS, "agent_workers": WORKERS}
+             "jobs": JOBS, "agent_workers": WORKERS, "judgement_snapshots": JUDGEMENTS}
 
 
 @dataclass

@@ -6,13 +6,17 @@ concatenate to exactly the full ordered result."""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import uuid
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
 from sinkfleet import Reader
+from sinkfleet.plainjson import json_default
 from sinkfleet.read.query import Filter
 from tests.read.query_support import NOW, TIE_TS, Seeded, json_rows, seeded
 from tests.read.serve_support import Served, served
@@ -202,3 +206,47 @@ async def test_events_and_other_reader_methods_still_work_on_the_model(seeded: S
         rows = await r.events(seeded.names["experience_events"], start=NOW,
                               where={"agent_id": "agent-1"}, limit=3)
     assert [row["step_number"] for row in rows] == [0, 1, 2]
+
+
+async def test_a_summary_tiers_windows_read_the_same_through_the_reader_the_cli_and_http(
+        seeded: Seeded, served: Served) -> None:
+    """Seed 003's judgement ledger keeps a daily summary: per day and verdict, the count
+    and exact sum/min/max/mean of the scores (all detail here: the retention tiers' test
+    reads them across a drop), as the reader login, the CLI and a token read them."""
+    sink = seeded.names["judgement_snapshots"]
+    start, end = NOW.isoformat(), (NOW + dt.timedelta(seconds=10)).isoformat()
+    async with Reader(seeded.reader, seeded.catalogue) as r:
+        got = await r.windows(sink, start=start, end=end)
+    day = NOW.replace(hour=0, minute=0, second=0, microsecond=0)
+    # NOW + 4 s may cross midnight: the windows are computed, not assumed
+    days = sorted({w["window_start"] for w in got})
+    assert days == sorted({(t_ - dt.timedelta(hours=t_.hour, minutes=t_.minute,
+                                              seconds=t_.second))
+                           for t_ in (NOW + dt.timedelta(seconds=s) for s in (1, 2, 3, 4))})
+    assert day in days or len(days) == 1
+    totals = {v: sum((w["rows"] for w in got if w["verdict"] == v), 0)
+              for v in ("retain", "promote")}
+    assert totals == {"retain": 3, "promote": 1}
+    retain = [w for w in got if w["verdict"] == "retain"]
+    if len(retain) == 1:  # the usual case: one day
+        [w] = retain
+        assert (w["rows"], w["overall_score_count"], w["overall_score_sum"],
+                w["overall_score_min"], w["overall_score_max"]) == (
+            3, 3, Decimal("0.1") + Decimal("0.2") + Decimal("0.30000000000000004"), 0.1,
+            0.30000000000000004)
+        assert float(w["overall_score_avg"]) == pytest.approx(0.2)
+    out = seeded.cli("windows", "--sink", sink, "--start", start, "--end", end,
+                     "--where", "verdict=retain", "--json", as_reader=True)
+    assert out.returncode == 0, out.stderr
+    cli = json.loads(out.stdout)
+    assert cli == json.loads(json.dumps(retain, default=json_default))
+    status, body, _ = await served.get(f"/v1/sinks/{sink}/windows", params=[
+        ("start", start), ("end", end), ("where", "verdict=retain")])
+    assert status == 200, body
+    assert body == {"windows": cli}
+    status, body, _ = await served.get(f"/v1/sinks/{sink}/windows",
+                                       params=[("where", "agent_id=agent-1")])
+    assert status == 400 and "give start" in body["error"], body
+    status, body, _ = await served.get(f"/v1/sinks/{sink}/windows", params=[
+        ("start", start), ("where", "agent_id=agent-1")])
+    assert status == 400 and "keeps only its by columns" in body["error"], body

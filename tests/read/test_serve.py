@@ -228,7 +228,7 @@ async def test_openapi_document_is_served(served: Served) -> None:
     assert set(doc["paths"]) == {
         "/healthz", "/openapi.json", "/metrics", "/v1/sinks", "/v1/sinks/{sink}/rows",
         "/v1/sinks/{sink}/state/{id}", "/v1/sinks/{sink}/state/{id}/history",
-        "/v1/sinks/{sink}/audit", "/v1/sinks/{sink}/stream"}
+        "/v1/sinks/{sink}/audit", "/v1/sinks/{sink}/stream", "/v1/sinks/{sink}/windows"}
     rows = doc["paths"]["/v1/sinks/{sink}/rows"]["get"]
     assert [p["name"] for p in rows["parameters"]] == [
         "sink", "where", "order_by", "desc", "limit", "cursor", "columns"]

@@ -111,6 +111,7 @@ class ReadService:
             web.get("/v1/sinks/{sink}/rows", routes.rows),
             web.get("/v1/sinks/{sink}/state/{ids:.+}", routes.state),
             web.get("/v1/sinks/{sink}/audit", routes.audit),
+            web.get("/v1/sinks/{sink}/windows", routes.windows),
             web.get(STREAM_ROUTE, self._stream)])
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None

@@ -113,6 +113,25 @@ def openapi(catalogue: Catalogue, version: str = "1") -> dict[str, Any]:
             "responses": _responses({"description": "text/event-stream", "content": {
                 "text/event-stream": {"schema": {"type": "string"}}}})}},
     }
+    summarised = sorted(n for n, s in catalogue.sinks.items()
+                        if s.spec.retention is not None and s.spec.retention.summary)
+    if summarised:  # an enum may not be empty
+        paths["/v1/sinks/{sink}/windows"] = {"get": {
+            "summary": "per summary window and by-group: rows and count/sum/min/max/avg of"
+                       " each summed column, the detail kept and the summary of the"
+                       " detail dropped as one answer",
+            "parameters": [{**sink, "schema": {"type": "string", "enum": summarised}},
+                           {**where, "description": "a filter on the summary's by columns,"
+                                                    " repeatable, as for rows"},
+                           _param("start", "query", {"type": "string", "format": "date-time"},
+                                  "from (ISO-8601; widened to its window's start)",
+                                  required=True),
+                           _param("end", "query", {"type": "string", "format": "date-time"},
+                                  "until (ISO-8601, exclusive; widened to a window's end;"
+                                  " default now)")],
+            "responses": _responses(_json({"type": "object", "required": ["windows"],
+                                           "properties": {"windows": row_list}},
+                                          "the windows, oldest first"))}}
     return {
         "openapi": "3.0.3",
         "info": {"title": "sinkfleet read service", "version": version,

@@ -18,6 +18,7 @@ from sinkfleet.read.sql import find_sink
 ROWS_PARAMS = ("where", "order_by", "desc", "limit", "cursor", "columns")
 STREAM_PARAMS = ("where", "order_by", "columns")
 AUDIT_PARAMS = ("actor", "start", "end", "limit")
+WINDOWS_PARAMS = ("where", "start", "end")
 _TRUE, _FALSE = {"", "1", "true", "yes"}, {"0", "false", "no"}
 TENANT = web.RequestKey("tenant", str)  # the bearer token's tenant
 READER = web.RequestKey("reader", Reader)  # reads as that tenant
@@ -137,6 +138,18 @@ async def audit(request: web.Request) -> web.Response:
         start=one(given, "start"), end=one(given, "end"),
         limit=_checked_limit(_int(given, "limit", 1000)))
     return reply({"rows": trail})
+
+
+async def windows(request: web.Request) -> web.Response:
+    """A summary tier's windows, the detail still kept and the summary as one answer."""
+    sink = sink_of(request)
+    given = params(request, WINDOWS_PARAMS)
+    start = one(given, "start")
+    if start is None:
+        raise QueryError("give start (ISO-8601): the first window is the one holding it")
+    rows = await reader_of(request).windows(sink.spec.name, filters_of(given), start=start,
+                                            end=one(given, "end"))
+    return reply({"windows": rows})
 
 
 def _checked_limit(limit: int) -> int:

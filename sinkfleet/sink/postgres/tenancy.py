@@ -20,6 +20,7 @@ import asyncpg
 
 from sinkfleet.catalogue import Catalogue, Sink
 from sinkfleet.sink.postgres.ddl import derived_name, quote_ident
+from sinkfleet.sink.postgres.summary_sql import parts_table
 
 TENANT_SETTING = "sinkfleet.tenant"  # set per transaction by Reader(tenant=…)
 SET_TENANT_SQL = f"SELECT set_config('{TENANT_SETTING}', $1, true)"
@@ -38,6 +39,14 @@ def tenant_history_view(sink: Sink) -> str:
             f"{quote_ident(derived_name(spec.history_table, 'tenant'))}")
 
 
+def tenant_parts_view(sink: Sink) -> str:
+    """The view of one tenant's summary parts (a tenant sink's summary groups by its
+    tenant column: the catalogue requires it)."""
+    spec = sink.spec
+    return (f"{quote_ident(spec.db_schema)}."
+            f"{quote_ident(derived_name(spec.table, 'summary_parts_tenant'))}")
+
+
 def tenant_relations(sink: Sink) -> list[tuple[str, str]]:
     """(table, view) pairs of a tenant sink; none for a sink without a tenant column."""
     spec = sink.spec
@@ -47,6 +56,8 @@ def tenant_relations(sink: Sink) -> list[tuple[str, str]]:
     if spec.state is not None:
         out.append((f"{quote_ident(spec.db_schema)}.{quote_ident(spec.history_table)}",
                     tenant_history_view(sink)))
+    if spec.retention is not None and spec.retention.summary is not None:
+        out.append((parts_table(sink), tenant_parts_view(sink)))
     return out
 
 
