@@ -16,7 +16,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, UnknownTopicOrPartitionError
 from aiokafka.partitioner import murmur2
 from aiokafka.structs import RecordMetadata
 
@@ -472,7 +472,12 @@ def publish_error(prefix: str, exc: BaseException) -> BaseException:
     through unchanged, and so does anything that is not Kafka's (a bug stays visible)."""
     if isinstance(exc, PublishError) or not isinstance(exc, KafkaError):
         return exc
-    return PublishError(f"{prefix}{exc}",  # aiokafka's str() names its class
+    hint = ""
+    if isinstance(exc, UnknownTopicOrPartitionError):
+        # the usual cause is a first run: the catalogue's topics were never created
+        hint = ("; the topic does not exist on this cluster: create the catalogue's"
+                " topics with `sinkfleet topics apply`")
+    return PublishError(f"{prefix}{exc}{hint}",  # aiokafka's str() names its class
                         retriable=bool(getattr(exc, "retriable", False)))
 
 

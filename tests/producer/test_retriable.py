@@ -20,6 +20,7 @@ from aiokafka.errors import (
     NotLeaderForPartitionError,
     RequestTimedOutError,
     TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
 )
 
 from sinkfleet.dev.synthetic.loads import ExperienceLoad
@@ -49,6 +50,15 @@ def test_ours_and_foreign_errors_pass_through() -> None:
     bug = ValueError("a bug stays a bug")
     assert publish_error("x: ", bug) is bug
     assert PublishError("refused").retriable is False
+
+
+def test_a_missing_topic_says_how_to_create_it() -> None:
+    """A newcomer's first publish before the topics exist: the error says what to run."""
+    error = publish_error("send to t failed: ", UnknownTopicOrPartitionError())
+    assert isinstance(error, PublishError)
+    assert "UnknownTopicOrPartition" in str(error)
+    assert "`sinkfleet topics apply`" in str(error)
+    assert "topics apply" not in str(publish_error("", NotEnoughReplicasError()))
 
 
 def test_an_aggregate_is_retriable_only_if_each_failure_is() -> None:
