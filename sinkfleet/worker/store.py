@@ -17,6 +17,7 @@ The worker's loop decides *when* to store; this module decides nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -74,11 +75,16 @@ class Stored:
 class KafkaMirror:
     """Commits the stored offsets to Kafka too. PostgreSQL already holds them, so a
     commit refused during a rebalance loses nothing; every commit carries all owned
-    partitions' stored offsets, so a refused one is repaired by the next."""
+    partitions' stored offsets, so a refused one is repaired by the next.
 
-    def __init__(self) -> None:
+    A commit is given up after ``timeout`` seconds: aiokafka waits for the group
+    coordinator without bound, so a worker cut off from Kafka (but not from PostgreSQL)
+    would otherwise stall in its store step, and a stop would hang there."""
+
+    def __init__(self, timeout: float = 10.0) -> None:
         self.consumer: AIOKafkaConsumer | None = None
         self.stored: dict[TopicPartition, int] = {}  # last stored, per partition
+        self.timeout = timeout
 
     async def commit(self, offsets: Mapping[TopicPartition, int]) -> None:
         self.stored.update(offsets)
@@ -89,9 +95,12 @@ class KafkaMirror:
         if not owned:
             return
         try:
-            await self.consumer.commit(owned)
+            await asyncio.wait_for(self.consumer.commit(owned), self.timeout)
         except (KafkaError, AssertionError) as exc:
             log.info("Kafka commit skipped (%s); PostgreSQL has the offsets", exc)
+        except TimeoutError:
+            log.warning("Kafka commit gave up after %gs (is Kafka reachable?); PostgreSQL"
+                        " has the offsets and the next commit carries them", self.timeout)
 
 
 class StoreStep:

@@ -282,3 +282,37 @@ async def test_a_rebalance_callback_failure_is_kept_and_raised_by_the_loop(
         worker._raise_failure()
     await worker.guard("revoking partitions", assign())  # the first failure is the one kept
     assert "assigning partitions" in str(worker._failure)
+
+
+class Coordinator:
+    """A consumer whose group coordinator does not answer until ``answer`` is set
+    (aiokafka's commit waits for it without bound)."""
+
+    def __init__(self) -> None:
+        self.answer = asyncio.Event()
+        self.committed: list[dict[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP, TopicPartition("t", 1)}
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        await self.answer.wait()
+        self.committed.append(dict(offsets))
+
+
+async def test_a_kafka_commit_that_never_answers_is_given_up_and_repaired_by_the_next(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A worker cut off from Kafka but not from PostgreSQL must not stall in its store
+    step (nor hang on stop): the mirror gives up, says so, and the next commit carries
+    every stored offset."""
+    mirror, consumer = KafkaMirror(timeout=0.2), Coordinator()
+    mirror.consumer = consumer  # type: ignore[assignment]
+    started = asyncio.get_running_loop().time()
+    await mirror.commit({TP: 5})
+    assert asyncio.get_running_loop().time() - started < 2
+    assert consumer.committed == []
+    assert "Kafka commit gave up after 0.2s" in caplog.text
+    assert "PostgreSQL has the offsets" in caplog.text
+    consumer.answer.set()
+    await mirror.commit({TopicPartition("t", 1): 9})
+    assert consumer.committed == [{TP: 5, TopicPartition("t", 1): 9}]

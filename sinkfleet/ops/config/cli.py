@@ -3,7 +3,6 @@ parse, call (``writes.py``), print. Versions are assigned by the tool, never typ
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import json
 from typing import TYPE_CHECKING, Annotated, Any
@@ -12,6 +11,7 @@ import typer
 
 from sinkfleet.cli.base import console, err, friendly, run, say, settings_and_catalogue
 from sinkfleet.ops.config.fields import visible
+from sinkfleet.plainjson import json_default, plain
 
 if TYPE_CHECKING:
     from sinkfleet.ops.config.versioned import Written
@@ -45,14 +45,6 @@ def _user() -> str:
         return "sinkfleet-cli"
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dt.datetime):
-        return value.isoformat()
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value).hex()
-    return str(value)
-
-
 def _report(done: Written, what: str, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"sink": done.sink, "id": list(done.ids), "version": done.version,
@@ -79,7 +71,7 @@ def _show(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
     from rich.text import Text
 
     if as_json:
-        print(json.dumps(rows, default=_plain, ensure_ascii=False))
+        print(json.dumps(rows, default=json_default, ensure_ascii=False))
         return
     if not rows:
         return
@@ -103,8 +95,7 @@ def _cell(value: Any) -> Any:
         return Text("-", style="dim")
     if isinstance(value, (dict, list)):
         return Text(visible(json.dumps(value, ensure_ascii=False)))
-    return Text(visible(str(_plain(value) if isinstance(value, (dt.datetime, bytes))
-                             else value)))
+    return Text(visible(str(plain(value))))
 
 
 def _get(family: Family, ids: list[str], sink: str | None, as_json: bool) -> None:
@@ -119,7 +110,7 @@ def _get(family: Family, ids: list[str], sink: str | None, as_json: bool) -> Non
         err.print(f"{_esc(what)}: no current version (never set, or deleted)", highlight=False)
         raise typer.Exit(1)
     if as_json:
-        print(json.dumps(row, default=_plain, ensure_ascii=False))
+        print(json.dumps(row, default=json_default, ensure_ascii=False))
     else:
         _show([row], what, False)
 
