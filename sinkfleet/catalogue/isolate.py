@@ -63,10 +63,18 @@ def isolated_copy(source: Path, dest: Path, suffix: str, *, sinks: list[str] | N
             topic["partitions"] = partitions
         shutil.copy(source / "schemas" / f"{topic['schema']}.avsc", dest / "schemas")
         (dest / "topics" / path.name).write_text(yaml.safe_dump(topic, sort_keys=False))
+    out.sinks = {name: f"{name[:54 - len(suffix)]}_{suffix}"  # room for "_history"
+                 for name in chosen}
     for name, (path, spec) in chosen.items():
-        new = f"{name[:54 - len(suffix)]}_{suffix}"  # room for "_history"
-        out.sinks[name] = new
+        new = out.sinks[name]
         spec.update(name=new, table=new, topic=out.topics[spec["topic"]])
+        if "references" in spec:
+            # a reference follows its sink into the copy; one to a sink not copied
+            # cannot resolve (the catalogue refuses it), so it is left out
+            refs = [{**r, "sink": out.sinks[r["sink"]]} for r in spec.pop("references")
+                    if r["sink"] in out.sinks]
+            if refs:
+                spec["references"] = refs
         if spec.get("state", {}).get("history_table"):
             spec["state"]["history_table"] = f"{new}_history"
         (dest / "sinks" / path.name).write_text(yaml.safe_dump(spec, sort_keys=False))
