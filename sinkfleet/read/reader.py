@@ -167,7 +167,7 @@ class Reader:
                       cursor=cursor, columns=columns)
         planner = SinkQuery(find_sink(self.catalogue, q.sink), self.tenant)
         sql, args, keyset = planner.plan(q)
-        return keyset.page([dict(r) for r in await self._fetch(sql, args)])
+        return keyset.page(await self._fetch(sql, args))
 
     async def summary(self, sink: str, filters: Sequence[Filter | str] = (), *,
                       of: Sequence[str] = ()) -> dict[str, Any]:

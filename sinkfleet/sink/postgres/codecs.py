@@ -41,13 +41,14 @@ def encode_timestamptz(value: dt.datetime | dt.date) -> tuple[int]:
     return ((value - _PG_EPOCH_UTC) // _ONE_US,)
 
 
-def decode_timestamptz(value: tuple[int]) -> dt.datetime:
+def decode_timestamptz(value: tuple[int], _td: type[dt.timedelta] = dt.timedelta
+                       ) -> dt.datetime:
     us = value[0]
     if us == _INF64:
         return _MAX_UTC
     if us == _NEG_INF64:
         return _MIN_UTC
-    return _PG_EPOCH_UTC + dt.timedelta(microseconds=us)
+    return _PG_EPOCH_UTC + _td(0, 0, us)  # positional: a quarter faster per value
 
 
 def encode_timestamp(value: dt.datetime | dt.date) -> tuple[int]:
@@ -56,13 +57,14 @@ def encode_timestamp(value: dt.datetime | dt.date) -> tuple[int]:
     return ((value - _PG_EPOCH) // _ONE_US,)  # aware: TypeError, as with asyncpg's
 
 
-def decode_timestamp(value: tuple[int]) -> dt.datetime:
+def decode_timestamp(value: tuple[int], _td: type[dt.timedelta] = dt.timedelta
+                     ) -> dt.datetime:
     us = value[0]
     if us == _INF64:
         return dt.datetime.max
     if us == _NEG_INF64:
         return dt.datetime.min
-    return _PG_EPOCH + dt.timedelta(microseconds=us)
+    return _PG_EPOCH + _td(0, 0, us)
 
 
 def encode_date(value: dt.date) -> tuple[int]:
