@@ -68,10 +68,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib
 import json
 import multiprocessing as mp
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -629,6 +631,17 @@ def parse_args(argv: list[str] | None = None) -> Options:
                    a.connect)
 
 
+def missing_bench_extra() -> list[str]:
+    """Modules of the ``bench`` extra that stage (d) needs and this environment lacks."""
+    missing = []
+    for module in ("quixstreams", "psycopg2"):
+        try:
+            importlib.import_module(module)  # imported by stage (d) anyway
+        except ImportError:
+            missing.append(module)
+    return missing
+
+
 def main(argv: list[str] | None = None) -> None:
     opts = parse_args(argv)
     load_before = os.getloadavg()
@@ -641,6 +654,12 @@ def main(argv: list[str] | None = None) -> None:
         opts.profile_dir.mkdir(parents=True, exist_ok=True)
     with (one_run_at_a_time(settings, "e2e_events", f"the {BENCH_SCHEMA} schema and topics"),
           tempfile.TemporaryDirectory(prefix="sinkfleet-bench-") as tmp):
+        missing = missing_bench_extra()
+        if missing:  # before any stage runs, not minutes later at stage (d)
+            print(f"error: {', '.join(missing)} not installed (the bench extra): run"
+                  " `make bench`, or `.venv/bin/pip install -e '.[dev,bench]'` first",
+                  file=sys.stderr)
+            raise SystemExit(2)
         install = install_connect(settings) if opts.connect else None
         run = BenchRun(time.strftime("%Y%m%d%H%M%S"), Path(tmp))
         catalogue = build_catalogue(run, load_catalogue(settings.home))

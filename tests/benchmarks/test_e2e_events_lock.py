@@ -37,3 +37,32 @@ def test_a_second_run_at_the_same_time_fails_clearly(stack: Settings, tmp_path: 
             f" on this stack; wait for it to finish (lock: {lock})") in run.stderr, run.stderr
     assert "Traceback" not in run.stderr
     assert not out.exists()
+
+
+def test_a_missing_bench_extra_fails_before_any_stage(stack: Settings, tmp_path: Path) -> None:
+    """Stage (d) needs the bench extra (quixstreams, psycopg2): without it the run stops
+    at once, naming what to install, instead of failing minutes later at (d)."""
+    blocker = tmp_path / "site"
+    blocker.mkdir()
+    # a finder that makes the extra look absent, whatever this environment has
+    (blocker / "sitecustomize.py").write_text(
+        "import importlib.abc, sys\n"
+        "class _Absent(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('quixstreams', 'psycopg2'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "        return None\n"
+        "sys.meta_path.insert(0, _Absent())\n")
+    out = tmp_path / "e2e.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "e2e_events.py"), "--count", "10",
+         "--no-connect", "--json", str(out)],
+        cwd=ROOT, env={**os.environ, "SINKFLEET_STATE_DIR": str(stack.state),
+                       "PYTHONPATH": str(blocker)},
+        capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]
+    assert ("error: quixstreams, psycopg2 not installed (the bench extra): run `make bench`,"
+            " or `.venv/bin/pip install -e '.[dev,bench]'` first") in run.stderr, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "(b) sinkfleet worker" not in run.stdout  # no stage ran
+    assert not out.exists()
