@@ -28,6 +28,7 @@ from typing import Any
 from sinkfleet.catalogue.retention import SummarySpec, summary_stat_column
 from sinkfleet.read.query import MAX_LIMIT, Filter, QueryError, SinkQuery, _Built
 from sinkfleet.read.sql import parse_time
+from sinkfleet.sink.postgres.ddl import floor_time, next_bound
 from sinkfleet.sink.postgres.ddl import quote_ident as q
 from sinkfleet.sink.postgres.summary_sql import FLOATS, parts_table
 from sinkfleet.sink.postgres.tenancy import tenant_parts_view
@@ -35,50 +36,27 @@ from sinkfleet.sink.postgres.tenancy import tenant_parts_view
 STATS = ("count", "sum", "min", "max")
 
 
-def window_floor(t: dt.datetime, grain: str) -> dt.datetime:
-    """The start of ``t``'s window, as PostgreSQL's ``date_trunc(grain, t, 'UTC')``."""
-    t = t.astimezone(dt.UTC)
-    if grain == "hour":
-        return t.replace(minute=0, second=0, microsecond=0)
-    day = t.replace(hour=0, minute=0, second=0, microsecond=0)
-    if grain == "day":
-        return day
-    if grain == "week":
-        return day - dt.timedelta(days=day.weekday())
-    if grain == "month":
-        return day.replace(day=1)
-    raise QueryError(f"unknown grain {grain!r}")
-
-
-def window_after(start: dt.datetime, grain: str) -> dt.datetime:
-    """The start of the window after the one starting at ``start``."""
-    if grain == "month":
-        return (start.replace(year=start.year + 1, month=1) if start.month == 12
-                else start.replace(month=start.month + 1))
-    return start + {"hour": dt.timedelta(hours=1), "day": dt.timedelta(days=1),
-                    "week": dt.timedelta(weeks=1)}[grain]
-
-
 def window_range(start: Any, end: Any, grain: str, max_windows: int = MAX_LIMIT
                  ) -> tuple[dt.datetime, dt.datetime, int]:
     """``[start, end)`` widened to whole windows: (first window's start, the end of the
-    last, how many windows)."""
-    lo = window_floor(parse_time(start, "start"), grain)
+    last, how many windows). Windows are the partitions' (``floor_time``: as PostgreSQL's
+    ``date_trunc(grain, t, 'UTC')``, weeks from Monday); the catalogue checks the grain."""
+    lo = floor_time(parse_time(start, "start"), grain)
     end_t = parse_time(end, "end")
     if end_t <= lo:
         raise QueryError(f"end ({end_t.isoformat()}) must come after start"
                          f" ({lo.isoformat()})")
     try:
-        hi = window_floor(end_t, grain)
+        hi = floor_time(end_t, grain)
         if hi < end_t:
-            hi = window_after(hi, grain)
+            hi = next_bound(hi, grain)
         n, at = 0, lo
         while at < hi:
             n += 1
             if n > max_windows:
                 raise QueryError(f"{start} to {end} spans more than {max_windows:,}"
                                  f" {grain} windows: ask for a shorter range")
-            at = window_after(at, grain)
+            at = next_bound(at, grain)
     except (OverflowError, ValueError):  # a window past year 9999
         raise QueryError(f"end {end_t.isoformat()}: its {grain} window ends after the"
                          " last time there is (year 9999)") from None
@@ -104,10 +82,10 @@ class SinkWindows:
         p, s = self.planner, self.summary
         lo, hi, _ = window_range(start, end, s.grain)
         built = _Built()
+        kept = set(s.by)
         for f in filters:
             if not isinstance(f, Filter):
                 raise QueryError(f"filters must be Filter(column, op, value), got {f!r}")
-            kept = set(s.by)
             if not isinstance(f.column, str) or not set(f.column.split("+")) <= kept:
                 raise QueryError(
                     f"filter on {f.column!r}: a summary keeps only its by columns"
@@ -154,4 +132,4 @@ class SinkWindows:
         return sql, built.args
 
 
-__all__ = ["SinkWindows", "window_floor", "window_range"]
+__all__ = ["SinkWindows", "window_range"]

@@ -13,7 +13,8 @@ import pytest
 from sinkfleet.catalogue import load_catalogue
 from sinkfleet.errors import ConfigError
 from sinkfleet.read.query import Filter, QueryError, SinkQuery
-from sinkfleet.read.windows import SinkWindows, window_floor, window_range
+from sinkfleet.read.windows import SinkWindows, window_range
+from sinkfleet.sink.postgres.ddl import floor_time
 
 ROOT = Path(__file__).resolve().parents[2]
 SINKS = load_catalogue(ROOT).sinks
@@ -26,10 +27,10 @@ T = datetime(2026, 3, 4, 17, 45, 12, 345, tzinfo=UTC)  # a Wednesday
     ("week", datetime(2026, 3, 2, tzinfo=UTC)),  # Monday, as date_trunc('week')
     ("month", datetime(2026, 3, 1, tzinfo=UTC))])
 def test_a_window_starts_where_date_trunc_says(grain: str, start: datetime) -> None:
-    assert window_floor(T, grain) == start
-    assert window_floor(start, grain) == start
+    assert floor_time(T, grain) == start
+    assert floor_time(start, grain) == start
     # another zone's clock is the same instant: windows are UTC's
-    assert window_floor(T.astimezone(timezone(timedelta(hours=-5))), grain) == start
+    assert floor_time(T.astimezone(timezone(timedelta(hours=-5))), grain) == start
 
 
 def test_a_range_is_widened_to_whole_windows_and_bounded() -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sinkfleet.catalogue import Catalogue
 from sinkfleet.read.query import MAX_LIMIT
+from sinkfleet.sink.postgres.summary_sql import has_summary
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -113,8 +114,7 @@ def openapi(catalogue: Catalogue, version: str = "1") -> dict[str, Any]:
             "responses": _responses({"description": "text/event-stream", "content": {
                 "text/event-stream": {"schema": {"type": "string"}}}})}},
     }
-    summarised = sorted(n for n, s in catalogue.sinks.items()
-                        if s.spec.retention is not None and s.spec.retention.summary)
+    summarised = sorted(n for n, s in catalogue.sinks.items() if has_summary(s))
     if summarised:  # an enum may not be empty
         paths["/v1/sinks/{sink}/windows"] = {"get": {
             "summary": "per summary window and by-group: rows and count/sum/min/max/avg of"

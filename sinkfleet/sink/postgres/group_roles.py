@@ -32,7 +32,7 @@ from sinkfleet.sink.postgres.roles import (
     sink_grants,
     sink_tables,
 )
-from sinkfleet.sink.postgres.summary_sql import parts_table
+from sinkfleet.sink.postgres.summary_sql import has_summary, parts_table
 from sinkfleet.sink.postgres.tenancy import maintain_tenant_views
 
 GROUP_MARKER = "sinkfleet_group"  # every group role is a member: the policies' target
@@ -163,8 +163,8 @@ async def grant_readers(conn: asyncpg.Connection, catalogue: Catalogue) -> None:
             await _schema_usage(conn, sink.spec.db_schema, READER_ROLE)
             if sink.spec.tenant_column is None:
                 # the summary parts too: `Reader.windows` adds them to the detail
-                summary = sink.spec.retention is not None and sink.spec.retention.summary
-                tables = [*sink_tables(sink), *([parts_table(sink)] if summary else [])]
+                tables = [*sink_tables(sink), *([parts_table(sink)] if has_summary(sink)
+                                                else [])]
                 await conn.execute(f"GRANT SELECT ON {', '.join(tables)} TO {READER_ROLE}")
     await maintain_tenant_views(conn, catalogue, READER_ROLE)
 

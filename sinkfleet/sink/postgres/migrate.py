@@ -36,7 +36,7 @@ from sinkfleet.sink.postgres.roles import (
     worker_password,
 )
 from sinkfleet.sink.postgres.schema_versions import check_before_migrate, register_catalogue
-from sinkfleet.sink.postgres.summary_sql import summary_table_sql
+from sinkfleet.sink.postgres.summary_sql import has_summary, summary_table_sql
 
 # pg_advisory_lock key shared by every `db migrate` and partition maintenance run.
 MIGRATION_LOCK_KEY = 0x51_4E_4B_46  # "SNKF"
@@ -77,8 +77,7 @@ def sink_migrations(sink: Sink) -> list[Migration]:
         plan.append(Migration(f"sink:{name}:key-{storage.digest()}",
                               f"primary key of {sink.spec.qualified_table}: "
                               f"({', '.join(sink.spec.key_columns)})", key_sql(sink)))
-    policy = sink.spec.retention
-    if policy is not None and policy.summary is not None:  # docs/retention.md
+    if has_summary(sink):  # docs/retention.md
         plan.append(Migration(f"sink:{name}:summary", f"summary tier of {name}",
                               summary_table_sql(sink)))
     return plan

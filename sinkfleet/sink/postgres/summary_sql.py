@@ -19,6 +19,12 @@ FLOATS = frozenset({"real", "double precision"})
 GRAIN_INTERVAL = {"hour": "1 hour", "day": "1 day", "week": "1 week", "month": "1 month"}
 
 
+def has_summary(sink: Sink) -> bool:
+    """Whether the sink keeps a summary tier (``retention.summary``)."""
+    policy = sink.spec.retention
+    return policy is not None and policy.summary is not None
+
+
 def _summary(sink: Sink) -> SummarySpec:
     policy = sink.spec.retention
     assert policy is not None and policy.summary is not None, \

@@ -20,7 +20,7 @@ import asyncpg
 
 from sinkfleet.catalogue import Catalogue, Sink
 from sinkfleet.sink.postgres.ddl import derived_name, quote_ident
-from sinkfleet.sink.postgres.summary_sql import parts_table
+from sinkfleet.sink.postgres.summary_sql import has_summary, parts_table
 
 TENANT_SETTING = "sinkfleet.tenant"  # set per transaction by Reader(tenant=…)
 SET_TENANT_SQL = f"SELECT set_config('{TENANT_SETTING}', $1, true)"
@@ -56,7 +56,7 @@ def tenant_relations(sink: Sink) -> list[tuple[str, str]]:
     if spec.state is not None:
         out.append((f"{quote_ident(spec.db_schema)}.{quote_ident(spec.history_table)}",
                     tenant_history_view(sink)))
-    if spec.retention is not None and spec.retention.summary is not None:
+    if has_summary(sink):
         out.append((parts_table(sink), tenant_parts_view(sink)))
     return out
 

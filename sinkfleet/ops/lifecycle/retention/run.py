@@ -52,12 +52,12 @@ from sinkfleet.ops.lifecycle.retention.tiers import (
     count_tier_expiry,
     expire_archives,
     expire_summary,
-    has_summary,
     last_archived_rows,
     require_summary_table,
     summarise,
 )
 from sinkfleet.sink.postgres.connect import pg
+from sinkfleet.sink.postgres.summary_sql import has_summary
 
 RETENTION_LOCK_KEY = 0x53_4E_4B_52  # "SNKR"; MIGRATION_LOCK_KEY is "SNKF"
 APPLICATION_NAME = "sinkfleet retention"

@@ -25,14 +25,10 @@ from sinkfleet.ops.lifecycle.retention.plan import SinkPlan, Step
 from sinkfleet.sink.postgres.summary_sql import (
     count_expired_sql,
     expire_summary_sql,
+    has_summary,
     parts_table,
     summarise_sql,
 )
-
-
-def has_summary(sink: Sink) -> bool:
-    policy = sink.spec.retention
-    return policy is not None and policy.summary is not None
 
 
 async def summarise(conn: asyncpg.Connection, sink: Sink, partition: str) -> int:
