@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from pydantic import SecretStr
 
 from sinkfleet.config import Settings
 from sinkfleet.ops.lifecycle.archive.avro import read_records
@@ -26,7 +25,6 @@ from sinkfleet.producer import Publisher
 from sinkfleet.read import Reader
 from sinkfleet.read.query import QueryError
 from sinkfleet.sink.postgres.connect import connect
-from sinkfleet.sink.postgres.group_roles import READER_ROLE
 from tests.ops.tiers_support import (
     EPOCH_MONDAY,
     Summary,
@@ -41,6 +39,7 @@ from tests.ops.tiers_support import (
 )
 from tests.sink.merge_support import project_family
 from tests.support.family import Family, drain, drop_family, rows, running_worker
+from tests.support.postgres import reader_login
 
 pytestmark = pytest.mark.integration
 
@@ -419,19 +418,6 @@ async def test_windows_read_detail_and_summary_as_one_answer(judgements: Family,
 @pytest_asyncio.fixture
 async def reader(judgements: Family) -> AsyncIterator[Settings]:
     """A login that is a member of sinkfleet_reader only: what `db migrate` grants it."""
-    login, password = f"sinkfleet_w{uuid.uuid4().hex[:8]}_reader", uuid.uuid4().hex
-    conn = await connect(judgements.settings)
-    try:
-        await conn.execute(f"CREATE ROLE {login} LOGIN PASSWORD '{password}'"
-                           f" IN ROLE {READER_ROLE}")
-    finally:
-        await conn.close()
-    try:
-        yield judgements.settings.model_copy(update={"pg_user": login,
-                                                     "pg_password": SecretStr(password)})
-    finally:
-        conn = await connect(judgements.settings)
-        try:
-            await conn.execute(f"DROP ROLE IF EXISTS {login}")
-        finally:
-            await conn.close()
+    async with reader_login(judgements.settings,
+                            f"sinkfleet_w{uuid.uuid4().hex[:8]}_reader") as settings:
+        yield settings

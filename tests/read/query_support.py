@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-import secrets
 import subprocess
 import sys
 import uuid
@@ -18,7 +17,6 @@ from typing import Any
 
 import pytest_asyncio
 import yaml
-from pydantic import SecretStr
 
 from sinkfleet.catalogue import Catalogue, load_catalogue
 from sinkfleet.config import Settings, load_settings
@@ -26,10 +24,10 @@ from sinkfleet.kafka.positions import KafkaPositions
 from sinkfleet.ops.setup.topics import apply_topics
 from sinkfleet.producer import Publisher
 from sinkfleet.sink.postgres.connect import connect
-from sinkfleet.sink.postgres.group_roles import READER_ROLE
 from sinkfleet.sink.postgres.migrate import migrate
 from sinkfleet.worker.loop import Worker
 from tests.support.catalogue import ROOT, catalogue_env, forget
+from tests.support.postgres import reader_login
 from tests.support.waiting import async_wait_for
 
 # sink → its schema family (the seeds' families that the catalogue has)
@@ -255,27 +253,14 @@ async def seeded(stack: Settings, tmp_path_factory: Any) -> AsyncIterator[Seeded
     root, names, topics, group = write_catalogue(tmp_path_factory.mktemp("q"), suffix)
     settings = load_settings(home=root, state_dir=stack.state)
     catalogue = load_catalogue(root)
-    login, password = f"sinkfleet_q{suffix}_reader", secrets.token_hex(12)
-    reader = settings.model_copy(update={"pg_user": login,
-                                         "pg_password": SecretStr(password)})
-    out = Seeded(root, settings, catalogue, names, reader, group, topics)
     await apply_topics(settings, catalogue, say=lambda m: None)
     await migrate(settings, catalogue, lambda m: None)
-    conn = await connect(settings)
     try:
-        await conn.execute(f"CREATE ROLE {login} LOGIN PASSWORD '{password}'"
-                           f" IN ROLE {READER_ROLE}")
+        async with reader_login(settings, f"sinkfleet_q{suffix}_reader") as reader:
+            out = Seeded(root, settings, catalogue, names, reader, group, topics)
+            await publish_and_store(out)
+            yield out
     finally:
-        await conn.close()
-    try:
-        await publish_and_store(out)
-        yield out
-    finally:
-        conn = await connect(settings)
-        try:
-            await conn.execute(f"DROP ROLE IF EXISTS {login}")
-        finally:
-            await conn.close()
         await forget(settings, tables=list(names.values()), groups=[group], topics=topics)
 
 

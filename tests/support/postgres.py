@@ -1,10 +1,34 @@
 """What a worker process stored in PostgreSQL: rows of a test catalogue's table, and the
-offsets stored with them (sinkfleet.consumer_offsets)."""
+offsets stored with them (sinkfleet.consumer_offsets); a reader login to read them with."""
 
 from __future__ import annotations
 
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from pydantic import SecretStr
+
+from sinkfleet.config import Settings
 from sinkfleet.sink.postgres.connect import pg
+from sinkfleet.sink.postgres.group_roles import READER_ROLE
 from tests.support.catalogue import TestCatalogue
+
+
+@asynccontextmanager
+async def reader_login(settings: Settings, login: str) -> AsyncIterator[Settings]:
+    """``settings`` as a new login that is a member of sinkfleet_reader only (what `db
+    migrate` grants it, so migrate first); the login is dropped afterwards."""
+    password = secrets.token_hex(12)
+    async with pg(settings) as conn:
+        await conn.execute(f"CREATE ROLE {login} LOGIN PASSWORD '{password}'"
+                           f" IN ROLE {READER_ROLE}")
+    try:
+        yield settings.model_copy(update={"pg_user": login,
+                                          "pg_password": SecretStr(password)})
+    finally:
+        async with pg(settings) as conn:
+            await conn.execute(f"DROP ROLE IF EXISTS {login}")
 
 
 async def count_rows(tc: TestCatalogue) -> tuple[int, int]:
